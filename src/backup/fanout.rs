@@ -1,0 +1,154 @@
+//! Fan-out of finished packs to every replica.
+//!
+//! Each replica has its own bounded queue and its own upload task with a
+//! concurrency limit, so a slow replica makes the producer wait (bounded
+//! memory) and a failed one is dropped from the run without disturbing the
+//! others: its queue is closed, later packs skip it, and it gets no index or
+//! snapshot from this run.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cairn_backends::{Handle, Kind, PutMode};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::progress::Progress;
+use crate::error::Error;
+use crate::id::Id;
+use crate::repo::Replica;
+
+/// A pack ready to upload: name and bytes shared by every queue.
+#[derive(Clone)]
+pub struct PackUpload {
+    pub id: Id,
+    pub data: Bytes,
+}
+
+pub struct FanOut {
+    senders: Vec<Option<mpsc::Sender<PackUpload>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    errors: Arc<Mutex<Vec<Option<Error>>>>,
+    progress: Arc<Progress>,
+}
+
+impl FanOut {
+    /// Start one upload task per replica on `rt`.
+    pub fn start(
+        rt: &tokio::runtime::Handle,
+        replicas: &[Replica],
+        queue: usize,
+        connections: usize,
+        progress: Arc<Progress>,
+    ) -> FanOut {
+        let errors = Arc::new(Mutex::new((0..replicas.len()).map(|_| None).collect()));
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            let (tx, rx) = mpsc::channel::<PackUpload>(queue.max(1));
+            senders.push(Some(tx));
+            tasks.push(rt.spawn(upload_task(
+                i,
+                r.clone(),
+                rx,
+                connections.max(1),
+                errors.clone(),
+                progress.clone(),
+            )));
+        }
+        FanOut {
+            senders,
+            tasks,
+            errors,
+            progress,
+        }
+    }
+
+    /// Queue a pack to every replica still alive; blocks while a queue is
+    /// full. Call from a plain thread, never from inside the runtime.
+    pub fn send(&self, pack: PackUpload) {
+        for (i, tx) in self.senders.iter().enumerate() {
+            let Some(tx) = tx else { continue };
+            if self.progress.replicas[i].failed.load(Relaxed) {
+                continue;
+            }
+            self.progress.replicas[i].packs_queued.fetch_add(1, Relaxed);
+            // An error means the task closed its queue after a failure.
+            let _ = tx.blocking_send(pack.clone());
+        }
+    }
+
+    /// Close the queues, wait for the uploads, and return per replica
+    /// `None` (every pack is durable there) or the error that stopped it.
+    pub async fn finish(mut self) -> Vec<Option<Error>> {
+        self.senders.iter_mut().for_each(|s| *s = None);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        std::mem::take(&mut *self.errors.lock().unwrap())
+    }
+}
+
+async fn upload_task(
+    i: usize,
+    replica: Replica,
+    mut rx: mpsc::Receiver<PackUpload>,
+    connections: usize,
+    errors: Arc<Mutex<Vec<Option<Error>>>>,
+    progress: Arc<Progress>,
+) {
+    let mut running: JoinSet<Result<u64, Error>> = JoinSet::new();
+    let fail = |e: Error, rx: &mut mpsc::Receiver<PackUpload>| {
+        tracing::error!("replica {} failed: {e}", replica.name);
+        progress.replicas[i].failed.store(true, Relaxed);
+        errors.lock().unwrap()[i].get_or_insert(e);
+        rx.close();
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                match done {
+                    Ok(Ok(n)) => {
+                        progress.replicas[i].packs_done.fetch_add(1, Relaxed);
+                        progress.replicas[i].bytes_done.fetch_add(n, Relaxed);
+                    }
+                    Ok(Err(e)) => fail(e, &mut rx),
+                    Err(join) => fail(Error::Invalid(format!("upload task panicked: {join}")), &mut rx),
+                }
+            }
+            next = rx.recv(), if running.len() < connections => {
+                let Some(pack) = next else { break };
+                if progress.replicas[i].failed.load(Relaxed) {
+                    continue; // drain what was queued before the failure
+                }
+                let r = replica.clone();
+                running.spawn(async move {
+                    let h = Handle::new(Kind::Pack, pack.id.to_hex());
+                    let n = pack.data.len() as u64;
+                    match r.backend.put(&h, pack.data, PutMode::Create).await {
+                        Ok(()) => Ok(n),
+                        // Packs are named by their bytes: an existing one is this one.
+                        Err(e) if e.kind() == cairn_backends::ErrorKind::AlreadyExists => Ok(n),
+                        Err(e) => Err(Error::backend(&r.name, e)),
+                    }
+                });
+            }
+            else => break,
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(Ok(n)) => {
+                progress.replicas[i].packs_done.fetch_add(1, Relaxed);
+                progress.replicas[i].bytes_done.fetch_add(n, Relaxed);
+            }
+            Ok(Err(e)) => fail(e, &mut rx),
+            Err(join) => fail(
+                Error::Invalid(format!("upload task panicked: {join}")),
+                &mut rx,
+            ),
+        }
+    }
+}

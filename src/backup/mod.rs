@@ -1,0 +1,369 @@
+//! `backup`: read the source once, write every new blob to every replica.
+//!
+//! Threads: one walker (this thread), `readers` file readers, `workers`
+//! compressors, one tree builder; the upload tasks run on the async runtime
+//! (see [`fanout`]). Every queue between them is bounded, so memory depends
+//! on the configuration, not on the data (see docs/architecture.md).
+
+pub mod fanout;
+pub mod progress;
+pub mod source;
+pub mod store;
+pub mod walk;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use cairn_backends::Kind;
+use crossbeam_channel::bounded;
+use jiff::Timestamp;
+
+use crate::crypto::ObjectKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{self, IndexPack, MasterIndex};
+use crate::repo::{seal_doc, Repository};
+use crate::snapshot::{Snapshot, Summary};
+use crate::tree::{Node, NodeKind, RawName, Tree};
+use progress::Progress;
+use source::Excludes;
+use store::BlobStore;
+use walk::{BuildCounts, ParentTrees, Walk};
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Absolute paths to back up (ignored with `stdin_name`).
+    pub paths: Vec<PathBuf>,
+    /// Read the content from standard input and store it under this name.
+    pub stdin_name: Option<String>,
+    pub tags: Vec<String>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub host: String,
+    /// Use this snapshot as parent instead of the automatic choice.
+    pub parent: Option<Id>,
+    /// Read every file even if the parent says it is unchanged.
+    pub force: bool,
+    pub readers: usize,
+    pub workers: usize,
+    /// Packs queued per replica before the backup waits for it.
+    pub queue: usize,
+    /// Concurrent uploads per replica.
+    pub connections: usize,
+}
+
+impl BackupOptions {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BackupOptions {
+            paths,
+            stdin_name: None,
+            tags: Vec::new(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            host: crate::sys::hostname(),
+            parent: None,
+            force: false,
+            readers: cores.clamp(2, 4),
+            workers: cores,
+            queue: 2,
+            connections: 2,
+        }
+    }
+}
+
+/// How one replica fared.
+#[derive(Debug)]
+pub struct ReplicaOutcome {
+    pub name: String,
+    pub error: Option<Error>,
+    pub packs: u64,
+    pub bytes: u64,
+}
+
+/// The result of a backup run.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The snapshot id, when at least one replica got it.
+    pub id: Option<Id>,
+    pub snapshot: Snapshot,
+    pub replicas: Vec<ReplicaOutcome>,
+}
+
+struct RepoParents<'a> {
+    repo: &'a Repository,
+    index: &'a MasterIndex,
+    rt: tokio::runtime::Handle,
+}
+
+impl ParentTrees for RepoParents<'_> {
+    fn load(&self, ids: &[Id]) -> Option<Tree> {
+        match self.rt.block_on(self.repo.load_tree(self.index, ids)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("parent tree unreadable, reading files again: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Run a backup to every replica of `repo`.
+pub async fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = Timestamp::now();
+    let excludes = Excludes::new(&opts.excludes)
+        .map_err(|e| Error::Invalid(format!("exclude pattern: {e}")))?;
+    let paths: Vec<String> = match &opts.stdin_name {
+        Some(n) => vec![format!("/{n}")],
+        None => opts
+            .paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    };
+    let index = Arc::new(repo.load_index().await?);
+    let snaps = repo.list_snapshots().await?;
+    let parent = match (opts.force, opts.parent) {
+        (true, _) => None,
+        (false, Some(id)) => Some(
+            snaps
+                .iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| Error::NotFound(format!("parent snapshot {id} not found")))?,
+        ),
+        (false, None) => snaps
+            .iter()
+            .rev()
+            .find(|s| s.snapshot.matches(&opts.host, &paths)),
+    };
+    let parent_root = match parent {
+        Some(p) => match repo.load_tree(&index, &p.snapshot.tree).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    "parent snapshot {} unreadable, reading everything: {e}",
+                    p.id.short()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+
+    let locks = repo.lock("backup").await;
+    let rt = tokio::runtime::Handle::current();
+    let fan = fanout::FanOut::start(
+        &rt,
+        &repo.replicas,
+        opts.queue,
+        opts.connections,
+        progress.clone(),
+    );
+    let store = BlobStore::new(
+        repo.keyring.clone(),
+        index.clone(),
+        repo.all_mask(),
+        repo.config.compression_level,
+        repo.config.pack_size as usize,
+        opts.workers,
+        fan,
+        progress.clone(),
+    );
+    let errors = Mutex::new(Vec::new());
+    let mut counts = BuildCounts::default();
+    let changed = AtomicU64::new(0);
+    let parents = RepoParents {
+        repo,
+        index: &index,
+        rt: rt.clone(),
+    };
+
+    let root: Option<Vec<Id>> = tokio::task::block_in_place(|| {
+        if let Some(name) = &opts.stdin_name {
+            return stdin_tree(name, repo, &store, &progress, &mut counts).map(Some);
+        }
+        let (file_tx, file_rx) = bounded(opts.readers * 8);
+        let (dir_tx, dir_rx) = bounded(1024);
+        std::thread::scope(|s| {
+            for _ in 0..opts.readers.max(1) {
+                let rx = file_rx.clone();
+                let (chunker, store, progress) = (&repo.chunker, &store, &*progress);
+                s.spawn(move || walk::reader(rx, chunker, store, progress));
+            }
+            drop(file_rx);
+            let builder = {
+                let (chunker, store, progress, errors, counts, changed) = (
+                    &repo.chunker,
+                    &store,
+                    &*progress,
+                    &errors,
+                    &mut counts,
+                    &changed,
+                );
+                s.spawn(move || {
+                    walk::build_trees(dir_rx, chunker, store, errors, progress, counts, changed)
+                })
+            };
+            let mut w = Walk {
+                excludes: &excludes,
+                one_file_system: opts.one_file_system,
+                parent: parent_root.as_ref().map(|_| &parents as &dyn ParentTrees),
+                store: &store,
+                progress: &progress,
+                files: file_tx,
+                dirs: dir_tx,
+                errors: &errors,
+                next_id: 0,
+                changed: &changed,
+            };
+            w.targets(&opts.paths, parent_root.as_ref());
+            drop(w);
+            Ok(builder.join().expect("tree builder panicked"))
+        })
+    })?;
+    let root = root.ok_or_else(|| Error::Invalid("nothing to back up".into()))?;
+
+    let (written, fan) = tokio::task::block_in_place(|| store.finish());
+    let upload_errors = fan.finish().await;
+    let errors = errors.into_inner().unwrap();
+    let summary = Summary {
+        files_new: counts.files_new,
+        files_changed: counts.files_changed,
+        files_unmodified: counts.files_unmodified,
+        dirs: counts.dirs,
+        other_entries: counts.other,
+        total_bytes: counts.total_bytes,
+        bytes_read: progress.bytes_read.load(Relaxed),
+        blobs_new: progress.blobs_new.load(Relaxed),
+        bytes_new: progress.bytes_new.load(Relaxed),
+        bytes_stored: written.iter().map(|p| p.size).sum(),
+        errors: errors.len() as u64,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    let snapshot = Snapshot {
+        time,
+        host: opts.host.clone(),
+        username: crate::sys::username(),
+        paths,
+        tags: opts.tags.clone(),
+        parent: parent.map(|p| p.id),
+        tree: root,
+        partial: !errors.is_empty(),
+        errors: errors.iter().take(100).cloned().collect(),
+        excludes: opts.excludes.clone(),
+        program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let outcome = publish(repo, &written, &snapshot, upload_errors, &progress).await;
+    repo.unlock(locks).await;
+    Ok(outcome)
+}
+
+/// Write the index files, then the snapshot, to every replica whose packs
+/// are all durable.
+async fn publish(
+    repo: &Repository,
+    written: &[IndexPack],
+    snapshot: &Snapshot,
+    upload_errors: Vec<Option<Error>>,
+    progress: &Progress,
+) -> BackupOutcome {
+    let index_files: Vec<(String, Bytes)> = written
+        .chunks(64)
+        .map(|packs| {
+            let sealed = seal_doc(&repo.keyring, ObjectKind::Index, &index::encode(packs));
+            (Id::of_stored(&sealed).to_hex(), Bytes::from(sealed))
+        })
+        .collect();
+    let snap_bytes = Bytes::from(seal_doc(
+        &repo.keyring,
+        ObjectKind::Snapshot,
+        &serde_json::to_vec(snapshot).expect("snapshot serializes"),
+    ));
+    let snap_id = Id::of_stored(&snap_bytes);
+    let mut replicas = Vec::new();
+    let mut any = false;
+    for ((i, r), err) in repo.replicas.iter().enumerate().zip(upload_errors) {
+        let mut error = err;
+        if error.is_none() {
+            for (name, data) in &index_files {
+                if let Err(e) = repo.put_doc(r, Kind::Index, name, data.clone()).await {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if error.is_none() {
+            if let Err(e) = repo
+                .put_doc(r, Kind::Snapshot, &snap_id.to_hex(), snap_bytes.clone())
+                .await
+            {
+                error = Some(e);
+            }
+        }
+        any |= error.is_none();
+        let p = &progress.replicas[i];
+        replicas.push(ReplicaOutcome {
+            name: r.name.clone(),
+            error,
+            packs: p.packs_done.load(Relaxed),
+            bytes: p.bytes_done.load(Relaxed),
+        });
+    }
+    BackupOutcome {
+        id: any.then_some(snap_id),
+        snapshot: snapshot.clone(),
+        replicas,
+    }
+}
+
+/// Back up standard input as one file named `name`.
+fn stdin_tree(
+    name: &str,
+    repo: &Repository,
+    store: &BlobStore,
+    progress: &Progress,
+    counts: &mut BuildCounts,
+) -> Result<Vec<Id>> {
+    let mut input = std::io::stdin().lock();
+    let (content, size) =
+        source::chunk_stream(&mut input as &mut dyn Read, &repo.chunker, store, &|n| {
+            progress.bytes_read.fetch_add(n, Relaxed);
+        })
+        .map_err(|e| Error::io("standard input", e))?;
+    progress.files.fetch_add(1, Relaxed);
+    counts.files_new = 1;
+    counts.total_bytes = size;
+    let now = Timestamp::now().as_nanosecond() as i64;
+    let tree = Tree {
+        nodes: vec![Node {
+            name: RawName(name.as_bytes().to_vec()),
+            kind: NodeKind::File,
+            mode: 0o100600,
+            uid: crate::sys::uid(),
+            gid: 0,
+            user: None,
+            size,
+            mtime: now,
+            ctime: now,
+            inode: 0,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            target: None,
+            content,
+            subtree: Vec::new(),
+        }],
+    };
+    Ok(source::store_tree(tree.to_bytes(), &repo.chunker, store))
+}

@@ -1,0 +1,185 @@
+//! Reading the source: turning `lstat` results into tree nodes, matching
+//! exclude patterns, and chunking one file or stream into the blob store.
+
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::store::BlobStore;
+use crate::chunker::Chunker;
+use crate::id::Id;
+use crate::pack::BlobKind;
+use crate::tree::{Node, NodeKind, RawName};
+
+/// Build a node from `lstat` metadata (no content yet).
+pub fn node_from_meta(name: &[u8], meta: &Metadata, path: &Path) -> Node {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        NodeKind::File
+    } else if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::Chardev
+    } else if ft.is_block_device() {
+        NodeKind::Blockdev
+    } else {
+        NodeKind::Socket
+    };
+    let target = (kind == NodeKind::Symlink)
+        .then(|| std::fs::read_link(path).ok())
+        .flatten()
+        .map(|t| RawName(t.as_os_str().as_bytes().to_vec()));
+    Node {
+        name: RawName(name.to_vec()),
+        kind,
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: None,
+        size: if kind == NodeKind::File {
+            meta.size()
+        } else {
+            0
+        },
+        mtime: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: if kind == NodeKind::Dir {
+            0
+        } else {
+            meta.nlink()
+        },
+        rdev: if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
+            meta.rdev()
+        } else {
+            0
+        },
+        target,
+        content: Vec::new(),
+        subtree: Vec::new(),
+    }
+}
+
+/// Exclude patterns. A pattern without `/` matches a file name anywhere; a
+/// pattern with `/` matches the whole absolute path (a relative one matches
+/// at any depth).
+#[derive(Clone)]
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes, globset::Error> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let p = p.trim_end_matches('/');
+            if p.contains('/') {
+                let full = if p.starts_with('/') {
+                    p.to_string()
+                } else {
+                    format!("**/{p}")
+                };
+                paths.add(GlobBuilder::new(&full).literal_separator(true).build()?);
+            } else {
+                names.add(GlobBuilder::new(p).literal_separator(true).build()?);
+            }
+        }
+        Ok(Excludes {
+            names: names.build()?,
+            paths: paths.build()?,
+        })
+    }
+
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+    }
+}
+
+/// Read `r` to the end, cut it into chunks and store them. Returns the
+/// chunk ids and the number of bytes read.
+pub fn chunk_stream(
+    r: &mut dyn Read,
+    chunker: &Chunker,
+    store: &BlobStore,
+    on_bytes: &dyn Fn(u64),
+) -> std::io::Result<(Vec<Id>, u64)> {
+    let max = chunker.params().max_size as usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(max + (1 << 20));
+    let mut ids = Vec::new();
+    let mut total = 0u64;
+    let mut eof = false;
+    loop {
+        // Fill until a full max-size window is available or the input ends.
+        while !eof && buf.len() < max {
+            let old = buf.len();
+            buf.resize(old + (1 << 20).min(max + (1 << 20) - old), 0);
+            let n = loop {
+                match r.read(&mut buf[old..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            buf.truncate(old + n);
+            total += n as u64;
+            on_bytes(n as u64);
+            eof = n == 0;
+        }
+        let mut pos = 0;
+        while let Some(n) = chunker.next_cut(&buf[pos..], eof) {
+            // Stop cutting once less than a window is left and more input
+            // may follow: the cut point could still move.
+            ids.push(store.store(BlobKind::Data, buf[pos..pos + n].to_vec()));
+            pos += n;
+            if !eof && buf.len() - pos < max {
+                break;
+            }
+        }
+        buf.drain(..pos);
+        if eof && buf.is_empty() {
+            return Ok((ids, total));
+        }
+    }
+}
+
+/// Store a tree, chunking it if it is large.
+pub fn store_tree(bytes: Vec<u8>, chunker: &Chunker, store: &BlobStore) -> Vec<Id> {
+    if bytes.len() <= chunker.params().max_size as usize {
+        return vec![store.store(BlobKind::Tree, bytes)];
+    }
+    let mut ids = Vec::new();
+    let mut pos = 0;
+    while let Some(n) = chunker.next_cut(&bytes[pos..], true) {
+        ids.push(store.store(BlobKind::Tree, bytes[pos..pos + n].to_vec()));
+        pos += n;
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_match_names_and_paths() {
+        let ex =
+            Excludes::new(&["*.tmp".into(), "/data/cache".into(), "build/out".into()]).unwrap();
+        assert!(ex.is_excluded(Path::new("/a/b/x.tmp")));
+        assert!(!ex.is_excluded(Path::new("/a/b/x.tmpl")));
+        assert!(ex.is_excluded(Path::new("/data/cache")));
+        assert!(!ex.is_excluded(Path::new("/data/cache2")));
+        assert!(ex.is_excluded(Path::new("/src/build/out")));
+        assert!(!ex.is_excluded(Path::new("/src/build/output")));
+    }
+}

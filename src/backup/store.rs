@@ -1,0 +1,196 @@
+//! Deduplicating blob store of one backup run: chunk ids are checked against
+//! the index and the blobs already queued in this run; new blobs are
+//! compressed on a pool of worker threads, sealed into packs, and finished
+//! packs are handed to the fan-out.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::fanout::{FanOut, PackUpload};
+use super::progress::Progress;
+use crate::codec;
+use crate::id::Id;
+use crate::index::{IndexPack, MasterIndex};
+use crate::keys::Keyring;
+use crate::pack::{BlobKind, PackBuilder};
+
+struct Job {
+    id: Id,
+    kind: BlobKind,
+    data: Vec<u8>,
+}
+
+struct Packers {
+    data: Option<PackBuilder>,
+    tree: Option<PackBuilder>,
+}
+
+struct Shared {
+    keyring: Arc<Keyring>,
+    level: i32,
+    pack_size: usize,
+    packers: Mutex<Packers>,
+    written: Mutex<Vec<IndexPack>>,
+    fanout: FanOut,
+    progress: Arc<Progress>,
+}
+
+/// The blob store; cheap to share by reference between threads.
+pub struct BlobStore {
+    index: Arc<MasterIndex>,
+    mask: u64,
+    seen: Mutex<HashSet<Id>>,
+    tx: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl BlobStore {
+    pub fn new(
+        keyring: Arc<Keyring>,
+        index: Arc<MasterIndex>,
+        mask: u64,
+        level: i32,
+        pack_size: usize,
+        workers: usize,
+        fanout: FanOut,
+        progress: Arc<Progress>,
+    ) -> BlobStore {
+        let (tx, rx) = bounded::<Job>(workers * 2);
+        let shared = Arc::new(Shared {
+            keyring,
+            level,
+            pack_size,
+            packers: Mutex::new(Packers {
+                data: None,
+                tree: None,
+            }),
+            written: Mutex::new(Vec::new()),
+            fanout,
+            progress,
+        });
+        let workers = (0..workers.max(1))
+            .map(|n| {
+                let rx = rx.clone();
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("cairn-compress-{n}"))
+                    .spawn(move || worker(rx, shared))
+                    .expect("spawn compress worker")
+            })
+            .collect();
+        BlobStore {
+            index,
+            mask,
+            seen: Mutex::new(HashSet::new()),
+            tx: Some(tx),
+            workers,
+            shared,
+        }
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.shared.keyring
+    }
+
+    /// Whether every target replica already has the blob (from the index).
+    pub fn known(&self, id: &Id) -> bool {
+        self.index.has_on_all(id, self.mask)
+    }
+
+    /// Store a blob unless it is known; returns its id.
+    pub fn store(&self, kind: BlobKind, data: Vec<u8>) -> Id {
+        let id = self.shared.keyring.chunk_id(&data);
+        self.store_with_id(id, kind, data);
+        id
+    }
+
+    pub fn store_with_id(&self, id: Id, kind: BlobKind, data: Vec<u8>) {
+        if self.known(&id) || !self.seen.lock().unwrap().insert(id) {
+            return;
+        }
+        let p = &self.shared.progress;
+        p.blobs_new.fetch_add(1, Relaxed);
+        p.bytes_new.fetch_add(data.len() as u64, Relaxed);
+        if let Some(tx) = &self.tx {
+            tx.send(Job { id, kind, data })
+                .expect("compress workers outlive the store");
+        }
+    }
+
+    /// Wait for the workers, flush the open packs, and return the index
+    /// entries of every pack written plus the fan-out to finish.
+    pub fn finish(mut self) -> (Vec<IndexPack>, FanOut) {
+        drop(self.tx.take());
+        for w in self.workers.drain(..) {
+            w.join().expect("compress worker panicked");
+        }
+        let shared = Arc::try_unwrap(self.shared)
+            .ok()
+            .expect("workers have exited");
+        let packers = shared.packers.into_inner().unwrap();
+        let mut written = shared.written.into_inner().unwrap();
+        for b in [packers.data, packers.tree].into_iter().flatten() {
+            if !b.is_empty() {
+                written.push(ship(b, &shared.fanout));
+            }
+        }
+        (written, shared.fanout)
+    }
+}
+
+fn ship(b: PackBuilder, fanout: &FanOut) -> IndexPack {
+    let p = b.finish();
+    let entry = IndexPack {
+        id: p.id,
+        size: p.data.len() as u64,
+        header: p.header,
+        blobs: p.entries,
+    };
+    fanout.send(PackUpload {
+        id: p.id,
+        data: Bytes::from(p.data),
+    });
+    entry
+}
+
+fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
+    for job in rx {
+        let raw_len = job.data.len();
+        let (codec, compressed) = codec::compress(&job.data, s.level);
+        let payload = compressed.unwrap_or(job.data);
+        s.progress
+            .bytes_stored
+            .fetch_add(payload.len() as u64, Relaxed);
+        let full = {
+            let mut packers = s.packers.lock().unwrap();
+            let slot = match job.kind {
+                BlobKind::Data => &mut packers.data,
+                BlobKind::Tree => &mut packers.tree,
+            };
+            // Close the open pack first if this blob would overflow it, so a
+            // pack stays one bounded allocation.
+            let full = match slot {
+                Some(b) if !b.is_empty() && b.len() + payload.len() > s.pack_size => slot.take(),
+                _ => None,
+            };
+            let epoch = s.keyring.current();
+            let b = slot.get_or_insert_with(|| {
+                PackBuilder::new(epoch.id, &epoch.key, &s.keyring.repo_id, s.pack_size)
+            });
+            b.add(job.id, job.kind, codec, raw_len as u32, payload);
+            full
+        };
+        // Seal and queue outside the lock so other workers keep packing
+        // while this one waits on a slow replica.
+        if let Some(b) = full {
+            let entry = ship(b, &s.fanout);
+            s.written.lock().unwrap().push(entry);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `cairn snapshots` and `cairn ls`.
+
+use cairn::repo::Repository;
+use cairn::tree::NodeKind;
+use clap::Args;
+use serde_json::json;
+
+use super::output::{self, bytes};
+use super::{exit, repos, Global};
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
+    let repo = repos::open(g, false).await?;
+    let snaps: Vec<_> = repo
+        .list_snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| a.host.as_ref().is_none_or(|h| &s.snapshot.host == h))
+        .filter(|s| a.tag.as_ref().is_none_or(|t| s.snapshot.tags.contains(t)))
+        .collect();
+    let names = |mask: u64| -> Vec<String> {
+        repo.replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, r)| r.name.clone())
+            .collect()
+    };
+    if g.json {
+        output::print_json(&serde_json::Value::Array(
+            snaps
+                .iter()
+                .map(|s| {
+                    let mut v = serde_json::to_value(&s.snapshot).expect("snapshot serializes");
+                    v["id"] = json!(s.id.to_hex());
+                    v["short_id"] = json!(s.id.short());
+                    v["replicas"] = json!(names(s.replicas));
+                    v
+                })
+                .collect(),
+        ));
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<9} {:<20} {:<12} {:<10} {:>10}  {}",
+        "ID", "Time", "Host", "Tags", "Size", "Paths"
+    );
+    for s in &snaps {
+        let t = s.snapshot.time.strftime("%Y-%m-%d %H:%M:%S").to_string();
+        let missing = repo.all_mask() & !s.replicas;
+        println!(
+            "{:<9} {:<20} {:<12} {:<10} {:>10}  {}{}{}",
+            s.id.short(),
+            t,
+            s.snapshot.host,
+            s.snapshot.tags.join(","),
+            bytes(s.snapshot.summary.total_bytes),
+            s.snapshot.paths.join(" "),
+            if s.snapshot.partial {
+                "  (partial)"
+            } else {
+                ""
+            },
+            if missing != 0 {
+                format!("  (missing on: {})", names(missing).join(", "))
+            } else {
+                String::new()
+            },
+        );
+    }
+    println!("{} snapshots", snaps.len());
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    /// Only this path (and below) inside the snapshot.
+    pub path: Option<String>,
+    /// Show mode, size and time.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
+    let repo = repos::open(g, false).await?;
+    let snaps = repo.list_snapshots().await?;
+    let snap = Repository::find_snapshot(&snaps, &a.snapshot)?;
+    let index = repo.load_index().await?;
+    let prefix = a.path.clone().unwrap_or_else(|| "/".into());
+    let prefix = format!("/{}", prefix.trim_matches('/'));
+    let mut stack = vec![("".to_string(), snap.snapshot.tree.clone())];
+    let mut rows = Vec::new();
+    while let Some((dir, ids)) = stack.pop() {
+        let tree = repo.load_tree(&index, &ids).await?;
+        for n in tree.nodes.iter().rev() {
+            let path = format!("{dir}/{}", n.name.lossy());
+            let inside = path == prefix
+                || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
+                || prefix == "/";
+            let above = prefix.starts_with(&format!("{path}/"));
+            if n.kind == NodeKind::Dir && (inside || above) {
+                stack.push((path.clone(), n.subtree.clone()));
+            }
+            if inside {
+                rows.push((path, n.clone()));
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if g.json {
+        output::print_json(&serde_json::Value::Array(
+            rows.iter()
+                .map(|(p, n)| {
+                    json!({"path": p, "type": n.kind, "mode": n.mode, "size": n.size,
+                           "mtime": n.mtime, "uid": n.uid, "gid": n.gid})
+                })
+                .collect(),
+        ));
+    } else {
+        for (p, n) in rows {
+            if a.long {
+                let t = jiff::Timestamp::from_nanosecond(n.mtime as i128)
+                    .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:o} {:>5} {:>5} {:>12} {} {}",
+                    n.mode, n.uid, n.gid, n.size, t, p
+                );
+            } else {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,98 @@
+//! `cairn restore`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use cairn::repo::Repository;
+use cairn::restore::{restore, RestoreOptions, RestoreProgress};
+use clap::Args;
+use serde_json::json;
+
+use super::output::{self, bytes, Ticker};
+use super::{exit, repos, Global};
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH (id, unique prefix, or `latest`).
+    pub snapshot: String,
+    /// Directory to restore into.
+    #[arg(short, long)]
+    pub target: PathBuf,
+    /// Only restore paths matching this glob (repeatable).
+    #[arg(short, long)]
+    pub include: Vec<String>,
+    /// Re-read the restored files and compare them with the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
+    let (spec, sub) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_string(), Some(p.to_string())),
+        None => (a.snapshot.clone(), None),
+    };
+    let repo = repos::open(g, false).await?;
+    let snaps = repo.list_snapshots().await?;
+    let snap = Repository::find_snapshot(&snaps, &spec)?;
+    let index = repo.load_index().await?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        subpath: sub,
+        include: a.include.clone(),
+        verify: a.verify,
+        workers: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+    };
+    let progress = Arc::new(RestoreProgress::default());
+    let (p1, p2) = (progress.clone(), progress.clone());
+    let ticker = Ticker::start(
+        output::mode(g),
+        move |t| {
+            vec![format!(
+                "[{:>5.0}s] restored {} of {} files, {} of {}",
+                t.as_secs_f64(),
+                p1.files.load(Relaxed),
+                p1.total_files.load(Relaxed),
+                bytes(p1.bytes.load(Relaxed)),
+                bytes(p1.total_bytes.load(Relaxed)),
+            )]
+        },
+        move |t| {
+            json!({"type": "status", "seconds": t.as_secs_f64(),
+                   "files": p2.files.load(Relaxed), "total_files": p2.total_files.load(Relaxed),
+                   "bytes": p2.bytes.load(Relaxed), "total_bytes": p2.total_bytes.load(Relaxed)})
+        },
+    );
+    let res = restore(&repo, &index, snap, &opts, &progress).await;
+    ticker.stop();
+    let out = res?;
+    if g.json {
+        output::print_json(
+            &json!({"type": "summary", "snapshot": snap.id.to_hex(), "result": out}),
+        );
+    } else {
+        for e in &out.errors {
+            eprintln!("error: {e}");
+        }
+        if !g.quiet {
+            println!(
+                "restored snapshot {} to {}: {} files, {} dirs, {}{}",
+                snap.id.short(),
+                a.target.display(),
+                out.files,
+                out.dirs,
+                bytes(out.bytes),
+                if a.verify {
+                    format!("; {} files verified", out.verified_files)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(if out.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
+}

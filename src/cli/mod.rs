@@ -1,0 +1,140 @@
+//! Command-line interface (binary only): argument parsing, choosing the
+//! replicas, passphrases, output and progress. The engine lives in the
+//! library; only this module names concrete backends.
+
+mod cmd_backup;
+mod cmd_check;
+mod cmd_diff;
+mod cmd_init;
+mod cmd_ls;
+mod cmd_restore;
+mod cmd_stats;
+mod exit;
+mod output;
+mod password;
+mod repos;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A mistake in the command line or configuration (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Encrypted, deduplicating backups written to several repositories in one run.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const AFTER_HELP: &str = "Repositories: a path (local disk) or, with network backends, a URL. \
+Give --repo several times (or CAIRN_REPO=a,b) to write every backup to all of them.\n\
+Without any repository, cairn uses a default local repository under ~/.local/share/cairn.\n\
+Exit codes: 0 ok, 1 error, 2 usage, 3 incomplete, 4 a replica failed, 5 damaged, \
+6 unreachable, 10 no repository, 12 wrong passphrase (see docs/exit-codes.md).";
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location; repeat to replicate to several.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        global = true,
+        env = "CAIRN_REPO",
+        value_delimiter = ','
+    )]
+    pub repos: Vec<String>,
+    /// Configuration file naming backends [default: ~/.config/cairn/cairn.toml if present].
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Read the passphrase from this file (first line).
+    #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output: one JSON document, or JSON lines for progress.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository on every given location.
+    Init(cmd_init::InitArgs),
+    /// Back up files, directories or standard input.
+    Backup(cmd_backup::BackupArgs),
+    /// List snapshots and which replicas hold them.
+    Snapshots(cmd_ls::SnapshotsArgs),
+    /// List the contents of a snapshot.
+    Ls(cmd_ls::LsArgs),
+    /// Restore a snapshot (or a path in it) into a directory.
+    Restore(cmd_restore::RestoreArgs),
+    /// Verify the repository on every replica.
+    Check(cmd_check::CheckArgs),
+    /// Show what changed between two snapshots.
+    Diff(cmd_diff::DiffArgs),
+    /// Sizes of snapshots and of the repository.
+    Stats(cmd_stats::StatsArgs),
+    /// Print a repository object (config, snapshot, index, keys).
+    Cat(cmd_stats::CatArgs),
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    output::init_logging(&cli.global);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let json = cli.global.json;
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit::code_for(&e);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "error", "message": format!("{e:#}"), "exit_code": code})
+                );
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            code
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init(a) => cmd_init::run(&g, a).await,
+        Command::Backup(a) => cmd_backup::run(&g, a).await,
+        Command::Snapshots(a) => cmd_ls::snapshots(&g, a).await,
+        Command::Ls(a) => cmd_ls::ls(&g, a).await,
+        Command::Restore(a) => cmd_restore::run(&g, a).await,
+        Command::Check(a) => cmd_check::run(&g, a).await,
+        Command::Diff(a) => cmd_diff::run(&g, a).await,
+        Command::Stats(a) => cmd_stats::stats(&g, a).await,
+        Command::Cat(a) => cmd_stats::cat(&g, a).await,
+    }
+}

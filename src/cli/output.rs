@@ -1,0 +1,143 @@
+//! Output: logging set-up, human vs JSON printing, and progress displays
+//! (a live display on a terminal, JSON status lines with `--json`, nothing
+//! otherwise).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Global;
+
+pub fn init_logging(g: &Global) {
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("cairn={default},cairn_backends={default}"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false);
+    if g.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Human-readable size.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+/// A background thread that redraws progress every 200 ms (terminal) or
+/// prints a JSON status line every second (`--json`).
+pub struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+pub enum Mode {
+    Bars,
+    Json,
+    None,
+}
+
+pub fn mode(g: &Global) -> Mode {
+    if g.json {
+        Mode::Json
+    } else if !g.quiet && std::io::stderr().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::None
+    }
+}
+
+impl Ticker {
+    /// `lines(elapsed)` returns the text of each bar; `status(elapsed)` the
+    /// JSON status document.
+    pub fn start(
+        mode: Mode,
+        lines: impl Fn(Duration) -> Vec<String> + Send + 'static,
+        status: impl Fn(Duration) -> serde_json::Value + Send + 'static,
+    ) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = match mode {
+            Mode::None => None,
+            Mode::Json => Some(std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut last = Instant::now();
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        last = Instant::now();
+                        print_json(&status(start.elapsed()));
+                    }
+                }
+            })),
+            Mode::Bars => Some(std::thread::spawn(move || {
+                let start = Instant::now();
+                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+                let style = ProgressStyle::with_template("{spinner} {msg}").expect("template");
+                let mut bars: Vec<ProgressBar> = Vec::new();
+                while !s.load(Ordering::Relaxed) {
+                    let text = lines(start.elapsed());
+                    while bars.len() < text.len() {
+                        let b = multi.add(ProgressBar::new_spinner());
+                        b.set_style(style.clone());
+                        bars.push(b);
+                    }
+                    for (b, t) in bars.iter().zip(text) {
+                        b.set_message(t);
+                        b.tick();
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                for b in bars {
+                    b.finish_and_clear();
+                }
+            })),
+        };
+        Ticker { stop, handle }
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Where the passphrase comes from: `CAIRN_PASSWORD`, `--password-file`,
+//! `CAIRN_PASSWORD_COMMAND`, the default key file, or a prompt.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use super::{Global, UsageError};
+
+/// How to get the passphrase when none of the explicit sources is set.
+pub enum Fallback<'a> {
+    /// Prompt on the terminal (twice when `confirm`).
+    Prompt { confirm: bool },
+    /// Use (or, when `create`, generate) the default key file.
+    KeyFile { path: &'a Path, create: bool },
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+pub fn get(g: &Global, fallback: Fallback) -> anyhow::Result<SecretString> {
+    if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+        return non_empty(p, "CAIRN_PASSWORD");
+    }
+    if let Some(f) = &g.password_file {
+        let s = Zeroizing::new(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading password file {}", f.display()))?,
+        );
+        return non_empty(first_line(&s).to_string(), "the password file");
+    }
+    if let Ok(cmd) = std::env::var("CAIRN_PASSWORD_COMMAND") {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running CAIRN_PASSWORD_COMMAND")?;
+        if !out.status.success() {
+            bail!(UsageError(format!(
+                "CAIRN_PASSWORD_COMMAND failed with {}",
+                out.status
+            )));
+        }
+        let s = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+        return non_empty(first_line(&s).to_string(), "CAIRN_PASSWORD_COMMAND");
+    }
+    match fallback {
+        Fallback::KeyFile { path, create } => key_file(path, create),
+        Fallback::Prompt { confirm } => prompt(confirm),
+    }
+}
+
+fn non_empty(p: String, source: &str) -> anyhow::Result<SecretString> {
+    if p.is_empty() {
+        bail!(UsageError(format!("the passphrase from {source} is empty")));
+    }
+    Ok(SecretString::from(p))
+}
+
+fn prompt(confirm: bool) -> anyhow::Result<SecretString> {
+    if !std::io::stdin().is_terminal() {
+        bail!(UsageError(
+            "no passphrase: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE (--password-file) or CAIRN_PASSWORD_COMMAND".into()
+        ));
+    }
+    let p = Zeroizing::new(rpassword::prompt_password(
+        "enter passphrase for repository: ",
+    )?);
+    if confirm {
+        let q = Zeroizing::new(rpassword::prompt_password("enter passphrase again: ")?);
+        if *p != *q {
+            bail!(UsageError("the passphrases do not match".into()));
+        }
+    }
+    non_empty(p.to_string(), "the prompt")
+}
+
+/// The default key file: a random passphrase in a 0600 file.
+fn key_file(path: &Path, create: bool) -> anyhow::Result<SecretString> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => return non_empty(first_line(&Zeroizing::new(s)).to_string(), "the key file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading key file {}", path.display()));
+        }
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = [0u8; 32];
+    cairn::crypto::fill_random(&mut raw);
+    let pass = Zeroizing::new(cairn::id::hex_encode(&raw));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
+    writeln!(f, "{}", pass.as_str())?;
+    f.sync_all()?;
+    eprintln!(
+        "\n\
+         *****************************************************************\n\
+         * cairn generated a new key file for the default repository:    *\n\
+         *   {}\n\
+         * WITHOUT THIS FILE YOUR BACKUPS CANNOT BE RESTORED.             *\n\
+         * Copy it somewhere safe, away from this machine, now.          *\n\
+         *****************************************************************\n",
+        path.display()
+    );
+    Ok(SecretString::from(pass.to_string()))
+}

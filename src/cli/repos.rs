@@ -1,0 +1,219 @@
+//! Which replicas a command works on: `--repo` (repeatable, or
+//! `CAIRN_REPO=a,b`), named backends in `cairn.toml`, or the embedded default
+//! local repository. This is the only place that names concrete backends.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use cairn::backends::local::LocalBackend;
+use cairn::backends::Backend;
+use cairn::repo::Replica;
+use serde::Deserialize;
+
+use super::{Global, UsageError};
+
+/// `cairn.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Named backends: `[backends.NAME] url = "…"` plus backend options.
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BackendConfig {
+    pub url: String,
+    /// Backend-specific options (endpoint, region, connections, …).
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
+}
+
+/// The replicas a command was pointed at.
+pub struct Selection {
+    pub replicas: Vec<Replica>,
+    /// True when nothing was configured and the default repository is used.
+    pub default_repo: bool,
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(fallback)
+        })
+}
+
+/// The embedded default repository and its key file.
+pub fn default_repo_path() -> PathBuf {
+    xdg("XDG_DATA_HOME", ".local/share").join("cairn/repo")
+}
+
+pub fn default_key_file() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config").join("cairn/default.key")
+}
+
+fn load_config(g: &Global) -> anyhow::Result<ConfigFile> {
+    let (path, explicit) = match &g.config {
+        Some(p) => (p.clone(), true),
+        None => (
+            xdg("XDG_CONFIG_HOME", ".config").join("cairn/cairn.toml"),
+            false,
+        ),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(ConfigFile::default())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+    };
+    toml::from_str(&text).map_err(|e| UsageError(format!("config {}: {e}", path.display())).into())
+}
+
+/// Remove a password from a URL before it is shown anywhere.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match auth.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                url.to_string()
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+fn open_backend(
+    url: &str,
+    options: &BTreeMap<String, toml::Value>,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    let _ = options;
+    if let Some((scheme, _)) = url.split_once("://") {
+        if scheme == "file" {
+            return Ok(Arc::new(LocalBackend::new(Path::new(&url[7..]))));
+        }
+        bail!(UsageError(format!(
+            "{}: the {scheme}:// backend is not available in this build",
+            redact(url)
+        )));
+    }
+    let path = std::path::absolute(url).with_context(|| format!("repository path {url}"))?;
+    Ok(Arc::new(LocalBackend::new(&path)))
+}
+
+pub fn select(g: &Global) -> anyhow::Result<Selection> {
+    let config = load_config(g)?;
+    let mut specs: Vec<(String, String, BTreeMap<String, toml::Value>)> = Vec::new();
+    if !g.repos.is_empty() {
+        for r in g.repos.iter().filter(|r| !r.trim().is_empty()) {
+            match config.backends.get(r) {
+                Some(b) => specs.push((r.clone(), b.url.clone(), b.options.clone())),
+                None => specs.push((redact(r), r.clone(), BTreeMap::new())),
+            }
+        }
+    } else {
+        for (name, b) in &config.backends {
+            specs.push((name.clone(), b.url.clone(), b.options.clone()));
+        }
+    }
+    let default_repo = specs.is_empty();
+    if default_repo {
+        let p = default_repo_path();
+        specs.push((
+            p.display().to_string(),
+            p.display().to_string(),
+            BTreeMap::new(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut replicas = Vec::new();
+    for (name, url, options) in specs {
+        if !seen.insert(url.clone()) {
+            bail!(UsageError(format!("repository {name} is given twice")));
+        }
+        replicas.push(Replica {
+            name,
+            backend: open_backend(&url, &options)?,
+        });
+    }
+    Ok(Selection {
+        replicas,
+        default_repo,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("ftp://bob:secret@host:21/x"),
+            "ftp://bob:***@host:21/x"
+        );
+        assert_eq!(redact("sftp://bob@host/x"), "sftp://bob@host/x");
+        assert_eq!(redact("/plain/path"), "/plain/path");
+        assert_eq!(redact("s3://bucket/pre@fix"), "s3://bucket/pre@fix");
+    }
+}
+
+/// Open the repository on the selected replicas, warning about replicas
+/// that cannot be used. With `autoinit`, the embedded default repository is
+/// created on first use.
+pub async fn open(g: &Global, autoinit: bool) -> anyhow::Result<cairn::repo::Repository> {
+    use super::password::{self, Fallback};
+    use cairn::repo::{InitOptions, Repository};
+    let sel = select(g)?;
+    let key_file = default_key_file();
+    if sel.default_repo {
+        let exists = sel.replicas[0]
+            .backend
+            .head(&cairn::backends::Handle::config())
+            .await
+            .is_ok();
+        if !exists && autoinit {
+            let pass = password::get(
+                g,
+                Fallback::KeyFile {
+                    path: &key_file,
+                    create: true,
+                },
+            )?;
+            if !g.quiet && !g.json {
+                eprintln!(
+                    "creating the default repository at {}",
+                    sel.replicas[0].name
+                );
+            }
+            return Ok(Repository::init(sel.replicas, &pass, &InitOptions::default()).await?);
+        }
+    }
+    let fallback = if sel.default_repo {
+        Fallback::KeyFile {
+            path: &key_file,
+            create: false,
+        }
+    } else {
+        Fallback::Prompt { confirm: false }
+    };
+    let pass = password::get(g, fallback)?;
+    let repo = Repository::open(sel.replicas, &pass).await?;
+    for u in &repo.unavailable {
+        tracing::warn!("replica {} is not usable: {}", u.name, u.error);
+    }
+    Ok(repo)
+}

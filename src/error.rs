@@ -1,0 +1,70 @@
+//! The engine's error type.
+
+use cairn_backends::{BackendError, ErrorKind};
+
+use crate::crypto::CryptoError;
+use crate::keys::KeyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{replica}: {source}")]
+    Backend {
+        replica: String,
+        #[source]
+        source: BackendError,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{what}: {source}")]
+    Crypto {
+        what: String,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("no cairn repository at {0} (run `cairn init` first)")]
+    NotARepository(String),
+    #[error("a repository already exists at {0}")]
+    AlreadyInitialized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("every replica failed: {0}")]
+    AllReplicasFailed(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn backend(replica: &str, source: BackendError) -> Error {
+        Error::Backend {
+            replica: replica.to_string(),
+            source,
+        }
+    }
+
+    pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// The backend error kind, if this came from a backend.
+    pub fn backend_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Backend { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,275 @@
+//! Index files (which blob lives where) and the in-memory master index.
+//!
+//! An index file lists packs and, for each, its size, its header (epoch and
+//! salt, so one ranged read fetches a blob) and its blobs. Encoding (then
+//! zstd, then sealed as a document):
+//! `"CIDX" ‖ version u8 ‖ pack_count u32 ‖ packs…`, each pack
+//! `id[32] ‖ size u64 ‖ epoch u32 ‖ salt[32] ‖ blob_count u32 ‖ blobs…`, each
+//! blob `id[32] ‖ kind u8 ‖ codec u8 ‖ seq u32 ‖ offset u32 ‖ stored_len u32 ‖
+//! raw_len u32`. All integers little-endian.
+//!
+//! The master index merges the index files of every replica and remembers,
+//! per pack, which replicas list it (a bit mask), so the backup can
+//! deduplicate only against blobs that every target replica already holds.
+
+use std::collections::HashMap;
+
+use crate::codec::Codec;
+use crate::crypto::{Header, ObjectKind};
+use crate::id::Id;
+use crate::pack::{BlobKind, PackEntry};
+
+/// A pack as described by an index file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexPack {
+    pub id: Id,
+    pub size: u64,
+    pub header: Header,
+    pub blobs: Vec<PackEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("index file is malformed: {0}")]
+pub struct IndexError(&'static str);
+
+const MAGIC: &[u8; 4] = b"CIDX";
+const BLOB_LEN: usize = 32 + 2 + 16;
+
+pub fn encode(packs: &[IndexPack]) -> Vec<u8> {
+    let n: usize = packs.iter().map(|p| 80 + p.blobs.len() * BLOB_LEN).sum();
+    let mut out = Vec::with_capacity(9 + n);
+    out.extend_from_slice(MAGIC);
+    out.push(1);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        out.extend_from_slice(&p.id.0);
+        out.extend_from_slice(&p.size.to_le_bytes());
+        out.extend_from_slice(&p.header.epoch.to_le_bytes());
+        out.extend_from_slice(&p.header.salt);
+        out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
+        for b in &p.blobs {
+            out.extend_from_slice(&b.id.0);
+            out.push(b.kind as u8);
+            out.push(b.codec as u8);
+            for v in [b.seq, b.offset, b.stored_len, b.raw_len] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], IndexError> {
+        if self.0.len() < n {
+            return Err(IndexError("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, IndexError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, IndexError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn id(&mut self) -> Result<Id, IndexError> {
+        Ok(Id(self.take(32)?.try_into().unwrap()))
+    }
+}
+
+pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>, IndexError> {
+    let mut r = Reader(data);
+    if r.take(4)? != MAGIC || r.take(1)? != [1] {
+        return Err(IndexError("bad magic or version"));
+    }
+    let count = r.u32()? as usize;
+    let mut packs = Vec::with_capacity(count.min(1 << 20));
+    for _ in 0..count {
+        let id = r.id()?;
+        let size = r.u64()?;
+        let epoch = r.u32()?;
+        let salt = r.take(32)?.try_into().unwrap();
+        let n = r.u32()? as usize;
+        let mut blobs = Vec::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            let id = r.id()?;
+            let kb = r.take(2)?;
+            blobs.push(PackEntry {
+                id,
+                kind: BlobKind::from_u8(kb[0]).ok_or(IndexError("blob kind"))?,
+                codec: Codec::from_u8(kb[1]).ok_or(IndexError("codec"))?,
+                seq: r.u32()?,
+                offset: r.u32()?,
+                stored_len: r.u32()?,
+                raw_len: r.u32()?,
+            });
+        }
+        packs.push(IndexPack {
+            id,
+            size,
+            header: Header {
+                kind: ObjectKind::Pack,
+                epoch,
+                salt,
+            },
+            blobs,
+        });
+    }
+    if !r.0.is_empty() {
+        return Err(IndexError("trailing bytes"));
+    }
+    Ok(packs)
+}
+
+/// A pack known to the master index.
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    pub id: Id,
+    pub size: u64,
+    pub header: Header,
+    /// Bit r set: replica r lists this pack in one of its index files.
+    pub replicas: u64,
+}
+
+/// Location of a blob, compact: the pack is an index into `packs`.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobLoc {
+    pub pack: u32,
+    pub seq: u32,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub kind: BlobKind,
+    pub codec: Codec,
+}
+
+/// Every blob of every loaded index file. Memory is about 100 bytes per
+/// unique blob plus 100 per pack.
+#[derive(Default)]
+pub struct MasterIndex {
+    pub packs: Vec<PackInfo>,
+    pack_pos: HashMap<Id, u32>,
+    blobs: HashMap<Id, BlobLoc>,
+}
+
+impl MasterIndex {
+    /// Add the packs of one index file, listed by replica `replica`.
+    pub fn add(&mut self, replica: usize, packs: &[IndexPack]) {
+        for p in packs {
+            let pos = *self.pack_pos.entry(p.id).or_insert_with(|| {
+                self.packs.push(PackInfo {
+                    id: p.id,
+                    size: p.size,
+                    header: p.header.clone(),
+                    replicas: 0,
+                });
+                (self.packs.len() - 1) as u32
+            });
+            self.packs[pos as usize].replicas |= 1 << replica;
+            for b in &p.blobs {
+                let loc = BlobLoc {
+                    pack: pos,
+                    seq: b.seq,
+                    offset: b.offset,
+                    stored_len: b.stored_len,
+                    raw_len: b.raw_len,
+                    kind: b.kind,
+                    codec: b.codec,
+                };
+                match self.blobs.get(&b.id) {
+                    // Prefer the copy held by more replicas.
+                    Some(old)
+                        if self.packs[old.pack as usize].replicas.count_ones()
+                            >= self.packs[pos as usize].replicas.count_ones() => {}
+                    _ => {
+                        self.blobs.insert(b.id, loc);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, id: &Id) -> Option<(&PackInfo, &BlobLoc)> {
+        self.blobs
+            .get(id)
+            .map(|l| (&self.packs[l.pack as usize], l))
+    }
+
+    /// Whether every replica in `mask` holds the blob.
+    pub fn has_on_all(&self, id: &Id, mask: u64) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|l| self.packs[l.pack as usize].replicas & mask == mask)
+    }
+
+    pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
+        self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn blobs(&self) -> impl Iterator<Item = (&Id, &BlobLoc)> {
+        self.blobs.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack(seed: u8, n: usize) -> IndexPack {
+        IndexPack {
+            id: Id([seed; 32]),
+            size: 1000 + seed as u64,
+            header: Header::new(ObjectKind::Pack, 3),
+            blobs: (0..n)
+                .map(|i| PackEntry {
+                    id: Id([seed.wrapping_add(i as u8 + 1); 32]),
+                    kind: if i % 2 == 0 {
+                        BlobKind::Data
+                    } else {
+                        BlobKind::Tree
+                    },
+                    codec: Codec::Zstd,
+                    seq: i as u32,
+                    offset: 42 + i as u32 * 10,
+                    stored_len: 10,
+                    raw_len: 30,
+                })
+                .collect(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode(seeds in proptest::collection::vec((any::<u8>(), 0usize..5), 0..6)) {
+            let packs: Vec<_> = seeds.iter().map(|(s, n)| pack(*s, *n)).collect();
+            prop_assert_eq!(decode(&encode(&packs)).unwrap(), packs);
+        }
+    }
+
+    #[test]
+    fn truncated_is_rejected() {
+        let e = encode(&[pack(1, 3)]);
+        for n in 0..e.len() {
+            assert!(decode(&e[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn replica_masks() {
+        let mut m = MasterIndex::default();
+        m.add(0, &[pack(1, 2)]);
+        m.add(1, &[pack(1, 2), pack(50, 1)]);
+        assert!(m.has_on_all(&Id([2; 32]), 0b11));
+        assert!(!m.has_on_all(&Id([51; 32]), 0b11));
+        assert!(m.has_on_all(&Id([51; 32]), 0b10));
+    }
+}

@@ -1,0 +1,271 @@
+//! Pack objects: many encrypted blobs in one stored object (pure, no I/O).
+//!
+//! Layout: `header (42 B) ‖ blob_0 ‖ … ‖ blob_{n-1} ‖ footer ‖ footer_len (u32 LE)`.
+//! Blob `i` is segment `i` of the object (see [`crate::crypto`]); the footer
+//! is segment `n`, marked final, and lists every blob so an index can be
+//! rebuilt from the packs alone. A pack's name is the BLAKE3 hash of all its
+//! bytes.
+
+use crate::codec::Codec;
+use crate::crypto::{CryptoError, Header, Key32, ObjectKey, ObjectKind, HEADER_LEN, TAG_LEN};
+use crate::id::Id;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// File content.
+    Data = 0,
+    /// Serialized directory metadata.
+    Tree = 1,
+}
+
+impl BlobKind {
+    pub fn from_u8(b: u8) -> Option<BlobKind> {
+        match b {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Where a blob sits in its pack and how to decode it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: Id,
+    pub kind: BlobKind,
+    pub codec: Codec,
+    /// Segment number inside the pack (the AES-GCM nonce counter).
+    pub seq: u32,
+    pub offset: u32,
+    /// Stored bytes including the authentication tag.
+    pub stored_len: u32,
+    /// Plaintext bytes.
+    pub raw_len: u32,
+}
+
+const FOOTER_ENTRY: usize = 32 + 1 + 1 + 4 + 4;
+
+/// Accumulates sealed blobs until the pack is large enough to store.
+pub struct PackBuilder {
+    header: Header,
+    key: ObjectKey,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to upload.
+pub struct FinishedPack {
+    pub id: Id,
+    pub header: Header,
+    pub data: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn new(epoch: u32, epoch_key: &Key32, repo_id: &[u8; 32], capacity: usize) -> Self {
+        let header = Header::new(ObjectKind::Pack, epoch);
+        let key = ObjectKey::derive(epoch_key, repo_id, &header);
+        let mut buf = Vec::with_capacity(capacity + 4096);
+        buf.extend_from_slice(&header.encode());
+        PackBuilder {
+            header,
+            key,
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Seal `payload` (already compressed with `codec`) and append it.
+    pub fn add(
+        &mut self,
+        id: Id,
+        kind: BlobKind,
+        codec: Codec,
+        raw_len: u32,
+        mut payload: Vec<u8>,
+    ) -> PackEntry {
+        let seq = self.entries.len() as u32;
+        self.key.seal(seq as u64, false, &mut payload);
+        let entry = PackEntry {
+            id,
+            kind,
+            codec,
+            seq,
+            offset: self.buf.len() as u32,
+            stored_len: payload.len() as u32,
+            raw_len,
+        };
+        self.buf.extend_from_slice(&payload);
+        self.entries.push(entry);
+        entry
+    }
+
+    /// Seal the footer and name the pack.
+    pub fn finish(mut self) -> FinishedPack {
+        let mut footer = Vec::with_capacity(4 + self.entries.len() * FOOTER_ENTRY + TAG_LEN);
+        footer.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            footer.extend_from_slice(&e.id.0);
+            footer.push(e.kind as u8);
+            footer.push(e.codec as u8);
+            footer.extend_from_slice(&e.raw_len.to_le_bytes());
+            footer.extend_from_slice(&e.stored_len.to_le_bytes());
+        }
+        self.key.seal(self.entries.len() as u64, true, &mut footer);
+        self.buf.extend_from_slice(&footer);
+        self.buf
+            .extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        FinishedPack {
+            id: Id::of_stored(&self.buf),
+            header: self.header,
+            data: self.buf,
+            entries: self.entries,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("pack structure is invalid: {0}")]
+    Malformed(&'static str),
+}
+
+/// Parse a whole pack: authenticate its footer and return its blobs.
+pub fn read_footer(
+    data: &[u8],
+    repo_id: &[u8; 32],
+    epoch_key: impl Fn(u32) -> Option<Key32>,
+) -> Result<(Header, Vec<PackEntry>), PackError> {
+    let header = Header::decode(data)?;
+    if header.kind != ObjectKind::Pack {
+        return Err(PackError::Malformed("not a pack"));
+    }
+    if data.len() < HEADER_LEN + 4 + TAG_LEN + 4 {
+        return Err(PackError::Malformed("too short"));
+    }
+    let flen = u32::from_le_bytes(data[data.len() - 4..].try_into().unwrap()) as usize;
+    let fstart = data
+        .len()
+        .checked_sub(4 + flen)
+        .filter(|s| *s >= HEADER_LEN)
+        .ok_or(PackError::Malformed("footer length out of range"))?;
+    let ek = epoch_key(header.epoch).ok_or(CryptoError::UnknownEpoch(header.epoch))?;
+    let key = ObjectKey::derive(&ek, repo_id, &header);
+    let mut footer = data[fstart..data.len() - 4].to_vec();
+    // The footer is segment n and its plaintext length fixes n, so the
+    // count can be checked before trusting anything inside it.
+    let n = (flen.saturating_sub(4 + TAG_LEN)) / FOOTER_ENTRY;
+    key.open(n as u64, true, &mut footer)?;
+    let count = u32::from_le_bytes(footer[..4].try_into().unwrap()) as usize;
+    if count != n || footer.len() != 4 + count * FOOTER_ENTRY {
+        return Err(PackError::Malformed("footer entry count"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut offset = HEADER_LEN;
+    for (seq, e) in footer[4..].chunks_exact(FOOTER_ENTRY).enumerate() {
+        let stored_len = u32::from_le_bytes(e[38..42].try_into().unwrap());
+        entries.push(PackEntry {
+            id: Id(e[..32].try_into().unwrap()),
+            kind: BlobKind::from_u8(e[32]).ok_or(PackError::Malformed("blob kind"))?,
+            codec: Codec::from_u8(e[33]).ok_or(PackError::Malformed("codec"))?,
+            seq: seq as u32,
+            offset: offset as u32,
+            stored_len,
+            raw_len: u32::from_le_bytes(e[34..38].try_into().unwrap()),
+        });
+        offset += stored_len as usize;
+    }
+    if offset != fstart {
+        return Err(PackError::Malformed("blob lengths do not add up"));
+    }
+    Ok((header, entries))
+}
+
+/// Decrypt one blob given the pack header and the blob's stored bytes.
+pub fn open_blob(
+    header: &Header,
+    epoch_key: &Key32,
+    repo_id: &[u8; 32],
+    seq: u32,
+    mut stored: Vec<u8>,
+) -> Result<Vec<u8>, CryptoError> {
+    let key = ObjectKey::derive(epoch_key, repo_id, header);
+    key.open(seq as u64, false, &mut stored)?;
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn pack_round_trips(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2000), 0..12)) {
+            let k = Key32::random();
+            let repo = [4u8; 32];
+            let mut b = PackBuilder::new(1, &k, &repo, 1 << 16);
+            for (i, blob) in blobs.iter().enumerate() {
+                b.add(Id([i as u8; 32]), BlobKind::Data, Codec::Raw, blob.len() as u32, blob.clone());
+            }
+            let p = b.finish();
+            prop_assert_eq!(p.id, Id::of_stored(&p.data));
+            let (h, entries) = read_footer(&p.data, &repo, |e| (e == 1).then(|| k.clone())).unwrap();
+            prop_assert_eq!(&entries, &p.entries);
+            for (e, blob) in entries.iter().zip(&blobs) {
+                let stored = p.data[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
+                prop_assert_eq!(&open_blob(&h, &k, &repo, e.seq, stored).unwrap(), blob);
+            }
+        }
+
+        #[test]
+        fn tampered_pack_is_rejected(pos in any::<usize>(), bit in 0u8..8) {
+            let k = Key32::random();
+            let repo = [4u8; 32];
+            let mut b = PackBuilder::new(1, &k, &repo, 1 << 16);
+            b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 300, vec![7u8; 300]);
+            b.add(Id([2; 32]), BlobKind::Tree, Codec::Raw, 200, vec![8u8; 200]);
+            let p = b.finish();
+            let mut data = p.data.clone();
+            let i = pos % data.len();
+            data[i] ^= 1 << bit;
+            // Either the footer fails, or a blob fails to open.
+            let ok = match read_footer(&data, &repo, |_| Some(k.clone())) {
+                Err(_) => false,
+                Ok((h, entries)) => entries.iter().all(|e| {
+                    data.get(e.offset as usize..(e.offset + e.stored_len) as usize)
+                        .map(|s| open_blob(&h, &k, &repo, e.seq, s.to_vec()).is_ok())
+                        .unwrap_or(false)
+                }),
+            };
+            prop_assert!(!ok);
+        }
+    }
+
+    #[test]
+    fn truncated_pack_is_rejected() {
+        let k = Key32::random();
+        let mut b = PackBuilder::new(1, &k, &[0; 32], 1024);
+        b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 100, vec![1; 100]);
+        let p = b.finish();
+        for cut in [1, 4, 20, p.data.len() - 50] {
+            assert!(
+                read_footer(&p.data[..p.data.len() - cut], &[0; 32], |_| Some(k.clone())).is_err()
+            );
+        }
+    }
+}
