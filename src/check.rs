@@ -161,32 +161,57 @@ async fn check_replica(
     let mut bad_blobs: HashSet<Id> = HashSet::new();
     if opts.read_data {
         let by_pack = blobs_by_pack(&index);
-        for p in &index.packs {
-            if bad_packs.contains(&p.id) {
-                continue;
-            }
-            let h = Handle::new(Kind::Pack, p.id.to_hex());
-            let data = match replica.backend.get(&h, None).await {
-                Ok(d) => d,
-                Err(e) => {
-                    rc.errors.push(format!("{h}: cannot be read: {e}"));
-                    bad_packs.insert(p.id);
-                    continue;
+        let todo: Vec<_> = index
+            .packs
+            .iter()
+            .filter(|p| !bad_packs.contains(&p.id))
+            .collect();
+        let next = std::sync::Mutex::new(todo.into_iter());
+        let results = std::sync::Mutex::new(Vec::new());
+        let rt = tokio::runtime::Handle::current();
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8);
+        // Each thread downloads a pack and verifies it, so I/O of one pack
+        // overlaps the decryption of another.
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| loop {
+                        let Some(p) = next.lock().unwrap().next() else {
+                            break;
+                        };
+                        let h = Handle::new(Kind::Pack, p.id.to_hex());
+                        let res = match rt.block_on(replica.backend.get(&h, None)) {
+                            Ok(data) => {
+                                let expected =
+                                    by_pack.get(&p.id).map(Vec::as_slice).unwrap_or_default();
+                                Ok(verify_pack(&one, &index, &h, p.id, &data, expected))
+                            }
+                            Err(e) => Err(format!("{h}: cannot be read: {e}")),
+                        };
+                        results.lock().unwrap().push((p.id, res));
+                    });
                 }
-            };
-            rc.packs_read += 1;
-            let expected = by_pack.get(&p.id).cloned().unwrap_or_default();
-            let repo2 = &one;
-            let (pack_errs, blob_errs) = tokio::task::block_in_place(|| {
-                verify_pack(repo2, &index, &h, p.id, &data, &expected)
-            });
-            if !pack_errs.is_empty() {
-                bad_packs.insert(p.id);
-            }
-            rc.errors.extend(pack_errs);
-            for (id, msg) in blob_errs {
-                bad_blobs.insert(id);
-                rc.errors.push(msg);
+            })
+        });
+        for (id, res) in results.into_inner().unwrap() {
+            match res {
+                Err(msg) => {
+                    rc.errors.push(msg);
+                    bad_packs.insert(id);
+                }
+                Ok((pack_errs, blob_errs)) => {
+                    rc.packs_read += 1;
+                    if !pack_errs.is_empty() {
+                        bad_packs.insert(id);
+                    }
+                    rc.errors.extend(pack_errs);
+                    for (bid, msg) in blob_errs {
+                        bad_blobs.insert(bid);
+                        rc.errors.push(msg);
+                    }
+                }
             }
         }
     }

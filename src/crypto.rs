@@ -3,7 +3,7 @@
 //! Every encrypted object starts with a header naming its kind, the data-key
 //! epoch it was written under and a random 32-byte salt. The object key is
 //! HKDF-SHA256(epoch key, salt, info = "cairn object v1" ‖ repository id ‖
-//! kind), so no two objects share a key and the AES-GCM nonce can be a plain
+//! kind ‖ epoch), so no two objects share a key and the AES-GCM nonce can be a plain
 //! counter of the segment inside the object. The associated data binds the
 //! repository id, the kind, the segment index and whether it is the final
 //! segment, so segments cannot be moved, swapped between objects or
@@ -141,7 +141,10 @@ impl ObjectKey {
     /// Derive the key of the object described by `header` from its epoch key.
     pub fn derive(epoch_key: &Key32, repo_id: &[u8; 32], header: &Header) -> ObjectKey {
         let mut okm = Zeroizing::new([0u8; 32]);
-        let info: [&[u8]; 3] = [b"cairn object v1", repo_id, &[header.kind as u8]];
+        // The epoch is bound too, so a header edited to name another epoch
+        // cannot select a key the writer did not use.
+        let epoch = header.epoch.to_le_bytes();
+        let info: [&[u8]; 4] = [b"cairn object v1", repo_id, &[header.kind as u8], &epoch];
         Salt::new(HKDF_SHA256, &header.salt)
             .extract(&epoch_key.0)
             .expand(&info, Len32)
@@ -239,7 +242,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key_for(k: &Key32) -> impl Fn(u32) -> Option<&Key32> + '_ {
+    fn key_for<'a>(k: &'a Key32) -> impl Fn(u32) -> Option<&'a Key32> + 'a {
         move |e| (e == 7).then_some(k)
     }
 

@@ -1,0 +1,227 @@
+//! Shared helpers of the end-to-end tests: running the binary in an
+//! isolated environment, generating source trees, and comparing trees.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A scratch directory with its own HOME, so nothing leaks between tests
+/// or into the user's default repository.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("cairn-e2e-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The binary with a clean environment, the test passphrase, and the
+    /// given repositories.
+    pub fn cairn(&self, repos: &[&Path]) -> Command {
+        let mut c = Command::cargo_bin("cairn").unwrap();
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("CAIRN_PASSWORD", PASSWORD);
+        for r in repos {
+            c.arg("--repo").arg(r);
+        }
+        c
+    }
+
+    /// `init` with a cheap key derivation (tests open the repository often).
+    pub fn init(&self, repos: &[&Path]) {
+        self.cairn(repos)
+            .args(["init", "--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
+            .assert()
+            .success();
+    }
+
+    /// Run `backup --json` and return the summary document.
+    pub fn backup_json(&self, repos: &[&Path], args: &[&OsStr]) -> (i32, serde_json::Value) {
+        let out = self
+            .cairn(repos)
+            .arg("backup")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), last_json(&out.stdout))
+    }
+}
+
+/// The last JSON line of a command's output.
+pub fn last_json(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{') || l.starts_with('['))
+        .unwrap_or_else(|| panic!("no JSON in output: {text}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// A tree with most things a backup must handle: text and random files,
+/// an empty file and directory, nested directories, a symlink, a non-UTF-8
+/// name, odd modes, old mtimes, and a multi-chunk file.
+pub fn make_tree(root: &Path, big_bytes: usize) {
+    fs::create_dir_all(root.join("docs/nested/deeper")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::write(root.join("docs/readme.txt"), "hello cairn\n".repeat(100)).unwrap();
+    fs::write(root.join("docs/nested/random.bin"), noise(1, 300_000)).unwrap();
+    fs::write(root.join("docs/nested/deeper/small"), b"x").unwrap();
+    fs::write(root.join("empty-file"), b"").unwrap();
+    fs::write(root.join("big.bin"), noise(2, big_bytes)).unwrap();
+    let mut text = Vec::new();
+    for i in 0..20_000 {
+        text.extend_from_slice(format!("line {i} of a compressible file\n").as_bytes());
+    }
+    fs::write(root.join("docs/compressible.txt"), text).unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(b"non-utf8-\xff\xfe")),
+        b"odd name",
+    )
+    .unwrap();
+    symlink("docs/readme.txt", root.join("link-to-readme")).unwrap();
+    symlink("/nonexistent/target", root.join("dangling-link")).unwrap();
+    let script = root.join("docs/run.sh");
+    fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o750)).unwrap();
+    let secret = root.join("docs/secret");
+    fs::write(&secret, "private").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let old =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_234_567_890, 123_456_789);
+    fs::File::options()
+        .write(true)
+        .open(root.join("docs/readme.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+/// Everything about one entry that a restore must reproduce.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub mtime: (i64, i64),
+    pub owner: (u32, u32),
+    pub content: Option<Vec<u8>>,
+    pub target: Option<PathBuf>,
+}
+
+/// Walk a tree into a sorted list of (relative path, entry).
+pub fn snapshot_of(root: &Path) -> Vec<(PathBuf, Entry)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else {
+                "file"
+            };
+            out.push((
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                Entry {
+                    kind,
+                    mode: m.mode(),
+                    // Directory mtimes are checked too: the restore sets them last.
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    owner: (m.uid(), m.gid()),
+                    content: ft.is_file().then(|| fs::read(&p).unwrap()),
+                    target: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
+                },
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Assert two trees are identical in content and metadata.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = snapshot_of(expected);
+    let b = snapshot_of(actual);
+    let names = |v: &[(PathBuf, Entry)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "different sets of paths");
+    for ((p, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{} differs", p.display());
+    }
+}
+
+/// Where a restore of `source` under `target` puts it (snapshots keep
+/// absolute paths).
+pub fn restored(target: &Path, source: &Path) -> PathBuf {
+    target.join(source.strip_prefix("/").unwrap())
+}
+
+/// Every pack file of a local repository.
+pub fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for sub in fs::read_dir(repo.join("data")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Files of one kind directory (`index`, `snapshots`, `keys`, `locks`).
+pub fn files_in(repo: &Path, dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(repo.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Flip one bit of a file in place.
+pub fn flip_byte(p: &Path, at: usize) {
+    let mut d = fs::read(p).unwrap();
+    let i = at % d.len();
+    d[i] ^= 0x40;
+    fs::write(p, d).unwrap();
+}
