@@ -99,7 +99,9 @@ impl Handle {
     pub fn path(&self) -> String {
         match self.kind {
             Kind::Config => "config".to_string(),
-            Kind::Pack => format!("data/{}/{}", &self.name[..2.min(self.name.len())], self.name),
+            // `get` rather than slicing: an invalid (non-ASCII) name must not
+            // panic while being displayed in an error message.
+            Kind::Pack => format!("data/{}/{}", self.name.get(..2).unwrap_or("__"), self.name),
             k => format!("{}/{}", k.dir(), self.name),
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use cairn::backends::layer::RetryBackend;
 use cairn::backends::local::LocalBackend;
 use cairn::backends::Backend;
 use cairn::repo::Replica;

@@ -1,0 +1,252 @@
+//! Engine tests on in-memory backends with fault injection: fan-out
+//! isolation, write ordering under failure, and fallback reads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn::backends::layer::{FaultPlan, FaultyBackend, Op};
+use cairn::backends::memory::MemoryBackend;
+use cairn::backends::{Backend, ErrorKind, Kind};
+use cairn::backup::progress::Progress;
+use cairn::backup::{backup, BackupOptions};
+use cairn::check::{check, CheckOptions};
+use cairn::keys::KdfParams;
+use cairn::repo::{InitOptions, Replica, Repository};
+use cairn::restore::{restore, RestoreOptions, RestoreProgress};
+use secrecy::SecretString;
+
+fn pass() -> SecretString {
+    SecretString::from("engine test")
+}
+
+fn init_opts() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams {
+            memory_kib: KdfParams::MIN_MEMORY_KIB,
+            iterations: 1,
+            parallelism: 1,
+        },
+        pack_size: 1 << 20,
+        ..Default::default()
+    }
+}
+
+fn replica(name: &str, b: Arc<dyn Backend>) -> Replica {
+    Replica {
+        name: name.into(),
+        backend: b,
+    }
+}
+
+fn source(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let mut x = 88172645463325252u64;
+    let data: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("sub/random.bin"), &data).unwrap();
+    std::fs::write(dir.join("text.txt"), "some text\n".repeat(5000)).unwrap();
+}
+
+async fn run_backup(repo: &Repository, src: &Path) -> cairn::backup::BackupOutcome {
+    let mut opts = BackupOptions::new(vec![src.to_path_buf()]);
+    opts.workers = 2;
+    let progress = Arc::new(Progress::new(repo.replicas.iter().map(|r| r.name.clone())));
+    backup(repo, &opts, progress).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replica_fails_alone_and_stays_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source(&src);
+    let good = Arc::new(MemoryBackend::new());
+    let full_inner = Arc::new(MemoryBackend::new());
+    let full = Arc::new(FaultyBackend::new(full_inner.clone(), FaultPlan::default()));
+    Repository::init(
+        vec![replica("good", good.clone()), replica("full", full.clone())],
+        &pass(),
+        &init_opts(),
+    )
+    .await
+    .unwrap();
+    // The disk fills up after 2 MB of this backup.
+    full.set_plan(FaultPlan {
+        disk_full_after_bytes: Some(full.bytes_written() + 2_000_000),
+        ..Default::default()
+    });
+    let repo = Repository::open(
+        vec![replica("good", good.clone()), replica("full", full.clone())],
+        &pass(),
+    )
+    .await
+    .unwrap();
+    let out = run_backup(&repo, &src).await;
+    assert!(out.id.is_some());
+    assert!(out.replicas[0].error.is_none());
+    let err = out.replicas[1]
+        .error
+        .as_ref()
+        .expect("the full replica fails");
+    assert_eq!(err.backend_kind(), Some(ErrorKind::StorageFull), "{err}");
+
+    // The full replica got no snapshot and no index of this run, and what
+    // it holds checks clean.
+    assert!(full_inner.list(Kind::Snapshot).await.unwrap().is_empty());
+    assert!(full_inner.list(Kind::Index).await.unwrap().is_empty());
+    let alone = Repository::open(vec![replica("full", full_inner.clone())], &pass())
+        .await
+        .unwrap();
+    let report = check(&alone, &CheckOptions { read_data: true }).await;
+    assert!(report[0].is_clean(), "{report:?}");
+
+    // The good one restores.
+    let good_repo = Repository::open(vec![replica("good", good.clone())], &pass())
+        .await
+        .unwrap();
+    let report = check(&good_repo, &CheckOptions { read_data: true }).await;
+    assert!(report[0].is_clean(), "{report:?}");
+    let snaps = good_repo.list_snapshots().await.unwrap();
+    let index = good_repo.load_index().await.unwrap();
+    let target = dir.path().join("restore");
+    let opts = RestoreOptions {
+        target: target.clone(),
+        subpath: None,
+        include: vec![],
+        verify: true,
+        workers: 2,
+    };
+    let res = restore(
+        &good_repo,
+        &index,
+        &snaps[0],
+        &opts,
+        &RestoreProgress::default(),
+    )
+    .await
+    .unwrap();
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("sub/random.bin")).unwrap(),
+        std::fs::read(src.join("sub/random.bin")).unwrap()
+    );
+
+    // The next backup to both, with space again, completes on both; data
+    // the full replica lacks is written again rather than referenced.
+    full.set_plan(FaultPlan::default());
+    let repo = Repository::open(
+        vec![replica("good", good.clone()), replica("full", full.clone())],
+        &pass(),
+    )
+    .await
+    .unwrap();
+    let out = run_backup(&repo, &src).await;
+    assert!(
+        out.replicas.iter().all(|r| r.error.is_none()),
+        "{:?}",
+        out.replicas
+    );
+    let report = check(&alone, &CheckOptions { read_data: true }).await;
+    assert!(report[0].is_clean(), "{report:?}");
+    assert_eq!(full_inner.list(Kind::Snapshot).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_writes_and_unreachable_replicas_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source(&src);
+    let a = Arc::new(MemoryBackend::new());
+    let b_inner = Arc::new(MemoryBackend::new());
+    let b = Arc::new(FaultyBackend::new(b_inner.clone(), FaultPlan::default()));
+    Repository::init(
+        vec![replica("a", a.clone()), replica("b", b.clone())],
+        &pass(),
+        &init_opts(),
+    )
+    .await
+    .unwrap();
+    let repo = Repository::open(
+        vec![replica("a", a.clone()), replica("b", b.clone())],
+        &pass(),
+    )
+    .await
+    .unwrap();
+    // Every write to b fails from now on.
+    b.set_plan(FaultPlan {
+        fail_fraction: 1.0,
+        fail_kind: ErrorKind::PermissionDenied,
+        fail_ops: vec![Op::Put],
+        ..Default::default()
+    });
+    let out = run_backup(&repo, &src).await;
+    assert!(out.id.is_some());
+    assert!(out.replicas[0].error.is_none());
+    assert_eq!(
+        out.replicas[1].error.as_ref().unwrap().backend_kind(),
+        Some(ErrorKind::PermissionDenied)
+    );
+    assert!(b_inner.list(Kind::Snapshot).await.unwrap().is_empty());
+
+    // A replica that is down when the repository is opened is set aside.
+    b.set_plan(FaultPlan::default());
+    b.set_failing(true);
+    let repo = Repository::open(
+        vec![replica("a", a.clone()), replica("b", b.clone())],
+        &pass(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(repo.replicas.len(), 1);
+    assert_eq!(repo.unavailable[0].name, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_to_another_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source(&src);
+    let a = Arc::new(MemoryBackend::new());
+    let b = Arc::new(MemoryBackend::new());
+    let replicas = || vec![replica("a", a.clone()), replica("b", b.clone())];
+    Repository::init(replicas(), &pass(), &init_opts())
+        .await
+        .unwrap();
+    let repo = Repository::open(replicas(), &pass()).await.unwrap();
+    run_backup(&repo, &src).await;
+    // Damage every pack on a: flip a byte in the middle of each.
+    for m in a.list(Kind::Pack).await.unwrap() {
+        a.tamper(&m.handle, |d| {
+            let i = d.len() / 2;
+            d[i] ^= 1;
+        });
+    }
+    let report = check(&repo, &CheckOptions { read_data: true }).await;
+    assert!(!report[0].errors.is_empty(), "damage on a is found");
+    assert!(report[1].is_clean(), "{:?}", report[1]);
+    let snaps = repo.list_snapshots().await.unwrap();
+    let index = repo.load_index().await.unwrap();
+    let target = dir.path().join("restore");
+    let opts = RestoreOptions {
+        target: target.clone(),
+        subpath: None,
+        include: vec![],
+        verify: true,
+        workers: 2,
+    };
+    let res = restore(&repo, &index, &snaps[0], &opts, &RestoreProgress::default())
+        .await
+        .unwrap();
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("sub/random.bin")).unwrap(),
+        std::fs::read(src.join("sub/random.bin")).unwrap()
+    );
+}
