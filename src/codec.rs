@@ -3,6 +3,8 @@
 //! The codec is recorded per blob, so a chunk that zstd cannot shrink is
 //! stored raw and the level can change later without a format change.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 /// How a payload is encoded; the byte is stored in pack footers and indexes.
@@ -31,15 +33,43 @@ pub enum CodecError {
     Length { expected: usize, got: usize },
 }
 
+thread_local! {
+    // A zstd context costs a large allocation and a memset of its tables;
+    // creating one per chunk took ~15% of a backup's CPU. One per thread
+    // is reused instead.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
 /// Compress `data` at `level`; returns the raw codec (and no copy) when
 /// compression does not save at least 1/64 of the size.
 pub fn compress(data: &[u8], level: i32) -> (Codec, Option<Vec<u8>>) {
-    if level == 0 || data.len() < 64 {
-        return (Codec::Raw, None);
+    let mut out = Vec::new();
+    match compress_into(data, level, &mut out) {
+        Codec::Raw => (Codec::Raw, None),
+        Codec::Zstd => (Codec::Zstd, Some(out)),
     }
-    match zstd::bulk::compress(data, level) {
-        Ok(c) if c.len() + data.len() / 64 < data.len() => (Codec::Zstd, Some(c)),
-        _ => (Codec::Raw, None),
+}
+
+/// Like [`compress`], writing into `out` (cleared first) so a caller can
+/// reuse one output buffer for every chunk. When the result is
+/// [`Codec::Raw`], `out` holds nothing useful and `data` is the payload.
+pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Codec {
+    out.clear();
+    if level == 0 || data.len() < 64 {
+        return Codec::Raw;
+    }
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let res = COMPRESSOR.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, c) = slot.as_mut().expect("set above");
+        c.compress_to_buffer(data, out)
+    });
+    match res {
+        Ok(n) if n + data.len() / 64 < data.len() => Codec::Zstd,
+        _ => Codec::Raw,
     }
 }
 
@@ -47,7 +77,14 @@ pub fn compress(data: &[u8], level: i32) -> (Codec, Option<Vec<u8>>) {
 pub fn decompress(codec: Codec, data: Vec<u8>, raw_len: usize) -> Result<Vec<u8>, CodecError> {
     let out = match codec {
         Codec::Raw => data,
-        Codec::Zstd => zstd::bulk::decompress(&data, raw_len).map_err(CodecError::Decompress)?,
+        Codec::Zstd => DECOMPRESSOR
+            .with_borrow_mut(|slot| {
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                slot.as_mut().expect("set above").decompress(&data, raw_len)
+            })
+            .map_err(CodecError::Decompress)?,
     };
     if out.len() != raw_len {
         return Err(CodecError::Length {

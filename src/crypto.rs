@@ -182,6 +182,16 @@ impl ObjectKey {
             .expect("AES-GCM seal cannot fail for in-memory buffers");
     }
 
+    /// Encrypt segment `index` in place in `buf` and return its tag, for
+    /// callers that build the object in one buffer (packs).
+    pub fn seal_slice(&self, index: u64, last: bool, buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Self::nonce(index), Aad::from(self.aad(index, last)), buf)
+            .expect("AES-GCM seal cannot fail for in-memory buffers");
+        tag.as_ref().try_into().expect("GCM tags are 16 bytes")
+    }
+
     /// Decrypt segment `index` in place; on success the tag is removed.
     pub fn open(&self, index: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
         if buf.len() < TAG_LEN {

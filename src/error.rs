@@ -58,6 +58,17 @@ impl Error {
         }
     }
 
+    /// Whether this says the stored data itself is damaged or gone (as
+    /// opposed to a replica that could not be asked): corrupt or
+    /// unauthenticated content, or an object that is not there.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Error::Corrupt(_) | Error::Crypto { .. } => true,
+            Error::Backend { source, .. } => source.kind() == ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+
     /// The backend error kind, if this came from a backend.
     pub fn backend_kind(&self) -> Option<ErrorKind> {
         match self {

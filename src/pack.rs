@@ -86,27 +86,32 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    /// Seal `payload` (already compressed with `codec`) and append it.
+    /// Seal `payload` (already compressed with `codec`) and append it. The
+    /// payload is copied once, into the pack, and encrypted there.
     pub fn add(
         &mut self,
         id: Id,
         kind: BlobKind,
         codec: Codec,
         raw_len: u32,
-        mut payload: Vec<u8>,
+        payload: &[u8],
     ) -> PackEntry {
         let seq = self.entries.len() as u32;
-        self.key.seal(seq as u64, false, &mut payload);
+        let offset = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        let tag = self
+            .key
+            .seal_slice(seq as u64, false, &mut self.buf[offset..]);
+        self.buf.extend_from_slice(&tag);
         let entry = PackEntry {
             id,
             kind,
             codec,
             seq,
-            offset: self.buf.len() as u32,
-            stored_len: payload.len() as u32,
+            offset: offset as u32,
+            stored_len: (payload.len() + TAG_LEN) as u32,
             raw_len,
         };
-        self.buf.extend_from_slice(&payload);
         self.entries.push(entry);
         entry
     }
@@ -220,7 +225,7 @@ mod tests {
             let repo = [4u8; 32];
             let mut b = PackBuilder::new(1, &k, &repo, 1 << 16);
             for (i, blob) in blobs.iter().enumerate() {
-                b.add(Id([i as u8; 32]), BlobKind::Data, Codec::Raw, blob.len() as u32, blob.clone());
+                b.add(Id([i as u8; 32]), BlobKind::Data, Codec::Raw, blob.len() as u32, blob);
             }
             let p = b.finish();
             prop_assert_eq!(p.id, Id::of_stored(&p.data));
@@ -237,8 +242,8 @@ mod tests {
             let k = Key32::random();
             let repo = [4u8; 32];
             let mut b = PackBuilder::new(1, &k, &repo, 1 << 16);
-            b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 300, vec![7u8; 300]);
-            b.add(Id([2; 32]), BlobKind::Tree, Codec::Raw, 200, vec![8u8; 200]);
+            b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 300, &[7u8; 300]);
+            b.add(Id([2; 32]), BlobKind::Tree, Codec::Raw, 200, &[8u8; 200]);
             let p = b.finish();
             let mut data = p.data.clone();
             let i = pos % data.len();
@@ -260,7 +265,7 @@ mod tests {
     fn truncated_pack_is_rejected() {
         let k = Key32::random();
         let mut b = PackBuilder::new(1, &k, &[0; 32], 1024);
-        b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 100, vec![1; 100]);
+        b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 100, &[1; 100]);
         let p = b.finish();
         for cut in [1, 4, 20, p.data.len() - 50] {
             assert!(

@@ -327,6 +327,12 @@ impl Repository {
     }
 
     /// Read the index files of every replica into one master index.
+    ///
+    /// An index file whose every copy is damaged (or vanished since the
+    /// listing) is skipped with a warning rather than failing the command: the
+    /// blobs it lists are then simply unknown (a restore names the files
+    /// that need them, a backup stores them again), and `check` reports the
+    /// file itself.
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r) in self.replicas.iter().enumerate() {
@@ -336,7 +342,14 @@ impl Repository {
         }
         let mut index = MasterIndex::default();
         for (name, mask) in names {
-            let packs = self.read_index_file(&name, mask).await?;
+            let packs = match self.read_index_file(&name, mask).await {
+                Ok(p) => p,
+                Err(e) if e.is_damage() => {
+                    tracing::warn!("skipping unreadable index file index/{name}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for i in 0..self.replicas.len() {
                 if mask & (1 << i) != 0 {
                     index.add(i, &packs);
@@ -377,6 +390,11 @@ impl Repository {
     }
 
     /// Every snapshot on every replica.
+    ///
+    /// A snapshot file whose every copy is damaged (or vanished since the
+    /// listing) is skipped with a warning: one damaged snapshot must not make
+    /// the others unreachable or stop new backups (`check` reports it).
+    /// Other failures (an unreachable replica) still fail the listing.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r) in self.replicas.iter().enumerate() {
@@ -386,21 +404,31 @@ impl Repository {
         }
         let mut out = Vec::new();
         for (name, mask) in names {
-            let h = Handle::new(Kind::Snapshot, &name);
-            let data = self.get_verified(&h, mask).await?;
-            let plain = open_doc(&self.keyring, ObjectKind::Snapshot, &h.to_string(), &data)?;
-            let snapshot: Snapshot =
-                serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("{h}: {e}")))?;
-            out.push(SnapshotEntry {
-                id: name
-                    .parse()
-                    .map_err(|_| Error::Corrupt(format!("{h}: bad name")))?,
-                snapshot,
-                replicas: mask,
-            });
+            match self.read_snapshot(&name, mask).await {
+                Ok(entry) => out.push(entry),
+                Err(e) if e.is_damage() => {
+                    tracing::warn!("skipping unreadable snapshot snapshots/{name}: {e}")
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by_key(|e| e.snapshot.time);
         Ok(out)
+    }
+
+    async fn read_snapshot(&self, name: &str, mask: u64) -> Result<SnapshotEntry> {
+        let h = Handle::new(Kind::Snapshot, name);
+        let data = self.get_verified(&h, mask).await?;
+        let plain = open_doc(&self.keyring, ObjectKind::Snapshot, &h.to_string(), &data)?;
+        let snapshot: Snapshot =
+            serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("{h}: {e}")))?;
+        Ok(SnapshotEntry {
+            id: name
+                .parse()
+                .map_err(|_| Error::Corrupt(format!("{h}: bad name")))?,
+            snapshot,
+            replicas: mask,
+        })
     }
 
     /// Resolve `latest`, a full id or a unique prefix.

@@ -64,6 +64,8 @@ struct Plan {
     dirs: Vec<(PathBuf, Node)>,
     files: Vec<FileItem>,
     others: Vec<(PathBuf, Node)>,
+    /// Directories whose contents could not be read from the repository.
+    errors: Vec<String>,
 }
 
 fn includes(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -125,6 +127,7 @@ pub async fn restore(
         dirs: Vec::new(),
         files: Vec::new(),
         others: Vec::new(),
+        errors: Vec::new(),
     };
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
     match node {
@@ -145,7 +148,10 @@ pub async fn restore(
             .await?
         }
     }
-    let mut outcome = RestoreOutcome::default();
+    let mut outcome = RestoreOutcome {
+        errors: std::mem::take(&mut plan.errors),
+        ..Default::default()
+    };
     progress.total_files.store(plan.files.len() as u64, Relaxed);
     progress
         .total_bytes
@@ -185,7 +191,13 @@ pub async fn restore(
     });
     outcome.errors.extend(errors.into_inner().unwrap());
     for (p, n) in &plan.others {
-        if let Err(e) = create_other(p, n).and_then(|_| apply_meta(p, n)) {
+        let res = match create_other(p, n) {
+            Ok(true) => apply_meta(p, n),
+            // Not created (a socket, or a device without root): no metadata.
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
             outcome.errors.push(format!("{}: {e}", p.display()));
         }
     }
@@ -239,12 +251,25 @@ async fn walk(
             let name = std::ffi::OsStr::from_bytes(&n.name.0);
             let (d, sp) = (dest.join(name), spath.join(name));
             if n.kind == NodeKind::Dir {
-                let sub = repo.load_tree(index, &n.subtree).await?;
                 let wanted = filter.is_none_or(|f| f.is_match(&sp));
+                // A directory whose tree is damaged or missing is named and
+                // skipped; the rest of the snapshot is still restored.
+                let sub = match repo.load_tree(index, &n.subtree).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        plan.errors.push(format!(
+                            "{}: directory contents cannot be restored: {e}",
+                            d.display()
+                        ));
+                        None
+                    }
+                };
                 if wanted {
                     plan.dirs.push((d.clone(), n));
                 }
-                stack.push((sub, d, sp));
+                if let Some(sub) = sub {
+                    stack.push((sub, d, sp));
+                }
             } else if filter.is_none_or(|f| f.is_match(&sp)) {
                 if let Some(parent) = d.parent() {
                     if filter.is_some() && !plan.dirs.iter().any(|(p, _)| p == parent) {
@@ -278,7 +303,7 @@ fn restore_file(
     let mut hole = false;
     for id in &item.node.content {
         let data = rt.block_on(repo.read_blob(index, id))?;
-        if data.iter().all(|b| *b == 0) {
+        if is_zero(&data) {
             // Keep sparse files sparse: skip zero chunks and let set_len
             // fill the gap with a hole.
             f.seek(SeekFrom::Current(data.len() as i64))
@@ -299,6 +324,13 @@ fn restore_file(
     apply_meta(path, &item.node).map_err(|e| Error::io(path.display(), e))
 }
 
+/// Whether `data` is all zero bytes. Compared a block at a time (memcmp),
+/// not byte by byte: restoring a large sparse file checks gigabytes.
+fn is_zero(data: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    data.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
 trait Mode0600 {
     fn mode_0600(&mut self) -> &mut Self;
 }
@@ -311,20 +343,23 @@ impl Mode0600 for OpenOptions {
     }
 }
 
-fn create_other(p: &Path, n: &Node) -> std::io::Result<()> {
+/// Create a symlink, FIFO or device node; `Ok(false)` when the entry is
+/// deliberately not created.
+fn create_other(p: &Path, n: &Node) -> std::io::Result<bool> {
     let _ = fs::remove_file(p);
     match n.kind {
         NodeKind::Symlink => {
             let t = n.target.as_ref().map(|t| t.0.clone()).unwrap_or_default();
-            symlink(std::ffi::OsStr::from_bytes(&t), p)
+            symlink(std::ffi::OsStr::from_bytes(&t), p)?;
         }
-        NodeKind::Fifo => crate::sys::mknod(p, libc::S_IFIFO | (n.mode & 0o7777), 0),
+        NodeKind::Fifo => crate::sys::mknod(p, libc::S_IFIFO | (n.mode & 0o7777), 0)?,
         NodeKind::Chardev | NodeKind::Blockdev if crate::sys::is_root() => {
-            crate::sys::mknod(p, n.mode, n.rdev)
+            crate::sys::mknod(p, n.mode, n.rdev)?
         }
         // Sockets cannot be restored meaningfully; devices need root.
-        _ => Ok(()),
+        _ => return Ok(false),
     }
+    Ok(true)
 }
 
 /// Ownership (as root), permissions and timestamps.

@@ -336,11 +336,16 @@ fn stdin_tree(
     counts: &mut BuildCounts,
 ) -> Result<Vec<Id>> {
     let mut input = std::io::stdin().lock();
-    let (content, size) =
-        source::chunk_stream(&mut input as &mut dyn Read, &repo.chunker, store, &|n| {
+    let (content, size) = source::chunk_stream(
+        &mut input as &mut dyn Read,
+        &repo.chunker,
+        store,
+        &|n| {
             progress.bytes_read.fetch_add(n, Relaxed);
-        })
-        .map_err(|e| Error::io("standard input", e))?;
+        },
+        &mut Vec::new(),
+    )
+    .map_err(|e| Error::io("standard input", e))?;
     progress.files.fetch_add(1, Relaxed);
     counts.files_new = 1;
     counts.total_bytes = size;

@@ -106,48 +106,56 @@ impl Excludes {
     }
 }
 
+/// Bytes asked of the reader at a time.
+const READ_SIZE: usize = 1 << 20;
+
 /// Read `r` to the end, cut it into chunks and store them. Returns the
 /// chunk ids and the number of bytes read.
+///
+/// The buffer holds two maximum-size windows plus one read, so the
+/// unconsumed tail is moved to the front only about once per window
+/// consumed, and reads append into spare capacity without zero-filling it
+/// first (both showed up as the largest costs in profiles).
+/// `buf` is scratch space the caller keeps between files, so its pages are
+/// not mapped and unmapped again for every file.
 pub fn chunk_stream(
     r: &mut dyn Read,
     chunker: &Chunker,
     store: &BlobStore,
     on_bytes: &dyn Fn(u64),
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<(Vec<Id>, u64)> {
     let max = chunker.params().max_size as usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(max + (1 << 20));
+    let cap = 2 * max + READ_SIZE;
+    buf.clear();
+    buf.reserve(cap);
+    let mut start = 0;
     let mut ids = Vec::new();
     let mut total = 0u64;
     let mut eof = false;
     loop {
         // Fill until a full max-size window is available or the input ends.
-        while !eof && buf.len() < max {
-            let old = buf.len();
-            buf.resize(old + (1 << 20).min(max + (1 << 20) - old), 0);
+        while !eof && buf.len() - start < max {
+            if buf.len() + READ_SIZE > cap {
+                buf.drain(..start);
+                start = 0;
+            }
             let n = loop {
-                match r.read(&mut buf[old..]) {
+                match (&mut *r).take(READ_SIZE as u64).read_to_end(buf) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 }
             };
-            buf.truncate(old + n);
             total += n as u64;
             on_bytes(n as u64);
             eof = n == 0;
         }
-        let mut pos = 0;
-        while let Some(n) = chunker.next_cut(&buf[pos..], eof) {
-            // Stop cutting once less than a window is left and more input
-            // may follow: the cut point could still move.
-            ids.push(store.store(BlobKind::Data, buf[pos..pos + n].to_vec()));
-            pos += n;
-            if !eof && buf.len() - pos < max {
-                break;
-            }
+        while let Some(n) = chunker.next_cut(&buf[start..], eof) {
+            ids.push(store.store(BlobKind::Data, &buf[start..start + n]));
+            start += n;
         }
-        buf.drain(..pos);
-        if eof && buf.is_empty() {
+        if eof && start == buf.len() {
             return Ok((ids, total));
         }
     }
@@ -156,12 +164,12 @@ pub fn chunk_stream(
 /// Store a tree, chunking it if it is large.
 pub fn store_tree(bytes: Vec<u8>, chunker: &Chunker, store: &BlobStore) -> Vec<Id> {
     if bytes.len() <= chunker.params().max_size as usize {
-        return vec![store.store(BlobKind::Tree, bytes)];
+        return vec![store.store(BlobKind::Tree, &bytes)];
     }
     let mut ids = Vec::new();
     let mut pos = 0;
     while let Some(n) = chunker.next_cut(&bytes[pos..], true) {
-        ids.push(store.store(BlobKind::Tree, bytes[pos..pos + n].to_vec()));
+        ids.push(store.store(BlobKind::Tree, &bytes[pos..pos + n]));
         pos += n;
     }
     ids

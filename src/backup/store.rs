@@ -30,7 +30,33 @@ struct Packers {
     tree: Option<PackBuilder>,
 }
 
+/// Chunk buffers handed back by the compressors for the readers to reuse:
+/// allocating (and page-faulting) a fresh megabyte per chunk cost more
+/// system time than reading the file.
+#[derive(Default)]
+struct BufPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufPool {
+    const KEEP: usize = 8;
+    const MAX_CAPACITY: usize = 2 << 20;
+
+    fn take(&self) -> Vec<u8> {
+        self.0.lock().unwrap().pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut v: Vec<u8>) {
+        if v.capacity() <= Self::MAX_CAPACITY {
+            let mut pool = self.0.lock().unwrap();
+            if pool.len() < Self::KEEP {
+                v.clear();
+                pool.push(v);
+            }
+        }
+    }
+}
+
 struct Shared {
+    pool: BufPool,
     keyring: Arc<Keyring>,
     level: i32,
     pack_size: usize,
@@ -63,6 +89,7 @@ impl BlobStore {
     ) -> BlobStore {
         let (tx, rx) = bounded::<Job>(workers * 2);
         let shared = Arc::new(Shared {
+            pool: BufPool::default(),
             keyring,
             level,
             pack_size,
@@ -103,24 +130,27 @@ impl BlobStore {
         self.index.has_on_all(id, self.mask)
     }
 
-    /// Store a blob unless it is known; returns its id.
-    pub fn store(&self, kind: BlobKind, data: Vec<u8>) -> Id {
-        let id = self.shared.keyring.chunk_id(&data);
-        self.store_with_id(id, kind, data);
-        id
-    }
-
-    pub fn store_with_id(&self, id: Id, kind: BlobKind, data: Vec<u8>) {
+    /// Store a blob unless it is known; returns its id. The data is only
+    /// copied (into a pooled buffer) when the blob is new.
+    pub fn store(&self, kind: BlobKind, data: &[u8]) -> Id {
+        let id = self.shared.keyring.chunk_id(data);
         if self.known(&id) || !self.seen.lock().unwrap().insert(id) {
-            return;
+            return id;
         }
         let p = &self.shared.progress;
         p.blobs_new.fetch_add(1, Relaxed);
         p.bytes_new.fetch_add(data.len() as u64, Relaxed);
+        let mut buf = self.shared.pool.take();
+        buf.extend_from_slice(data);
         if let Some(tx) = &self.tx {
-            tx.send(Job { id, kind, data })
-                .expect("compress workers outlive the store");
+            tx.send(Job {
+                id,
+                kind,
+                data: buf,
+            })
+            .expect("compress workers outlive the store");
         }
+        id
     }
 
     /// Wait for the workers, flush the open packs, and return the index
@@ -160,10 +190,15 @@ fn ship(b: PackBuilder, fanout: &FanOut) -> IndexPack {
 }
 
 fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
+    // One output buffer per worker, reused for every chunk.
+    let mut out = Vec::new();
     for job in rx {
         let raw_len = job.data.len();
-        let (codec, compressed) = codec::compress(&job.data, s.level);
-        let payload = compressed.unwrap_or(job.data);
+        let codec = codec::compress_into(&job.data, s.level, &mut out);
+        let payload = match codec {
+            codec::Codec::Zstd => &out[..],
+            codec::Codec::Raw => &job.data[..],
+        };
         s.progress
             .bytes_stored
             .fetch_add(payload.len() as u64, Relaxed);
@@ -186,6 +221,7 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
             b.add(job.id, job.kind, codec, raw_len as u32, payload);
             full
         };
+        s.pool.give(job.data);
         // Seal and queue outside the lock so other workers keep packing
         // while this one waits on a slow replica.
         if let Some(b) = full {

@@ -256,8 +256,9 @@ impl Walk<'_> {
 
 /// Body of a reader thread: read files and store their chunks.
 pub fn reader(jobs: Receiver<FileJob>, chunker: &Chunker, store: &BlobStore, progress: &Progress) {
+    let mut buf = Vec::new();
     for job in jobs {
-        let res = read_file(&job, chunker, store, progress);
+        let res = read_file(&job, chunker, store, progress, &mut buf);
         let _ = job.reply.send(res);
     }
 }
@@ -267,12 +268,14 @@ fn read_file(
     chunker: &Chunker,
     store: &BlobStore,
     progress: &Progress,
+    buf: &mut Vec<u8>,
 ) -> Result<FileDone, String> {
     let mut f = File::open(&job.path).map_err(|e| format!("{}: {e}", job.path.display()))?;
-    let (content, size) = chunk_stream(&mut f, chunker, store, &|n| {
+    let on_bytes = |n| {
         progress.bytes_read.fetch_add(n, Relaxed);
-    })
-    .map_err(|e| format!("{}: {e}", job.path.display()))?;
+    };
+    let (content, size) = chunk_stream(&mut f, chunker, store, &on_bytes, buf)
+        .map_err(|e| format!("{}: {e}", job.path.display()))?;
     if size != job.node_size {
         tracing::warn!(
             "{}: changed while being read ({} bytes expected, {} read)",

@@ -90,6 +90,7 @@ pub enum Command {
 }
 
 pub fn main() -> i32 {
+    cairn::sys::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
