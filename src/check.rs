@@ -27,6 +27,16 @@ pub struct CheckOptions {
     pub read_data: bool,
 }
 
+/// Live counters for a progress display.
+#[derive(Default)]
+pub struct CheckProgress {
+    pub replica: std::sync::Mutex<String>,
+    pub packs_total: std::sync::atomic::AtomicU64,
+    pub packs_done: std::sync::atomic::AtomicU64,
+    pub bytes_done: std::sync::atomic::AtomicU64,
+    pub snapshots_done: std::sync::atomic::AtomicU64,
+}
+
 /// The findings for one replica.
 #[derive(Debug, Default, Serialize)]
 pub struct ReplicaCheck {
@@ -49,14 +59,23 @@ impl ReplicaCheck {
 }
 
 /// Check every replica of `repo`.
-pub async fn check(repo: &Repository, opts: &CheckOptions) -> Vec<ReplicaCheck> {
+pub async fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+) -> Vec<ReplicaCheck> {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut out = Vec::new();
     for i in 0..repo.replicas.len() {
+        *progress.replica.lock().unwrap() = repo.replicas[i].name.clone();
+        progress.packs_done.store(0, Relaxed);
+        progress.bytes_done.store(0, Relaxed);
+        progress.snapshots_done.store(0, Relaxed);
         let mut rc = ReplicaCheck {
             replica: repo.replicas[i].name.clone(),
             ..Default::default()
         };
-        if let Err(e) = check_replica(repo, i, opts, &mut rc).await {
+        if let Err(e) = check_replica(repo, i, opts, &mut rc, progress).await {
             rc.unreachable = Some(e.to_string());
         }
         out.push(rc);
@@ -97,7 +116,9 @@ async fn check_replica(
     i: usize,
     opts: &CheckOptions,
     rc: &mut ReplicaCheck,
+    progress: &CheckProgress,
 ) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
     let replica = &repo.replicas[i];
     let one = repo.single(i);
     let be = |e| Error::backend(&replica.name, e);
@@ -166,6 +187,7 @@ async fn check_replica(
             .iter()
             .filter(|p| !bad_packs.contains(&p.id))
             .collect();
+        progress.packs_total.store(todo.len() as u64, Relaxed);
         let next = std::sync::Mutex::new(todo.into_iter());
         let results = std::sync::Mutex::new(Vec::new());
         let rt = tokio::runtime::Handle::current();
@@ -190,6 +212,8 @@ async fn check_replica(
                             }
                             Err(e) => Err(format!("{h}: cannot be read: {e}")),
                         };
+                        progress.packs_done.fetch_add(1, Relaxed);
+                        progress.bytes_done.fetch_add(p.size, Relaxed);
                         results.lock().unwrap().push((p.id, res));
                     });
                 }
@@ -236,6 +260,7 @@ async fn check_replica(
             }
         };
         rc.snapshots += 1;
+        progress.snapshots_done.fetch_add(1, Relaxed);
         let sid = &m.handle.name[..8];
         let mut stack: Vec<(String, Vec<Id>)> = vec![("/".into(), snap.tree.clone())];
         while let Some((path, ids)) = stack.pop() {

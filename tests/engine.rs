@@ -9,7 +9,7 @@ use cairn::backends::memory::MemoryBackend;
 use cairn::backends::{Backend, ErrorKind, Kind};
 use cairn::backup::progress::Progress;
 use cairn::backup::{backup, BackupOptions};
-use cairn::check::{check, CheckOptions};
+use cairn::check::{check, CheckOptions, CheckProgress};
 use cairn::keys::KdfParams;
 use cairn::repo::{InitOptions, Replica, Repository};
 use cairn::restore::{restore, RestoreOptions, RestoreProgress};
@@ -102,14 +102,24 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
     let alone = Repository::open(vec![replica("full", full_inner.clone())], &pass())
         .await
         .unwrap();
-    let report = check(&alone, &CheckOptions { read_data: true }).await;
+    let report = check(
+        &alone,
+        &CheckOptions { read_data: true },
+        &CheckProgress::default(),
+    )
+    .await;
     assert!(report[0].is_clean(), "{report:?}");
 
     // The good one restores.
     let good_repo = Repository::open(vec![replica("good", good.clone())], &pass())
         .await
         .unwrap();
-    let report = check(&good_repo, &CheckOptions { read_data: true }).await;
+    let report = check(
+        &good_repo,
+        &CheckOptions { read_data: true },
+        &CheckProgress::default(),
+    )
+    .await;
     assert!(report[0].is_clean(), "{report:?}");
     let snaps = good_repo.list_snapshots().await.unwrap();
     let index = good_repo.load_index().await.unwrap();
@@ -152,7 +162,12 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         "{:?}",
         out.replicas
     );
-    let report = check(&alone, &CheckOptions { read_data: true }).await;
+    let report = check(
+        &alone,
+        &CheckOptions { read_data: true },
+        &CheckProgress::default(),
+    )
+    .await;
     assert!(report[0].is_clean(), "{report:?}");
     assert_eq!(full_inner.list(Kind::Snapshot).await.unwrap().len(), 1);
 }
@@ -227,7 +242,12 @@ async fn reads_fall_back_to_another_replica() {
             d[i] ^= 1;
         });
     }
-    let report = check(&repo, &CheckOptions { read_data: true }).await;
+    let report = check(
+        &repo,
+        &CheckOptions { read_data: true },
+        &CheckProgress::default(),
+    )
+    .await;
     assert!(!report[0].errors.is_empty(), "damage on a is found");
     assert!(report[1].is_clean(), "{:?}", report[1]);
     let snaps = repo.list_snapshots().await.unwrap();

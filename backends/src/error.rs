@@ -114,9 +114,16 @@ impl BackendError {
             Io::AlreadyExists => ErrorKind::AlreadyExists,
             Io::PermissionDenied => ErrorKind::PermissionDenied,
             Io::StorageFull | Io::QuotaExceeded => ErrorKind::StorageFull,
-            Io::TimedOut | Io::Interrupted | Io::ConnectionReset | Io::ConnectionAborted
-            | Io::BrokenPipe | Io::WouldBlock | Io::UnexpectedEof => ErrorKind::Transient,
-            Io::ConnectionRefused | Io::HostUnreachable | Io::NetworkUnreachable
+            Io::TimedOut
+            | Io::Interrupted
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::BrokenPipe
+            | Io::WouldBlock
+            | Io::UnexpectedEof => ErrorKind::Transient,
+            Io::ConnectionRefused
+            | Io::HostUnreachable
+            | Io::NetworkUnreachable
             | Io::AddrNotAvailable => ErrorKind::Unreachable,
             Io::Unsupported => ErrorKind::Unsupported,
             _ => ErrorKind::Other,

@@ -138,7 +138,11 @@ mod tests {
     #[test]
     fn paths_round_trip() {
         for kind in Kind::ALL {
-            let name = if kind == Kind::Config { "config" } else { "ab12cd" };
+            let name = if kind == Kind::Config {
+                "config"
+            } else {
+                "ab12cd"
+            };
             let h = Handle::new(kind, name);
             assert_eq!(Handle::from_path(kind, &h.path()), Some(h));
         }

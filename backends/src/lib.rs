@@ -15,18 +15,24 @@
 mod error;
 mod handle;
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod conformance;
+#[cfg(feature = "ftp")]
+pub mod ftp;
+#[cfg(feature = "gcs")]
+pub mod gcs;
 pub mod layer;
 pub mod local;
 pub mod memory;
+#[cfg(any(feature = "sftp", feature = "ftp"))]
+mod net_url;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub mod object_store_backend;
 #[cfg(feature = "s3")]
 pub mod s3;
-#[cfg(feature = "azure")]
-pub mod azure;
-#[cfg(feature = "gcs")]
-pub mod gcs;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 
 use std::fmt;
 use std::ops::Range;
@@ -120,7 +126,10 @@ pub fn clip_range(handle: &Handle, range: &Range<u64>, size: u64) -> Result<Rang
     if range.start > size || range.start > range.end {
         return Err(BackendError::new(
             ErrorKind::InvalidRange,
-            format!("range {}..{} of {} ({} bytes)", range.start, range.end, handle, size),
+            format!(
+                "range {}..{} of {} ({} bytes)",
+                range.start, range.end, handle, size
+            ),
         ));
     }
     Ok(range.start..range.end.min(size))

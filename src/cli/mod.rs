@@ -2,6 +2,7 @@
 //! replicas, passphrases, output and progress. The engine lives in the
 //! library; only this module names concrete backends.
 
+mod cmd_backend;
 mod cmd_backup;
 mod cmd_check;
 mod cmd_diff;
@@ -62,6 +63,17 @@ pub struct Global {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Limit uploads to this many KiB/s per backend.
+    #[arg(long, global = true, env = "CAIRN_LIMIT_UPLOAD", value_name = "KiB/s")]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s per backend.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_LIMIT_DOWNLOAD",
+        value_name = "KiB/s"
+    )]
+    pub limit_download: Option<u64>,
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -87,6 +99,8 @@ pub enum Command {
     Stats(cmd_stats::StatsArgs),
     /// Print a repository object (config, snapshot, index, keys).
     Cat(cmd_stats::CatArgs),
+    /// Test a storage location with the backend conformance suite.
+    Backend(cmd_backend::BackendArgs),
 }
 
 pub fn main() -> i32 {
@@ -137,5 +151,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(a) => cmd_diff::run(&g, a).await,
         Command::Stats(a) => cmd_stats::stats(&g, a).await,
         Command::Cat(a) => cmd_stats::cat(&g, a).await,
+        Command::Backend(a) => cmd_backend::run(&g, a).await,
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use cairn::backends::layer::RetryBackend;
+use cairn::backends::layer::{LimitBackend, RetryBackend, ThrottleBackend, ThrottleConfig};
 use cairn::backends::local::LocalBackend;
 use cairn::backends::Backend;
 use cairn::repo::Replica;
@@ -57,7 +57,7 @@ pub fn default_key_file() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config").join("cairn/default.key")
 }
 
-fn load_config(g: &Global) -> anyhow::Result<ConfigFile> {
+pub fn load_config(g: &Global) -> anyhow::Result<ConfigFile> {
     let (path, explicit) = match &g.config {
         Some(p) => (p.clone(), true),
         None => (
@@ -97,26 +97,103 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn open_backend(
+/// Bandwidth settings that apply to every backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Upload limit in KiB/s.
+    pub upload_kib: Option<u64>,
+    /// Download limit in KiB/s.
+    pub download_kib: Option<u64>,
+}
+
+/// Open one backend and stack the decorators on it: retry for transient
+/// errors (timeouts, resets, 5xx; never for permanent ones), then the
+/// optional bandwidth limit, then a concurrency limit.
+pub fn open_backend(
     url: &str,
     options: &BTreeMap<String, toml::Value>,
+    limits: Limits,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let _ = options;
-    if let Some((scheme, _)) = url.split_once("://") {
-        if scheme == "file" {
-            return Ok(Arc::new(LocalBackend::new(Path::new(&url[7..]))));
-        }
-        bail!(UsageError(format!(
-            "{}: the {scheme}:// backend is not available in this build",
-            redact(url)
-        )));
+    let opts: BTreeMap<String, String> = options
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), s)
+        })
+        .collect();
+    let raw = open_raw(url, &opts)?;
+    let connections = raw.capabilities().default_connections.max(1);
+    let mut b: Arc<dyn Backend> = Arc::new(RetryBackend::new(raw));
+    if limits.upload_kib.is_some() || limits.download_kib.is_some() {
+        b = Arc::new(ThrottleBackend::new(
+            b,
+            ThrottleConfig {
+                upload_bytes_per_sec: limits.upload_kib.map(|k| k * 1024),
+                download_bytes_per_sec: limits.download_kib.map(|k| k * 1024),
+            },
+        ));
     }
-    let path = std::path::absolute(url).with_context(|| format!("repository path {url}"))?;
-    Ok(Arc::new(LocalBackend::new(&path)))
+    Ok(Arc::new(LimitBackend::new(b, connections)))
+}
+
+#[allow(dead_code)] // used only by the network backends' arms
+fn backend_error(url: &str, e: cairn::backends::BackendError) -> anyhow::Error {
+    UsageError(format!("{}: {e}", redact(url))).into()
+}
+
+/// The concrete backend for a URL (or a plain path). Network backends
+/// connect lazily, so an unreachable one fails at its first request and
+/// does not stop the others.
+fn open_raw(url: &str, opts: &BTreeMap<String, String>) -> anyhow::Result<Arc<dyn Backend>> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let path = std::path::absolute(url).with_context(|| format!("repository path {url}"))?;
+        return Ok(Arc::new(LocalBackend::new(&path)));
+    };
+    let _ = opts;
+    let b: Arc<dyn Backend> = match scheme {
+        "file" => Arc::new(LocalBackend::new(Path::new(rest))),
+        #[cfg(feature = "s3")]
+        "s3" => Arc::new(
+            cairn::backends::s3::S3Backend::from_url(url, opts)
+                .map_err(|e| backend_error(url, e))?,
+        ),
+        #[cfg(feature = "azure")]
+        "az" | "azure" => Arc::new(
+            cairn::backends::azure::AzureBackend::from_url(url, opts)
+                .map_err(|e| backend_error(url, e))?,
+        ),
+        #[cfg(feature = "gcs")]
+        "gs" => Arc::new(
+            cairn::backends::gcs::GcsBackend::from_url(url, opts)
+                .map_err(|e| backend_error(url, e))?,
+        ),
+        #[cfg(feature = "sftp")]
+        "sftp" => Arc::new(
+            futures::executor::block_on(cairn::backends::sftp::SftpBackend::from_url(url, opts))
+                .map_err(|e| backend_error(url, e))?,
+        ),
+        #[cfg(feature = "ftp")]
+        "ftp" | "ftps" => Arc::new(
+            futures::executor::block_on(cairn::backends::ftp::FtpBackend::from_url(url, opts))
+                .map_err(|e| backend_error(url, e))?,
+        ),
+        other => bail!(UsageError(format!(
+            "{}: the {other}:// backend is not available in this build",
+            redact(url)
+        ))),
+    };
+    Ok(b)
 }
 
 pub fn select(g: &Global) -> anyhow::Result<Selection> {
     let config = load_config(g)?;
+    let limits = Limits {
+        upload_kib: g.limit_upload,
+        download_kib: g.limit_download,
+    };
     let mut specs: Vec<(String, String, BTreeMap<String, toml::Value>)> = Vec::new();
     if !g.repos.is_empty() {
         for r in g.repos.iter().filter(|r| !r.trim().is_empty()) {
@@ -147,7 +224,7 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
         }
         replicas.push(Replica {
             name,
-            backend: open_backend(&url, &options)?,
+            backend: open_backend(&url, &options, limits)?,
         });
     }
     Ok(Selection {

@@ -39,6 +39,24 @@ impl Env {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path("home"))
             .env("CAIRN_PASSWORD", PASSWORD);
+        // Credentials and endpoints of the test servers pass through.
+        const SERVER_VARS: [&str; 7] = [
+            "AWS_",
+            "AZURE_",
+            "AZURITE_",
+            "CAIRN_GCS_",
+            "CAIRN_SFTP_",
+            "CAIRN_FTP",
+            "STORAGE_EMULATOR_HOST",
+        ];
+        for (k, v) in std::env::vars_os() {
+            if SERVER_VARS
+                .iter()
+                .any(|p| k.to_string_lossy().starts_with(p))
+            {
+                c.env(k, v);
+            }
+        }
         for r in repos {
             c.arg("--repo").arg(r);
         }

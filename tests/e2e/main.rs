@@ -1,6 +1,8 @@
-//! End-to-end tests of the `cairn` binary on local repositories: one test
-//! binary, one module per area.
+//! End-to-end tests of the `cairn` binary, on local repositories and on
+//! real servers of every network backend: one test binary, one module per
+//! area.
 
 mod common;
 mod faults;
 mod roundtrip;
+mod servers;

@@ -1,0 +1,833 @@
+//! Google Cloud Storage through its JSON API, on `reqwest`.
+//!
+//! Why not `object_store`'s GCS client: it speaks only the XML API, which no
+//! installable emulator implements; the official `google-cloud-storage`
+//! crate lists and deletes over gRPC, which fake-gcs-server does not serve.
+//! cairn needs five JSON calls, so this is a thin client of its own (see
+//! `docs/backends-gcs.md`, which also lists what the emulator cannot check):
+//! - put: `POST /upload/storage/v1/b/B/o?uploadType=multipart`, with
+//!   `ifGenerationMatch=0` for a create-only put (412 → `AlreadyExists`);
+//!   multipart because that is the upload type on which fake-gcs-server
+//!   enforces the precondition too;
+//! - get: `GET /storage/v1/b/B/o/NAME?alt=media`, with `Range` (206/416);
+//! - head: `GET /storage/v1/b/B/o/NAME` (metadata, for the size);
+//! - list: `GET /storage/v1/b/B/o?prefix=P` following `nextPageToken`;
+//! - delete: `DELETE /storage/v1/b/B/o/NAME` (404 → `NotFound`).
+//!
+//! Credentials: against the real service, Application Default Credentials
+//! through `google-cloud-auth` (`GOOGLE_APPLICATION_CREDENTIALS` key file,
+//! gcloud's ADC file, or the metadata server). With an emulator endpoint
+//! (option `endpoint`, or `CAIRN_GCS_ENDPOINT`, or the de-facto standard
+//! `STORAGE_EMULATOR_HOST`) no credentials are sent unless `anonymous=false`.
+//!
+//! Options (all optional): `endpoint`, `anonymous`, `storage_class` (e.g.
+//! `NEARLINE`), `timeout_secs` (per request, default 300),
+//! `connect_timeout_secs` (default 10), `connections` (suggested concurrency).
+//! The client does not retry by itself: cairn's retry layer does.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use google_cloud_auth::credentials::{
+    Builder as CredentialsBuilder, CacheableResource, Credentials,
+};
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+
+use crate::{
+    clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
+    Result,
+};
+
+/// The production JSON API endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
+/// Scope of the OAuth tokens asked for.
+const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Objects per list page (the API's maximum).
+const PAGE_SIZE: &str = "1000";
+
+/// A repository in a GCS bucket.
+pub struct GcsBackend {
+    client: Client,
+    /// Service root, e.g. `https://storage.googleapis.com/`.
+    endpoint: Url,
+    bucket: String,
+    /// Repository root inside the bucket, without surrounding slashes.
+    prefix: String,
+    /// `None` for an emulator: send no `Authorization`.
+    credentials: Option<Credentials>,
+    storage_class: Option<String>,
+    connections: usize,
+    display: String,
+}
+
+#[derive(Deserialize)]
+struct ObjectResource {
+    name: String,
+    /// The JSON API sends 64-bit numbers as strings.
+    size: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListPage {
+    #[serde(default)]
+    items: Vec<ObjectResource>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+}
+
+impl GcsBackend {
+    /// Open `gs://bucket/prefix` with `options` (see the module docs). Builds
+    /// the client and finds the credentials' source; nothing is sent until
+    /// the first request.
+    pub fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self, BackendError> {
+        let rest = url
+            .strip_prefix("gs://")
+            .ok_or_else(|| other(format!("a GCS URL starts with gs://, not {url:?}")))?;
+        if rest.contains(['?', '#', '@']) {
+            return Err(other(
+                "GCS URL must be gs://BUCKET/PREFIX, without user, query or fragment (put settings in options)",
+            ));
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(other("GCS URL has no bucket name"));
+        }
+        let prefix = prefix.trim_matches('/');
+
+        let mut options = options.clone();
+        let endpoint_option = options.remove("endpoint").or_else(emulator_from_env);
+        let anonymous = match options.remove("anonymous") {
+            Some(v) => parse_bool("anonymous", &v)?,
+            None => endpoint_option.is_some(),
+        };
+        let timeout = seconds(&mut options, "timeout_secs", DEFAULT_TIMEOUT)?;
+        let connect_timeout = seconds(
+            &mut options,
+            "connect_timeout_secs",
+            DEFAULT_CONNECT_TIMEOUT,
+        )?;
+        let connections = match options.remove("connections") {
+            None => 8,
+            Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                other(format!(
+                    "gcs option connections={v:?}: expected a positive whole number"
+                ))
+            })?,
+        };
+        let storage_class = options
+            .remove("storage_class")
+            .filter(|s| !s.trim().is_empty());
+        if let Some(key) = options.keys().next() {
+            return Err(other(format!(
+                "unknown gcs option {key:?} (known: endpoint, anonymous, storage_class, timeout_secs, connect_timeout_secs, connections)"
+            )));
+        }
+
+        let shown_endpoint = endpoint_option.clone();
+        let mut endpoint = Url::parse(endpoint_option.as_deref().unwrap_or(DEFAULT_ENDPOINT))
+            .map_err(|e| other(format!("gcs endpoint is not a URL: {e}")))?;
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(other("gcs endpoint must not contain credentials"));
+        }
+        if endpoint.cannot_be_a_base() {
+            return Err(other("gcs endpoint must be an http(s) URL"));
+        }
+        endpoint.set_query(None);
+
+        let client = Client::builder()
+            .timeout(timeout)
+            .connect_timeout(connect_timeout)
+            .build()
+            .map_err(|e| BackendError::with_source(ErrorKind::Other, "gcs: HTTP client", e))?;
+        let credentials = if anonymous {
+            None
+        } else {
+            Some(
+                CredentialsBuilder::default()
+                    .with_scopes([SCOPE])
+                    .build()
+                    .map_err(|e| {
+                        BackendError::with_source(
+                            ErrorKind::Unauthenticated,
+                            "gcs: no usable Google credentials (Application Default Credentials)",
+                            e,
+                        )
+                    })?,
+            )
+        };
+        let display = match shown_endpoint {
+            Some(e) => format!("gs://{bucket}/{prefix} at {}", endpoint_display(&e)),
+            None => format!("gs://{bucket}/{prefix}"),
+        };
+        Ok(GcsBackend {
+            client,
+            endpoint,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            credentials,
+            storage_class,
+            connections,
+            display,
+        })
+    }
+
+    /// The object name of `handle`.
+    fn name(&self, handle: &Handle) -> String {
+        self.join(&handle.path())
+    }
+
+    fn join(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{}", self.prefix, rel)
+        }
+    }
+
+    /// `endpoint` + path segments (each percent-encoded, so `/` in an object
+    /// name becomes `%2F` as the API wants).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.endpoint.clone();
+        url.path_segments_mut()
+            .expect("checked in from_url: endpoint can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    fn object_url(&self, name: &str) -> Url {
+        self.url(&["storage", "v1", "b", &self.bucket, "o", name])
+    }
+
+    fn list_url(&self) -> Url {
+        self.url(&["storage", "v1", "b", &self.bucket, "o"])
+    }
+
+    /// Send the request `make` builds, with credentials; transport failures
+    /// become errors here, HTTP statuses are left to the caller.
+    ///
+    /// One retry, of a request whose connection closed before any answer:
+    /// that is a pooled keep-alive connection the server had already closed
+    /// (fake-gcs-server closes after a 416 without saying `Connection:
+    /// close`; real servers close idle connections), and the server never
+    /// saw the request. Everything else is left to cairn's retry layer.
+    async fn send(
+        &self,
+        what: &str,
+        make: &(dyn Fn() -> RequestBuilder + Send + Sync),
+    ) -> Result<Response> {
+        let mut retried = false;
+        loop {
+            let request = self.authorize(what, make()).await?;
+            match request.send().await {
+                Ok(response) => return Ok(response),
+                Err(e) if !retried && is_stale_connection(&e) => {
+                    tracing::debug!(backend = %self, what, error = %e, "stale connection, resending once");
+                    retried = true;
+                }
+                Err(e) => return Err(self.transport_error(what, e)),
+            }
+        }
+    }
+
+    /// Add the credentials' headers (none for an emulator).
+    async fn authorize(&self, what: &str, request: RequestBuilder) -> Result<RequestBuilder> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(request);
+        };
+        match credentials.headers(http::Extensions::new()).await {
+            Ok(CacheableResource::New { data, .. }) => Ok(request.headers(data)),
+            // Only answered when the caller passes an entity tag, which this
+            // client never does.
+            Ok(CacheableResource::NotModified) => Err(BackendError::new(
+                ErrorKind::Other,
+                format!("{what} ({self}): credentials returned no headers"),
+            )),
+            Err(e) => {
+                let kind = if e.is_transient() {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Unauthenticated
+                };
+                Err(BackendError::with_source(
+                    kind,
+                    format!("{what} ({self}): getting a Google access token failed"),
+                    e,
+                ))
+            }
+        }
+    }
+
+    fn transport_error(&self, what: &str, err: reqwest::Error) -> BackendError {
+        let kind = transport_kind(&err);
+        // The innermost cause ("Connection refused (os error 111)") says most.
+        let mut cause = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            cause = e.to_string();
+            source = e.source();
+        }
+        BackendError::with_source(kind, format!("{what} ({self}): {cause}"), err)
+    }
+
+    /// An error for a non-success answer, with the API's message.
+    async fn status_error(&self, what: &str, response: Response) -> BackendError {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        let detail = match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(b) if !b.error.message.is_empty() => b.error.message,
+            _ => body.trim().to_string(),
+        };
+        let kind = status_kind(status);
+        let mut detail = detail;
+        if detail.len() > 300 {
+            let mut cut = 300;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        BackendError::new(kind, format!("{what} ({self}): HTTP {status}: {detail}"))
+    }
+
+    async fn body(&self, what: &str, response: Response) -> Result<Bytes> {
+        response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(what, e))
+    }
+
+    async fn object_size(&self, handle: &Handle) -> Result<u64> {
+        let what = format!("head {handle}");
+        let url = self.object_url(&self.name(handle));
+        let response = self.send(&what, &|| self.client.get(url.clone())).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(&what, response).await);
+        }
+        let body = self.body(&what, response).await?;
+        let object: ObjectResource = serde_json::from_slice(&body).map_err(|e| {
+            BackendError::with_source(
+                ErrorKind::Corrupt,
+                format!("{what} ({self}): bad metadata"),
+                e,
+            )
+        })?;
+        parse_size(&what, &object.size)
+    }
+
+    async fn get_range(&self, handle: &Handle, range: Range<u64>) -> Result<Bytes> {
+        let what = format!("get {handle} bytes {range:?}");
+        // HTTP cannot ask for an empty range; the size alone answers it.
+        if range.start >= range.end {
+            let size = self.object_size(handle).await?;
+            clip_range(handle, &range, size)?;
+            return Ok(Bytes::new());
+        }
+        let mut url = self.object_url(&self.name(handle));
+        url.query_pairs_mut().append_pair("alt", "media");
+        let range_header = format!("bytes={}-{}", range.start, range.end - 1);
+        let make = || {
+            self.client
+                .get(url.clone())
+                .header(RANGE, range_header.clone())
+        };
+        let response = self.send(&what, &make).await?;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let content_range = response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range);
+                let data = self.body(&what, response).await?;
+                let Some((returned, size)) = content_range else {
+                    return Err(BackendError::new(
+                        ErrorKind::Corrupt,
+                        format!("{what} ({self}): 206 without a usable Content-Range"),
+                    ));
+                };
+                let expected = range.start..range.end.min(size);
+                if returned != expected || data.len() as u64 != expected.end - expected.start {
+                    return Err(BackendError::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "{what} ({self}): got {} bytes for {returned:?}, expected {expected:?}",
+                            data.len()
+                        ),
+                    ));
+                }
+                Ok(data)
+            }
+            // The server sent the whole object (ranges are optional in HTTP).
+            StatusCode::OK => {
+                let data = self.body(&what, response).await?;
+                let r = clip_range(handle, &range, data.len() as u64)?;
+                Ok(data.slice(r.start as usize..r.end as usize))
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                // Start at or past the end: empty when exactly at the end.
+                let size = self.object_size(handle).await?;
+                let r = clip_range(handle, &range, size)?;
+                if r.is_empty() {
+                    Ok(Bytes::new())
+                } else {
+                    Err(BackendError::new(
+                        ErrorKind::Corrupt,
+                        format!("{what} ({self}): 416 for a range inside the {size}-byte object"),
+                    ))
+                }
+            }
+            _ => Err(self.status_error(&what, response).await),
+        }
+    }
+}
+
+impl fmt::Debug for GcsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsBackend")
+            .field("url", &self.display)
+            .field("authenticated", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for GcsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+#[async_trait]
+impl Backend for GcsBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            atomic_create: true,
+            max_object_size: None,
+            default_connections: self.connections,
+        }
+    }
+
+    async fn put(&self, handle: &Handle, data: Bytes, mode: PutMode) -> Result<()> {
+        let what = format!("put {handle}");
+        let name = self.name(handle);
+        let mut url = self.url(&["upload", "storage", "v1", "b", &self.bucket, "o"]);
+        url.query_pairs_mut().append_pair("uploadType", "multipart");
+        if mode == PutMode::Create {
+            // Generation 0 = "no live object": the API refuses with 412 if
+            // one exists, atomically.
+            url.query_pairs_mut().append_pair("ifGenerationMatch", "0");
+        }
+        let mut metadata = serde_json::json!({ "name": name });
+        if let Some(class) = &self.storage_class {
+            metadata["storageClass"] = class.clone().into();
+        }
+        // multipart/related: JSON metadata, then the bytes. The boundary is
+        // 128 random bits, so it cannot plausibly occur in the data.
+        let boundary = format!("cairn-{:032x}", rand::random::<u128>());
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let length = head.len() + data.len() + tail.len();
+        let size = data.len() as u64;
+        let content_type =
+            HeaderValue::from_str(&format!("multipart/related; boundary={boundary}"))
+                .map_err(|e| BackendError::with_source(ErrorKind::Other, "gcs: boundary", e))?;
+        let make = || {
+            // Streamed as three pieces so a large pack is not copied (the
+            // clones are reference counts).
+            let body = reqwest::Body::wrap_stream(futures_util::stream::iter([
+                Ok::<Bytes, std::io::Error>(head.clone()),
+                Ok(data.clone()),
+                Ok(tail.clone()),
+            ]));
+            self.client
+                .request(Method::POST, url.clone())
+                .header(CONTENT_TYPE, content_type.clone())
+                .header(CONTENT_LENGTH, length)
+                .body(body)
+        };
+        let response = self.send(&what, &make).await?;
+        let status = response.status();
+        if status == StatusCode::PRECONDITION_FAILED && mode == PutMode::Create {
+            return Err(BackendError::new(
+                ErrorKind::AlreadyExists,
+                format!("{what} ({self}): object exists"),
+            ));
+        }
+        if !status.is_success() {
+            return Err(self.status_error(&what, response).await);
+        }
+        let body = self.body(&what, response).await?;
+        // The service answers with the stored object's metadata: a size
+        // mismatch means the upload was cut and stored short.
+        if let Ok(object) = serde_json::from_slice::<ObjectResource>(&body) {
+            let stored = parse_size(&what, &object.size)?;
+            if stored != size {
+                return Err(BackendError::new(
+                    ErrorKind::Corrupt,
+                    format!("{what} ({self}): stored {stored} bytes of {size}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, handle: &Handle, range: Option<Range<u64>>) -> Result<Bytes> {
+        if let Some(range) = range {
+            return self.get_range(handle, range).await;
+        }
+        let what = format!("get {handle}");
+        let mut url = self.object_url(&self.name(handle));
+        url.query_pairs_mut().append_pair("alt", "media");
+        let response = self.send(&what, &|| self.client.get(url.clone())).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(&what, response).await);
+        }
+        // The stored size, when the server says it, catches a cut-off body.
+        let stored = response
+            .headers()
+            .get("x-goog-stored-content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let data = self.body(&what, response).await?;
+        if let Some(stored) = stored {
+            if stored != data.len() as u64 {
+                return Err(BackendError::new(
+                    ErrorKind::Corrupt,
+                    format!("{what} ({self}): got {} bytes of {stored}", data.len()),
+                ));
+            }
+        }
+        Ok(data)
+    }
+
+    async fn head(&self, handle: &Handle) -> Result<ObjectMeta> {
+        Ok(ObjectMeta {
+            handle: handle.clone(),
+            size: self.object_size(handle).await?,
+        })
+    }
+
+    async fn list(&self, kind: Kind) -> Result<Vec<ObjectMeta>> {
+        // The config sits at the root: listing the root would walk every pack.
+        if kind == Kind::Config {
+            return match self.head(&Handle::config()).await {
+                Ok(meta) => Ok(vec![meta]),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        }
+        let what = format!("list {}", kind.dir());
+        let dir = format!("{}/", self.join(kind.dir()));
+        let root = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = self.list_url();
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("prefix", &dir)
+                    .append_pair("maxResults", PAGE_SIZE);
+                if let Some(t) = &token {
+                    q.append_pair("pageToken", t);
+                }
+            }
+            let response = self.send(&what, &|| self.client.get(url.clone())).await?;
+            if !response.status().is_success() {
+                return Err(self.status_error(&what, response).await);
+            }
+            let body = self.body(&what, response).await?;
+            let page: ListPage = serde_json::from_slice(&body).map_err(|e| {
+                BackendError::with_source(
+                    ErrorKind::Corrupt,
+                    format!("{what} ({self}): bad listing"),
+                    e,
+                )
+            })?;
+            for item in page.items {
+                let Some(rel) = item.name.strip_prefix(root.as_str()) else {
+                    continue;
+                };
+                if let Some(handle) = Handle::from_path(kind, rel) {
+                    found.push(ObjectMeta {
+                        handle,
+                        size: parse_size(&what, &item.size)?,
+                    });
+                }
+            }
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => {
+                    if token.as_deref() == Some(t.as_str()) {
+                        return Err(BackendError::new(
+                            ErrorKind::Corrupt,
+                            format!("{what} ({self}): the same page token twice"),
+                        ));
+                    }
+                    token = Some(t);
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delete(&self, handle: &Handle) -> Result<()> {
+        let what = format!("delete {handle}");
+        let url = self.object_url(&self.name(handle));
+        let response = self
+            .send(&what, &|| self.client.delete(url.clone()))
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(&what, response).await)
+        }
+    }
+
+    async fn create(&self) -> Result<()> {
+        // Buckets are made with the console or gcloud (they carry location,
+        // billing and IAM choices); check that this one is there. A list
+        // needs only the object permissions cairn needs anyway.
+        let what = "check bucket";
+        let mut url = self.list_url();
+        url.query_pairs_mut()
+            .append_pair("prefix", &self.join(".cairn-create-probe"))
+            .append_pair("maxResults", "1");
+        let response = self.send(what, &|| self.client.get(url.clone())).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(BackendError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "bucket {:?} does not exist ({self}); create it first, cairn does not create buckets",
+                    self.bucket
+                ),
+            ));
+        }
+        if !response.status().is_success() {
+            return Err(self.status_error(what, response).await);
+        }
+        Ok(())
+    }
+}
+
+fn other(message: impl Into<String>) -> BackendError {
+    BackendError::new(ErrorKind::Other, message)
+}
+
+/// The emulator endpoint from the environment, if any.
+fn emulator_from_env() -> Option<String> {
+    if let Some(e) = std::env::var("CAIRN_GCS_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+    {
+        return Some(e);
+    }
+    // Google's client libraries take `host:port` here, without a scheme.
+    let host = std::env::var("STORAGE_EMULATOR_HOST")
+        .ok()
+        .filter(|e| !e.is_empty())?;
+    Some(if host.contains("://") {
+        host
+    } else {
+        format!("http://{host}")
+    })
+}
+
+fn endpoint_display(endpoint: &str) -> String {
+    match Url::parse(endpoint) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(invalid endpoint)".to_string(),
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(other(format!(
+            "gcs option {key}={value:?}: expected true or false"
+        ))),
+    }
+}
+
+fn seconds(
+    options: &mut BTreeMap<String, String>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration> {
+    match options.remove(key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                other(format!(
+                    "gcs option {key}={v:?}: expected a positive number of seconds"
+                ))
+            }),
+    }
+}
+
+fn parse_size(what: &str, size: &str) -> Result<u64> {
+    size.parse().map_err(|_| {
+        BackendError::new(
+            ErrorKind::Corrupt,
+            format!("{what}: size {size:?} is not a number"),
+        )
+    })
+}
+
+/// `bytes START-END/SIZE` → (START..END+1, SIZE).
+fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, size): (u64, u64, u64) =
+        (start.parse().ok()?, end.parse().ok()?, size.parse().ok()?);
+    (start <= end).then_some((start..end + 1, size))
+}
+
+fn status_kind(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        401 => ErrorKind::Unauthenticated,
+        403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::NotFound,
+        409 | 412 => ErrorKind::AlreadyExists,
+        416 => ErrorKind::InvalidRange,
+        507 => ErrorKind::StorageFull,
+        408 | 429 | 500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Whether the connection closed before the server answered anything: a
+/// pooled connection the server had closed (see `GcsBackend::send`).
+fn is_stale_connection(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || err.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.to_string()
+            .contains("connection closed before message completed")
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // The request was not fully written, so it was not processed.
+            // (A reset is not retried: it can come after the server acted.)
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn transport_kind(err: &reqwest::Error) -> ErrorKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as Io;
+            if matches!(
+                io.kind(),
+                Io::ConnectionRefused
+                    | Io::HostUnreachable
+                    | Io::NetworkUnreachable
+                    | Io::AddrNotAvailable
+            ) {
+                return ErrorKind::Unreachable;
+            }
+        }
+        source = e.source();
+    }
+    if err.is_timeout() {
+        ErrorKind::Transient
+    } else if err.is_connect() {
+        // A certificate problem will not go away on retry.
+        if format!("{err:?}").contains("certificate") {
+            ErrorKind::Other
+        } else {
+            ErrorKind::Unreachable
+        }
+    } else if err.is_request() || err.is_body() || err.is_decode() {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses() {
+        assert_eq!(parse_content_range("bytes 2-5/10"), Some((2..6, 10)));
+        assert_eq!(parse_content_range("bytes */10"), None);
+        assert_eq!(parse_content_range("bytes 5-2/10"), None);
+    }
+
+    #[test]
+    fn urls_encode_names_as_one_segment() {
+        let options =
+            BTreeMap::from([("endpoint".to_string(), "http://127.0.0.1:4443".to_string())]);
+        let b = GcsBackend::from_url("gs://bkt/some/prefix/", &options).unwrap();
+        assert_eq!(
+            b.to_string(),
+            "gs://bkt/some/prefix at http://127.0.0.1:4443"
+        );
+        let url = b.object_url(&b.name(&Handle::new(Kind::Pack, "abcd")));
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:4443/storage/v1/b/bkt/o/some%2Fprefix%2Fdata%2Fab%2Fabcd"
+        );
+        assert!(b.credentials.is_none());
+    }
+
+    #[test]
+    fn bad_urls_and_options_are_refused() {
+        let none = BTreeMap::new();
+        assert!(GcsBackend::from_url("s3://b/p", &none).is_err());
+        assert!(GcsBackend::from_url("gs:///p", &none).is_err());
+        let typo = BTreeMap::from([
+            ("endpoint".to_string(), "http://127.0.0.1:1".to_string()),
+            ("timeout".to_string(), "5".to_string()),
+        ]);
+        assert!(GcsBackend::from_url("gs://b/p", &typo).is_err());
+    }
+}

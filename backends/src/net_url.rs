@@ -1,0 +1,297 @@
+//! URL and option parsing shared by the SFTP and FTP backends.
+//!
+//! Both take `scheme://[user[:password]@]host[:port]/path` plus a map of
+//! options from the config file. A password in the URL is accepted (people
+//! paste them) but never shown: [`UrlParts::redacted`] is what `Display`
+//! prints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::{BackendError, ErrorKind, Result};
+
+/// The pieces of a backend URL, percent-decoded.
+#[derive(Clone)]
+pub(crate) struct UrlParts {
+    pub scheme: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Without the brackets of an IPv6 literal.
+    pub host: String,
+    pub port: Option<u16>,
+    /// Everything after the authority, starting with `/` (or empty).
+    pub path: String,
+}
+
+fn invalid(url_for_msg: &str, why: &str) -> BackendError {
+    let sep = if url_for_msg.is_empty() { "" } else { " " };
+    BackendError::new(
+        ErrorKind::Other,
+        format!("invalid URL{sep}{url_for_msg}: {why}"),
+    )
+}
+
+impl UrlParts {
+    /// Parse `url`, which must use one of `schemes`.
+    pub fn parse(url: &str, schemes: &[&str]) -> Result<UrlParts> {
+        // Error messages must not repeat a password, so they name only the
+        // scheme and host part once those are known.
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("", "expected scheme://host/path"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !schemes.contains(&scheme.as_str()) {
+            return Err(invalid(
+                &format!("{scheme}://…"),
+                &format!("scheme must be one of {}", schemes.join(", ")),
+            ));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if path.contains(['?', '#']) {
+            return Err(invalid(
+                &format!("{scheme}://…"),
+                "query strings and fragments are not supported; put options in the config",
+            ));
+        }
+        // The password may itself contain '@' when not percent-encoded: the
+        // last '@' ends the user info.
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => match ui.split_once(':') {
+                Some((u, p)) => (Some(percent_decode(u)?), Some(percent_decode(p)?)),
+                None => (Some(percent_decode(ui)?), None),
+            },
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| invalid(&format!("{scheme}://…"), "unclosed '[' in host"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| {
+                    invalid(&format!("{scheme}://[{h}]…"), "expected ':' after ']'")
+                })?),
+            };
+            (h.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid(&format!("{scheme}://…"), "no host"));
+        }
+        let port =
+            match port {
+                None | Some("") => None,
+                Some(p) => Some(p.parse::<u16>().map_err(|_| {
+                    invalid(&format!("{scheme}://{host}:{p}"), "port is not a number")
+                })?),
+            };
+        Ok(UrlParts {
+            scheme,
+            user: user.filter(|u| !u.is_empty()),
+            password,
+            host,
+            port,
+            path: percent_decode(path)?,
+        })
+    }
+
+    /// `host` or `[v6]`, for building addresses and messages.
+    pub fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The URL as it may be shown: any password replaced by `***`.
+    pub fn redacted(&self, user: Option<&str>) -> String {
+        let mut s = format!("{}://", self.scheme);
+        if let Some(u) = user.or(self.user.as_deref()) {
+            s.push_str(u);
+            if self.password.is_some() {
+                s.push_str(":***");
+            }
+            s.push('@');
+        }
+        s.push_str(&self.host_for_url());
+        if let Some(p) = self.port {
+            s.push_str(&format!(":{p}"));
+        }
+        s.push_str(&self.path);
+        s
+    }
+}
+
+/// Decode `%XX` escapes; anything else is kept as is.
+pub(crate) fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| invalid("", "bad %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| invalid("", "%-escapes do not form UTF-8"))
+}
+
+/// Typed access to the option map, remembering which keys were used so that
+/// unknown (misspelt) keys can be reported.
+pub(crate) struct Options<'a> {
+    backend: &'static str,
+    map: &'a BTreeMap<String, String>,
+    known: &'static [&'static str],
+}
+
+impl<'a> Options<'a> {
+    pub fn new(
+        backend: &'static str,
+        map: &'a BTreeMap<String, String>,
+        known: &'static [&'static str],
+    ) -> Self {
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                // A warning, not an error: the config layer may pass keys
+                // meant for every backend. A typo in a security option
+                // (known_hosts, ca_file, fingerprint) fails closed anyway.
+                tracing::warn!(
+                    "{backend}: ignoring unknown option {key:?} (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+        Options {
+            backend,
+            map,
+            known,
+        }
+    }
+
+    pub fn str(&self, key: &str) -> Option<&'a str> {
+        debug_assert!(self.known.contains(&key), "option {key} not declared");
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        self.str(key).map(expand_tilde)
+    }
+
+    pub fn parse<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
+        match self.str(key) {
+            None => Ok(None),
+            Some(v) => v.parse::<T>().map(Some).map_err(|_| {
+                BackendError::new(
+                    ErrorKind::Other,
+                    format!("{}: option {key} = {v:?} is not valid", self.backend),
+                )
+            }),
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.str(key) {
+            None => Ok(None),
+            Some("true" | "yes" | "1" | "on") => Ok(Some(true)),
+            Some("false" | "no" | "0" | "off") => Ok(Some(false)),
+            Some(v) => Err(BackendError::new(
+                ErrorKind::Other,
+                format!(
+                    "{}: option {key} = {v:?} is not true or false",
+                    self.backend
+                ),
+            )),
+        }
+    }
+
+    /// `timeout_secs`, default `default_secs`, at least one second.
+    pub fn timeout(&self, default_secs: u64) -> Result<Duration> {
+        Ok(Duration::from_secs(
+            self.parse::<u64>("timeout_secs")?
+                .unwrap_or(default_secs)
+                .max(1),
+        ))
+    }
+}
+
+/// `~/x` → `$HOME/x`, since config files are written by hand.
+pub(crate) fn expand_tilde(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// Read a secret from a file: the first line, without its line ending.
+pub(crate) fn read_secret_file(backend: &str, key: &str, path: &PathBuf) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BackendError::from_io(format!("{backend}: reading {key} {}", path.display()), e)
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// A random name for a temporary upload next to its target. The leading dot
+/// keeps it out of listings ([`crate::Handle::from_path`] rejects it).
+pub(crate) fn temp_name() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!(".tmp-{n:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_redacts() {
+        let u = UrlParts::parse("ftp://bob:s%40cret@example.org:2121/a%20b", &["ftp"]).unwrap();
+        assert_eq!(u.user.as_deref(), Some("bob"));
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(u.host, "example.org");
+        assert_eq!(u.port, Some(2121));
+        assert_eq!(u.path, "/a b");
+        assert_eq!(u.redacted(None), "ftp://bob:***@example.org:2121/a b");
+
+        let u = UrlParts::parse("sftp://alice@[::1]/srv/repo", &["sftp"]).unwrap();
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.port, None);
+        assert_eq!(u.redacted(None), "sftp://alice@[::1]/srv/repo");
+
+        // An unescaped '@' in the password: the last '@' ends the user info.
+        let u = UrlParts::parse("ftp://bob:p@ss@h/x", &["ftp"]).unwrap();
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.host, "h");
+
+        assert!(UrlParts::parse("http://h/x", &["ftp"]).is_err());
+        assert!(UrlParts::parse("ftp://h:port/x", &["ftp"]).is_err());
+        let Err(err) = UrlParts::parse("ftp://u:secret@h/x?y", &["ftp"]) else {
+            panic!("a query string must be refused");
+        };
+        assert!(!err.to_string().contains("secret"));
+    }
+}

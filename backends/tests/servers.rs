@@ -1,0 +1,472 @@
+//! The network object-store backends (S3, Azure Blob, GCS) against real
+//! servers on loopback: the conformance suite, and how each backend reports
+//! wrong credentials, a missing bucket and a server that is not running.
+//!
+//! Start the servers and load their settings first:
+//!
+//! ```sh
+//! scripts/test-servers start && eval "$(scripts/test-servers env)"
+//! cargo test -p cairn-backends --features s3,azure,gcs --test servers
+//! ```
+//!
+//! A test whose server is not configured prints a loud `SKIPPED` line and
+//! passes, except under `CI=true`, where it fails: CI must not go green
+//! without having talked to the servers. The "not running" tests need no
+//! server and always run.
+#![cfg(all(feature = "s3", feature = "azure", feature = "gcs"))]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_backends::azure::AzureBackend;
+use cairn_backends::conformance::{assert_conformance, SuiteOptions};
+use cairn_backends::gcs::GcsBackend;
+use cairn_backends::s3::S3Backend;
+use cairn_backends::{Backend, BackendError, ErrorKind, Handle, Kind, PutMode};
+
+/// How long a request that must fail fast (bad credentials, nothing
+/// listening) may take: long enough for a slow CI machine, far shorter than
+/// any retry storm (object_store alone would retry for up to 3 minutes).
+const FAST: Duration = Duration::from_secs(10);
+
+/// The repository base URL of `backend` from `scripts/test-servers env`, or
+/// `None` after a loud notice (a panic under CI).
+fn configured(backend: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let msg = format!(
+                "SKIPPED: {backend} server not configured (run scripts/test-servers start; \
+                 eval \"$(scripts/test-servers env)\"): {var} is not set"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg} — CI=true, so this is a failure");
+            }
+            eprintln!("\n*** {msg} ***\n");
+            None
+        }
+    }
+}
+
+/// A fresh repository URL under `base`, so runs and tests never share objects.
+fn fresh(base: &str, test: &str) -> String {
+    format!(
+        "{}/{test}-{:016x}",
+        base.trim_end_matches('/'),
+        rand::random::<u64>()
+    )
+}
+
+fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// An address on loopback where nothing listens (a port just released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn suite() -> SuiteOptions {
+    SuiteOptions::default()
+}
+
+/// `op` must fail with `want`, within [`FAST`]; returns the error.
+async fn expect_fast<T: std::fmt::Debug>(
+    what: &str,
+    want: ErrorKind,
+    op: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> BackendError {
+    let start = Instant::now();
+    let result = op.await;
+    let elapsed = start.elapsed();
+    let err = match result {
+        Ok(v) => panic!("{what}: expected {want}, but it succeeded: {v:?}"),
+        Err(e) => e,
+    };
+    eprintln!("{what}: {elapsed:.2?}: {err}");
+    assert_eq!(err.kind(), want, "{what}: wrong kind for error: {err}");
+    assert!(
+        elapsed < FAST,
+        "{what}: took {elapsed:?} to fail (retrying a permanent error?): {err}"
+    );
+    err
+}
+
+fn key() -> Handle {
+    Handle::new(Kind::Key, "probe")
+}
+
+/// Wrong credentials: put, get and list all say Unauthenticated, quickly,
+/// and no message shows the secret.
+async fn check_wrong_credentials(backend: &dyn Backend, secret: &str) {
+    let errs = [
+        expect_fast(
+            "put with wrong credentials",
+            ErrorKind::Unauthenticated,
+            backend.put(&key(), Bytes::from_static(b"x"), PutMode::Overwrite),
+        )
+        .await,
+        expect_fast(
+            "get with wrong credentials",
+            ErrorKind::Unauthenticated,
+            backend.get(&key(), None),
+        )
+        .await,
+        expect_fast(
+            "head with wrong credentials",
+            ErrorKind::Unauthenticated,
+            backend.head(&key()),
+        )
+        .await,
+        expect_fast(
+            "list with wrong credentials",
+            ErrorKind::Unauthenticated,
+            backend.list(Kind::Key),
+        )
+        .await,
+        expect_fast(
+            "create with wrong credentials",
+            ErrorKind::Unauthenticated,
+            backend.create(),
+        )
+        .await,
+    ];
+    for e in errs {
+        assert!(
+            !format!("{e} {e:?}").contains(secret),
+            "the secret leaked into an error"
+        );
+    }
+    assert!(!backend.to_string().contains(secret));
+    assert!(!format!("{backend:?}").contains(secret));
+}
+
+/// A missing bucket: `create` and reads say NotFound, naming the bucket.
+async fn check_missing_bucket(backend: &dyn Backend, bucket: &str) {
+    let err = expect_fast(
+        "create in a missing bucket",
+        ErrorKind::NotFound,
+        backend.create(),
+    )
+    .await;
+    assert!(
+        err.to_string().contains(bucket) && err.to_string().contains("does not exist"),
+        "unclear message for a missing bucket: {err}"
+    );
+    expect_fast(
+        "get in a missing bucket",
+        ErrorKind::NotFound,
+        backend.get(&key(), None),
+    )
+    .await;
+}
+
+async fn check_unreachable(backend: &dyn Backend) {
+    expect_fast(
+        "create without a server",
+        ErrorKind::Unreachable,
+        backend.create(),
+    )
+    .await;
+    expect_fast(
+        "put without a server",
+        ErrorKind::Unreachable,
+        backend.put(&key(), Bytes::from_static(b"x"), PutMode::Create),
+    )
+    .await;
+    expect_fast(
+        "get without a server",
+        ErrorKind::Unreachable,
+        backend.get(&key(), None),
+    )
+    .await;
+    expect_fast(
+        "list without a server",
+        ErrorKind::Unreachable,
+        backend.list(Kind::Pack),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------- S3
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_conforms() {
+    let Some(base) = configured("s3", "CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let backend = S3Backend::from_url(&fresh(&base, "conformance"), &BTreeMap::new()).unwrap();
+    backend.create().await.unwrap();
+    assert_conformance(Arc::new(backend), &suite()).await;
+}
+
+#[tokio::test]
+async fn s3_wrong_secret_is_unauthenticated() {
+    let Some(base) = configured("s3", "CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let secret = "not-the-secret-0123456789abcdefghijklmn";
+    let backend = S3Backend::from_url(
+        &fresh(&base, "wrong-secret"),
+        &options(&[("secret_access_key", secret)]),
+    )
+    .unwrap();
+    check_wrong_credentials(&backend, secret).await;
+}
+
+#[tokio::test]
+async fn s3_unknown_key_id_is_unauthenticated() {
+    let Some(base) = configured("s3", "CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let secret = "unknown-secret-0123456789abcdefghijklmn";
+    let backend = S3Backend::from_url(
+        &fresh(&base, "unknown-key"),
+        &options(&[
+            ("access_key_id", "AKIAUNKNOWNUNKNOWN00"),
+            ("secret_access_key", secret),
+        ]),
+    )
+    .unwrap();
+    check_wrong_credentials(&backend, secret).await;
+}
+
+#[tokio::test]
+async fn s3_missing_bucket_is_not_found() {
+    if configured("s3", "CAIRN_TEST_REPO_S3").is_none() {
+        return;
+    }
+    let bucket = format!("cairn-missing-{:08x}", rand::random::<u32>());
+    let backend = S3Backend::from_url(&format!("s3://{bucket}/repo"), &BTreeMap::new()).unwrap();
+    check_missing_bucket(&backend, &bucket).await;
+}
+
+#[tokio::test]
+async fn s3_without_server_is_unreachable() {
+    // Explicit credentials: without them object_store would ask the EC2
+    // metadata service, which is not on loopback.
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let backend = S3Backend::from_url(
+        "s3://cairn-test/unreachable",
+        &options(&[
+            ("endpoint", &endpoint),
+            ("allow_http", "true"),
+            ("access_key_id", "AKIAEXAMPLE"),
+            ("secret_access_key", "example"),
+        ]),
+    )
+    .unwrap();
+    check_unreachable(&backend).await;
+}
+
+#[test]
+fn s3_display_hides_secrets() {
+    let secret = "very-secret-value-0123456789";
+    let backend = S3Backend::from_url(
+        "s3://bucket/some/prefix",
+        &options(&[
+            ("endpoint", "http://user:pw@127.0.0.1:9/"),
+            ("access_key_id", "AKIAEXAMPLE"),
+            ("secret_access_key", secret),
+        ]),
+    )
+    .unwrap();
+    let shown = format!("{backend} {backend:?}");
+    assert!(shown.contains("s3://bucket/some/prefix"), "{shown}");
+    assert!(
+        !shown.contains(secret) && !shown.contains(":pw@"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn s3_rejects_bad_urls_and_options() {
+    let none = BTreeMap::new();
+    assert!(S3Backend::from_url("gs://bucket/p", &none).is_err());
+    assert!(S3Backend::from_url("s3://AKIA:secret@bucket/p", &none).is_err());
+    let err = S3Backend::from_url("s3://bucket/p", &options(&[("no_such_option", "1")]))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no_such_option"), "{err}");
+    assert!(S3Backend::from_url("s3://bucket/p", &options(&[("timeout_secs", "soon")])).is_err());
+}
+
+// ---------------------------------------------------------------- Azure
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_conforms() {
+    let Some(base) = configured("azure", "CAIRN_TEST_REPO_AZURE") else {
+        return;
+    };
+    let backend = AzureBackend::from_url(&fresh(&base, "conformance"), &BTreeMap::new()).unwrap();
+    backend.create().await.unwrap();
+    assert_conformance(Arc::new(backend), &suite()).await;
+}
+
+#[tokio::test]
+async fn azure_wrong_key_is_unauthenticated() {
+    let Some(base) = configured("azure", "CAIRN_TEST_REPO_AZURE") else {
+        return;
+    };
+    // A well-formed (base64) key that is not the account's.
+    let secret = "d3JvbmctYWNjb3VudC1rZXktZm9yLWNhaXJuLXRlc3Rz";
+    let backend = AzureBackend::from_url(
+        &fresh(&base, "wrong-key"),
+        &options(&[("access_key", secret)]),
+    )
+    .unwrap();
+    check_wrong_credentials(&backend, secret).await;
+}
+
+#[tokio::test]
+async fn azure_missing_container_is_not_found() {
+    if configured("azure", "CAIRN_TEST_REPO_AZURE").is_none() {
+        return;
+    }
+    let container = format!("cairn-missing-{:08x}", rand::random::<u32>());
+    let backend =
+        AzureBackend::from_url(&format!("az://{container}/repo"), &BTreeMap::new()).unwrap();
+    check_missing_bucket(&backend, &container).await;
+}
+
+#[tokio::test]
+async fn azure_without_server_is_unreachable() {
+    let endpoint = format!("http://127.0.0.1:{}/devstoreaccount1", closed_port());
+    let backend = AzureBackend::from_url(
+        "az://cairn-test/unreachable",
+        &options(&[("use_emulator", "true"), ("endpoint", &endpoint)]),
+    )
+    .unwrap();
+    assert!(backend.to_string().contains(&endpoint), "{backend}");
+    check_unreachable(&backend).await;
+}
+
+#[tokio::test]
+async fn azure_endpoint_option_reaches_the_emulator() {
+    // The `endpoint` option must work in emulator mode (object_store itself
+    // only reads AZURITE_BLOB_STORAGE_URL there).
+    let Some(base) = configured("azure", "CAIRN_TEST_REPO_AZURE") else {
+        return;
+    };
+    let endpoint = std::env::var("AZURITE_BLOB_STORAGE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:10000".into());
+    let backend = AzureBackend::from_url(
+        &fresh(&base, "endpoint"),
+        &options(&[
+            ("use_emulator", "true"),
+            ("endpoint", &format!("{endpoint}/devstoreaccount1")),
+        ]),
+    )
+    .unwrap();
+    backend.create().await.unwrap();
+    let h = key();
+    backend
+        .put(&h, Bytes::from_static(b"hello"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get(&h, Some(1..3)).await.unwrap(),
+        Bytes::from_static(b"el")
+    );
+    assert_eq!(backend.list(Kind::Key).await.unwrap().len(), 1);
+    backend.delete(&h).await.unwrap();
+}
+
+// ---------------------------------------------------------------- GCS
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_conforms() {
+    let Some(base) = configured("gcs", "CAIRN_TEST_REPO_GCS") else {
+        return;
+    };
+    let backend = GcsBackend::from_url(&fresh(&base, "conformance"), &BTreeMap::new()).unwrap();
+    backend.create().await.unwrap();
+    assert_conformance(Arc::new(backend), &suite()).await;
+}
+
+#[tokio::test]
+async fn gcs_missing_bucket_is_not_found() {
+    if configured("gcs", "CAIRN_TEST_REPO_GCS").is_none() {
+        return;
+    }
+    let bucket = format!("cairn-missing-{:08x}", rand::random::<u32>());
+    let backend = GcsBackend::from_url(&format!("gs://{bucket}/repo"), &BTreeMap::new()).unwrap();
+    check_missing_bucket(&backend, &bucket).await;
+}
+
+#[tokio::test]
+async fn gcs_without_server_is_unreachable() {
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let backend = GcsBackend::from_url(
+        "gs://cairn-test/unreachable",
+        &options(&[("endpoint", &endpoint)]),
+    )
+    .unwrap();
+    check_unreachable(&backend).await;
+}
+
+// Wrong credentials cannot be tested for GCS here: fake-gcs-server does no
+// authentication at all (see docs/backends-gcs.md).
+
+// ---------------------------------------------------------------- options
+
+/// A put with a storage class (S3) / access tier (Azure) is accepted and
+/// reads back.
+async fn check_storage_class(backend: &dyn Backend) {
+    backend.create().await.unwrap();
+    let h = Handle::new(Kind::Pack, "c1a55");
+    backend
+        .put(&h, Bytes::from_static(b"tiered"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get(&h, None).await.unwrap(),
+        Bytes::from_static(b"tiered")
+    );
+    backend.delete(&h).await.unwrap();
+}
+
+#[tokio::test]
+async fn s3_storage_class_is_accepted() {
+    let Some(base) = configured("s3", "CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let backend = S3Backend::from_url(
+        &fresh(&base, "class"),
+        &options(&[("storage_class", "STANDARD_IA")]),
+    )
+    .unwrap();
+    check_storage_class(&backend).await;
+}
+
+#[tokio::test]
+async fn azure_access_tier_is_accepted() {
+    let Some(base) = configured("azure", "CAIRN_TEST_REPO_AZURE") else {
+        return;
+    };
+    let backend = AzureBackend::from_url(
+        &fresh(&base, "tier"),
+        &options(&[("storage_class", "Cool")]),
+    )
+    .unwrap();
+    check_storage_class(&backend).await;
+}
+
+#[tokio::test]
+async fn gcs_storage_class_is_accepted() {
+    let Some(base) = configured("gcs", "CAIRN_TEST_REPO_GCS") else {
+        return;
+    };
+    let backend = GcsBackend::from_url(
+        &fresh(&base, "class"),
+        &options(&[("storage_class", "NEARLINE")]),
+    )
+    .unwrap();
+    check_storage_class(&backend).await;
+}

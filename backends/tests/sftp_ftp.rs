@@ -1,0 +1,914 @@
+//! The SFTP and FTP(S) backends against real servers on loopback: the
+//! conformance suite, host key and certificate checks, wrong credentials, a
+//! server that is not running, reconnection, and (ignored by default) a
+//! throughput comparison with OpenSSH's `sftp` and `curl`.
+//!
+//! ```sh
+//! scripts/test-servers start sftp ftp && eval "$(scripts/test-servers env sftp ftp)"
+//! cargo test -p cairn-backends --features sftp,ftp --test sftp_ftp
+//! cargo test -p cairn-backends --features sftp,ftp --release --test sftp_ftp -- --ignored --nocapture throughput
+//! ```
+//!
+//! Environment (from `scripts/test-servers env`):
+//! - SFTP: `CAIRN_TEST_REPO_SFTP` (`sftp://USER@127.0.0.1:2222/abs/path`),
+//!   `CAIRN_SFTP_KEY`, `CAIRN_SFTP_KNOWN_HOSTS` (read by the backend itself);
+//! - FTP: `CAIRN_TEST_REPO_FTP`, `CAIRN_TEST_REPO_FTPS`, `CAIRN_FTP_PASSWORD`
+//!   (read by the backend), `CAIRN_FTPS_CA_FILE`;
+//! - optional, not provided by the script: `CAIRN_TEST_REPO_FTPS_IMPLICIT`
+//!   (an implicit-TLS server using the same CA).
+//!
+//! A test whose server is not configured prints a loud `SKIPPED` line and
+//! passes, except under `CI=true`, where it fails. The "not running" tests
+//! need no server and always run.
+#![cfg(any(feature = "sftp", feature = "ftp"))]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_backends::conformance::{report, run, SuiteOptions};
+use cairn_backends::{Backend, BackendError, ErrorKind, Handle, Kind, PutMode};
+
+/// Run the conformance suite, print its report (timings are useful when
+/// comparing servers), and fail on any failed case.
+async fn conformance(backend: Arc<dyn Backend>, opts: &SuiteOptions) {
+    let name = backend.to_string();
+    let results = run(backend, opts).await;
+    let text = report(&results);
+    println!("conformance of {name}: {text}");
+    assert!(
+        results.iter().all(|r| r.passed()),
+        "{name} failed conformance:\n{text}"
+    );
+}
+
+/// How long a request that must fail fast may take.
+const FAST: Duration = Duration::from_secs(10);
+
+/// The value of `var`, or `None` after a loud notice (a panic under CI).
+fn configured(what: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let msg = format!(
+                "SKIPPED: {what} server not configured (run scripts/test-servers start; \
+                 eval \"$(scripts/test-servers env)\"): {var} is not set"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg} — CI=true, so this is a failure");
+            }
+            eprintln!("\n*** {msg} ***\n");
+            None
+        }
+    }
+}
+
+/// A fresh repository URL under `base`, so runs and tests never share objects.
+fn fresh(base: &str, test: &str) -> String {
+    format!(
+        "{}/{test}-{:016x}",
+        base.trim_end_matches('/'),
+        rand::random::<u64>()
+    )
+}
+
+fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A port on loopback where nothing listens (one just released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `op` must fail with `want` within [`FAST`]; returns the error.
+async fn expect_fast<T: std::fmt::Debug>(
+    what: &str,
+    want: ErrorKind,
+    op: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> BackendError {
+    let start = Instant::now();
+    let result = op.await;
+    let elapsed = start.elapsed();
+    let err = match result {
+        Ok(v) => panic!("{what}: expected {want}, but it succeeded: {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), want, "{what}: wrong kind for error: {err}");
+    assert!(elapsed < FAST, "{what}: took {elapsed:?} to fail: {err}");
+    err
+}
+
+fn probe() -> Handle {
+    Handle::new(Kind::Key, "probe")
+}
+
+/// The whole error chain as one string, to look for secrets in it.
+fn chain(e: &BackendError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(" / ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(feature = "sftp")]
+/// Remove a test repository directory of the loopback SFTP server (the
+/// empty directories the suite leaves), when it is on this machine.
+fn remove_local_dir(path: &str) {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() && p.exists() && path.contains("-") {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}
+
+/// A TCP relay whose connections can be cut, to simulate a dropped link.
+struct Relay {
+    port: u16,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c2 = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Relay {
+            port,
+            conns,
+            accept,
+        }
+    }
+
+    /// Drop every relayed connection (both sockets close).
+    fn cut(&self) -> usize {
+        let conns: Vec<_> = self.conns.lock().unwrap().drain(..).collect();
+        for c in &conns {
+            c.abort();
+        }
+        conns.len()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// After the relay cut the link, the next operations fail at most with a
+/// transient error, and one of the first few succeeds over a new connection.
+async fn check_reconnects(backend: &dyn Backend, relay: &Relay) {
+    let h = Handle::new(Kind::Snapshot, "reconnect");
+    backend
+        .put(&h, Bytes::from_static(b"before"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert!(relay.cut() >= 1, "the backend did not go through the relay");
+    let mut ok = false;
+    for attempt in 0..3 {
+        match backend.get(&h, None).await {
+            Ok(d) => {
+                assert_eq!(&d[..], b"before");
+                ok = true;
+                break;
+            }
+            Err(e) => assert!(
+                e.is_transient(),
+                "attempt {attempt} after a dropped connection: {e} is not transient"
+            ),
+        }
+    }
+    assert!(ok, "no reconnection within 3 attempts");
+    backend.delete(&h).await.unwrap();
+}
+
+#[cfg(feature = "sftp")]
+mod sftp {
+    use super::*;
+    use cairn_backends::sftp::SftpBackend;
+
+    fn base() -> Option<String> {
+        configured("sftp", "CAIRN_TEST_REPO_SFTP")
+    }
+
+    /// `(host, port, path)` of an `sftp://user@host:port/path` URL.
+    fn split(url: &str) -> (String, u16, String) {
+        let rest = url.split_once("://").unwrap().1;
+        let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+        let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .map_or((hostport, 22), |(h, p)| (h, p.parse().unwrap()));
+        (host.to_string(), port, path.to_string())
+    }
+
+    /// The server's host key as listed in `CAIRN_SFTP_KNOWN_HOSTS`.
+    fn server_key() -> russh::keys::PublicKey {
+        let kh = std::env::var("CAIRN_SFTP_KNOWN_HOSTS").expect("CAIRN_SFTP_KNOWN_HOSTS");
+        let text = std::fs::read_to_string(&kh).unwrap();
+        let line = text.lines().find(|l| !l.trim().is_empty()).unwrap();
+        let blob = line.split_whitespace().nth(2).unwrap();
+        russh::keys::parse_public_key_base64(blob).unwrap()
+    }
+
+    fn fingerprint() -> String {
+        server_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sftp_conformance() {
+        let Some(base) = base() else { return };
+        let url = fresh(&base, "conformance");
+        let backend = SftpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        assert!(backend.capabilities().atomic_create);
+        backend.create().await.unwrap();
+        conformance(Arc::new(backend), &SuiteOptions::default()).await;
+        remove_local_dir(&split(&url).2);
+    }
+
+    /// Key slots are readable by their owner only (checked on the server's
+    /// file system, which is this machine's).
+    #[tokio::test]
+    async fn sftp_key_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(base) = base() else { return };
+        let url = fresh(&base, "keymode");
+        let backend = SftpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        let h = Handle::new(Kind::Key, "k1");
+        backend
+            .put(&h, Bytes::from_static(b"wrapped"), PutMode::Create)
+            .await
+            .unwrap();
+        let path = format!("{}/keys/k1", split(&url).2);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path} has mode {mode:o}");
+        let dir = split(&url).2;
+        let strays: Vec<_> = std::fs::read_dir(format!("{dir}/keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "k1")
+            .collect();
+        assert!(strays.is_empty(), "temporary files left: {strays:?}");
+        backend.delete(&h).await.unwrap();
+        remove_local_dir(&dir);
+    }
+
+    #[tokio::test]
+    async fn sftp_unknown_host_key_is_refused() {
+        let Some(base) = base() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("known_hosts");
+        std::fs::write(&empty, "").unwrap();
+        let o = options(&[("known_hosts", empty.to_str().unwrap())]);
+        let backend = SftpBackend::from_url(&fresh(&base, "unknown"), &o)
+            .await
+            .unwrap();
+        let err = expect_fast(
+            "unknown host key",
+            ErrorKind::PermissionDenied,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(err.to_string().contains("not in known_hosts"), "{err}");
+        // A missing file is the same as an empty one.
+        let o = options(&[("known_hosts", "/nonexistent/known_hosts")]);
+        let backend = SftpBackend::from_url(&fresh(&base, "unknown"), &o)
+            .await
+            .unwrap();
+        expect_fast(
+            "no known_hosts",
+            ErrorKind::PermissionDenied,
+            backend.head(&probe()),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn sftp_changed_host_key_is_refused() {
+        let Some(base) = base() else { return };
+        let (host, port, _) = split(&base);
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        // Another ed25519 key recorded for this host (and a hashed entry of
+        // an unrelated host, which must not confuse the reader).
+        std::fs::write(
+            &kh,
+            format!(
+                "|1|AAAAAAAAAAAAAAAAAAAAAAAAAAA=|AAAAAAAAAAAAAAAAAAAAAAAAAAA= ssh-ed25519 {OTHER_KEY}\n\
+                 [{host}]:{port} ssh-ed25519 {OTHER_KEY}\n"
+            ),
+        )
+        .unwrap();
+        let o = options(&[("known_hosts", kh.to_str().unwrap())]);
+        let backend = SftpBackend::from_url(&fresh(&base, "changed"), &o)
+            .await
+            .unwrap();
+        let err = expect_fast(
+            "changed host key",
+            ErrorKind::PermissionDenied,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(err.to_string().contains("CHANGED"), "{err}");
+    }
+
+    /// Some other ed25519 public key.
+    const OTHER_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIPFXw8N3diXI3A2rHVBBrPxmp8/zFDW23G0LmsYeT+Ue";
+
+    #[tokio::test]
+    async fn sftp_host_key_fingerprint_pins_the_key() {
+        let Some(base) = base() else { return };
+        let o = options(&[
+            ("host_key_fingerprint", &fingerprint()),
+            ("known_hosts", "/nonexistent"),
+        ]);
+        let backend = SftpBackend::from_url(&fresh(&base, "pinned"), &o)
+            .await
+            .unwrap();
+        assert!(backend.list(Kind::Key).await.unwrap().is_empty());
+
+        let o = options(&[(
+            "host_key_fingerprint",
+            "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )]);
+        let backend = SftpBackend::from_url(&fresh(&base, "pinned"), &o)
+            .await
+            .unwrap();
+        let err = expect_fast(
+            "wrong fingerprint",
+            ErrorKind::PermissionDenied,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(err.to_string().contains("host_key_fingerprint"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sftp_wrong_key_or_password_is_unauthenticated() {
+        let Some(base) = base() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("*** SKIPPED: sftp wrong-key test needs ssh-keygen ***");
+            return;
+        }
+        let pwfile = dir.path().join("pw");
+        let secret = "not-the-password-7f3a";
+        std::fs::write(&pwfile, format!("{secret}\n")).unwrap();
+        let o = options(&[
+            ("key_file", key.to_str().unwrap()),
+            ("password_file", pwfile.to_str().unwrap()),
+        ]);
+        let backend = SftpBackend::from_url(&fresh(&base, "wrongkey"), &o)
+            .await
+            .unwrap();
+        let errs = [
+            expect_fast(
+                "put",
+                ErrorKind::Unauthenticated,
+                backend.put(&probe(), Bytes::from_static(b"x"), PutMode::Overwrite),
+            )
+            .await,
+            expect_fast(
+                "get",
+                ErrorKind::Unauthenticated,
+                backend.get(&probe(), None),
+            )
+            .await,
+            expect_fast("list", ErrorKind::Unauthenticated, backend.list(Kind::Key)).await,
+        ];
+        for e in &errs {
+            assert!(!chain(e).contains(secret), "secret in error: {e}");
+        }
+        assert!(!format!("{backend} {backend:?}").contains(secret));
+
+        // The password in the URL is accepted and never shown.
+        let url = base.replacen("://", &format!("://{}:{secret}@", "nobody"), 1);
+        let url = match url.split_once('@') {
+            Some((a, b)) if b.contains('@') => format!("{a}@{}", b.split_once('@').unwrap().1),
+            _ => url,
+        };
+        let o = options(&[("key_file", key.to_str().unwrap())]);
+        let backend = SftpBackend::from_url(&url, &o).await.unwrap();
+        assert!(backend.to_string().contains(":***@"), "{backend}");
+        let e = expect_fast(
+            "password in URL",
+            ErrorKind::Unauthenticated,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(!chain(&e).contains(secret), "secret in error: {e}");
+    }
+
+    #[tokio::test]
+    async fn sftp_server_not_running_is_unreachable() {
+        let o = options(&[("known_hosts", "/nonexistent")]);
+        let url = format!("sftp://nobody@127.0.0.1:{}/repo", closed_port());
+        let backend = SftpBackend::from_url(&url, &o).await.unwrap();
+        expect_fast(
+            "put",
+            ErrorKind::Unreachable,
+            backend.put(&probe(), Bytes::from_static(b"x"), PutMode::Overwrite),
+        )
+        .await;
+        expect_fast("list", ErrorKind::Unreachable, backend.list(Kind::Key)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sftp_reconnects_after_a_dropped_connection() {
+        let Some(base) = base() else { return };
+        let (host, port, path) = split(&base);
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let relay = Relay::start(target).await;
+        let user = base
+            .split_once("://")
+            .unwrap()
+            .1
+            .split_once('@')
+            .map(|(u, _)| u.to_string());
+        let url = fresh(
+            &format!(
+                "sftp://{}127.0.0.1:{}{path}",
+                user.map(|u| format!("{u}@")).unwrap_or_default(),
+                relay.port
+            ),
+            "reconnect",
+        );
+        // Through the relay the host is "[127.0.0.1]:relay-port", which no
+        // known_hosts lists: pin the key instead.
+        let o = options(&[("host_key_fingerprint", &fingerprint())]);
+        let backend = SftpBackend::from_url(&url, &o).await.unwrap();
+        check_reconnects(&backend, &relay).await;
+        remove_local_dir(&split(&url).2);
+    }
+}
+
+#[cfg(feature = "ftp")]
+mod ftp {
+    use super::*;
+    use cairn_backends::ftp::FtpBackend;
+
+    fn ca_options() -> BTreeMap<String, String> {
+        match std::env::var("CAIRN_FTPS_CA_FILE") {
+            Ok(ca) if !ca.is_empty() => options(&[("ca_file", &ca)]),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ftp_conformance() {
+        let Some(base) = configured("ftp", "CAIRN_TEST_REPO_FTP") else {
+            return;
+        };
+        let backend = FtpBackend::from_url(&fresh(&base, "conformance"), &BTreeMap::new())
+            .await
+            .unwrap();
+        assert!(!backend.capabilities().atomic_create);
+        backend.create().await.unwrap();
+        conformance(Arc::new(backend), &SuiteOptions::default()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ftps_conformance() {
+        let Some(base) = configured("ftps", "CAIRN_TEST_REPO_FTPS") else {
+            return;
+        };
+        let backend = FtpBackend::from_url(&fresh(&base, "conformance"), &ca_options())
+            .await
+            .unwrap();
+        backend.create().await.unwrap();
+        conformance(Arc::new(backend), &SuiteOptions::default()).await;
+    }
+
+    /// Implicit TLS, when a server for it is configured (the test-servers
+    /// script has none; see docs/backends-sftp-ftp.md).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn ftps_implicit_roundtrip() {
+        let Ok(base) = std::env::var("CAIRN_TEST_REPO_FTPS_IMPLICIT") else {
+            eprintln!(
+                "\n*** SKIPPED: no implicit-TLS FTP server (CAIRN_TEST_REPO_FTPS_IMPLICIT) ***\n"
+            );
+            return;
+        };
+        let mut o = ca_options();
+        o.insert("implicit_tls".into(), "true".into());
+        let backend = FtpBackend::from_url(&fresh(&base, "implicit"), &o)
+            .await
+            .unwrap();
+        let small = SuiteOptions {
+            large_object_bytes: 8 << 20,
+            many_objects: 50,
+            concurrency: 4,
+        };
+        backend.create().await.unwrap();
+        conformance(Arc::new(backend), &small).await;
+    }
+
+    #[tokio::test]
+    async fn ftps_untrusted_or_mismatched_certificate_is_refused() {
+        let Some(base) = configured("ftps", "CAIRN_TEST_REPO_FTPS") else {
+            return;
+        };
+        // Only the webpki roots: the test CA is not among them.
+        let backend = FtpBackend::from_url(&fresh(&base, "untrusted"), &BTreeMap::new())
+            .await
+            .unwrap();
+        let err = expect_fast(
+            "untrusted CA",
+            ErrorKind::PermissionDenied,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(err.to_string().contains("certificate"), "{err}");
+
+        // Another CA, made here with openssl when it is installed.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other-ca.pem");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=other CA",
+                "-keyout",
+            ])
+            .arg(dir.path().join("other-ca.key"))
+            .arg("-out")
+            .arg(&other)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            let o = options(&[("ca_file", other.to_str().unwrap())]);
+            let backend = FtpBackend::from_url(&fresh(&base, "otherca"), &o)
+                .await
+                .unwrap();
+            expect_fast(
+                "other CA",
+                ErrorKind::PermissionDenied,
+                backend.list(Kind::Key),
+            )
+            .await;
+        } else {
+            eprintln!("*** note: openssl not found, other-CA case not run ***");
+        }
+
+        // The right CA, but the certificate is not for this name.
+        let mut o = ca_options();
+        if o.is_empty() {
+            return;
+        }
+        o.insert("tls_server_name".into(), "not-this-host.example".into());
+        let backend = FtpBackend::from_url(&fresh(&base, "wrongname"), &o)
+            .await
+            .unwrap();
+        expect_fast(
+            "wrong server name",
+            ErrorKind::PermissionDenied,
+            backend.list(Kind::Key),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn ftp_wrong_password_is_unauthenticated() {
+        let Some(base) = configured("ftp", "CAIRN_TEST_REPO_FTP") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let pwfile = dir.path().join("pw");
+        let secret = "wrong-password-91c2";
+        std::fs::write(&pwfile, format!("{secret}\n")).unwrap();
+        let o = options(&[("password_file", pwfile.to_str().unwrap())]);
+        let backend = FtpBackend::from_url(&fresh(&base, "wrongpw"), &o)
+            .await
+            .unwrap();
+        let errs = [
+            expect_fast(
+                "put",
+                ErrorKind::Unauthenticated,
+                backend.put(&probe(), Bytes::from_static(b"x"), PutMode::Overwrite),
+            )
+            .await,
+            expect_fast(
+                "get",
+                ErrorKind::Unauthenticated,
+                backend.get(&probe(), None),
+            )
+            .await,
+            expect_fast("list", ErrorKind::Unauthenticated, backend.list(Kind::Key)).await,
+        ];
+        for e in &errs {
+            assert!(!chain(e).contains(secret), "secret in error: {e}");
+        }
+
+        // In the URL: accepted, redacted, refused by the server.
+        let rest = base.split_once("://").unwrap().1;
+        let hostpath = rest.split_once('@').map_or(rest, |(_, r)| r);
+        let url = fresh(&format!("ftp://cairn:{secret}@{hostpath}"), "wrongpw");
+        let backend = FtpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        assert!(
+            backend.to_string().starts_with("ftp://cairn:***@"),
+            "{backend}"
+        );
+        assert!(!format!("{backend:?}").contains(secret));
+        let e = expect_fast(
+            "password in URL",
+            ErrorKind::Unauthenticated,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(!chain(&e).contains(secret), "secret in error: {e}");
+    }
+
+    #[tokio::test]
+    async fn ftp_server_not_running_is_unreachable() {
+        let url = format!("ftp://nobody@127.0.0.1:{}/repo", closed_port());
+        let backend = FtpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        expect_fast(
+            "put",
+            ErrorKind::Unreachable,
+            backend.put(&probe(), Bytes::from_static(b"x"), PutMode::Overwrite),
+        )
+        .await;
+        expect_fast("list", ErrorKind::Unreachable, backend.list(Kind::Key)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ftp_reconnects_after_a_dropped_connection() {
+        let Some(base) = configured("ftp", "CAIRN_TEST_REPO_FTP") else {
+            return;
+        };
+        let rest = base.split_once("://").unwrap().1;
+        let (user, hostpath) = rest.split_once('@').unwrap_or(("", rest));
+        let (hostport, path) = hostpath.split_at(hostpath.find('/').unwrap_or(hostpath.len()));
+        let target = tokio::net::lookup_host(hostport)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let relay = Relay::start(target).await;
+        // Data connections go straight to the server (passive mode uses the
+        // control connection's address with the server's port); only the
+        // control connection is relayed and cut.
+        let url = fresh(
+            &format!("ftp://{user}@127.0.0.1:{}{path}", relay.port),
+            "reconnect",
+        );
+        let backend = FtpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        check_reconnects(&backend, &relay).await;
+    }
+}
+
+/// Throughput of the SFTP and FTP backends against OpenSSH's `sftp` and
+/// `curl` on the same servers, 256 MiB each way. Run in release mode:
+///
+/// ```sh
+/// cargo test -p cairn-backends --features sftp,ftp --release --test sftp_ftp \
+///     -- --ignored --nocapture throughput
+/// ```
+#[cfg(all(feature = "sftp", feature = "ftp"))]
+mod throughput {
+    use super::*;
+    use cairn_backends::ftp::FtpBackend;
+    use cairn_backends::sftp::SftpBackend;
+    use std::process::{Command, Stdio};
+
+    const SIZE: usize = 256 << 20;
+    const ROUNDS: usize = 3;
+
+    fn mbps(bytes: usize, d: Duration) -> f64 {
+        bytes as f64 / 1e6 / d.as_secs_f64()
+    }
+
+    fn data() -> Bytes {
+        // Incompressible, like encrypted packs.
+        let mut v = vec![0u8; SIZE];
+        let mut x = 0x9e3779b97f4a7c15u64;
+        for chunk in v.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        Bytes::from(v)
+    }
+
+    /// Best of `ROUNDS` put and get times through a backend.
+    async fn backend_times(b: &dyn Backend, data: &Bytes) -> (Duration, Duration) {
+        let h = Handle::new(Kind::Pack, "ffbench");
+        let (mut put, mut get) = (Duration::MAX, Duration::MAX);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            b.put(&h, data.clone(), PutMode::Overwrite).await.unwrap();
+            put = put.min(t.elapsed());
+            let t = Instant::now();
+            let got = b.get(&h, None).await.unwrap();
+            get = get.min(t.elapsed());
+            assert_eq!(got.len(), data.len());
+        }
+        b.delete(&h).await.unwrap();
+        (put, get)
+    }
+
+    /// Best of `ROUNDS` runs of a command.
+    fn command_time(mut make: impl FnMut() -> Command) -> Option<Duration> {
+        let mut best = Duration::MAX;
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let st = make().stdout(Stdio::null()).status().ok()?;
+            if !st.success() {
+                return None;
+            }
+            best = best.min(t.elapsed());
+        }
+        Some(best)
+    }
+
+    fn row(what: &str, ours: Duration, theirs: Option<Duration>, tool: &str) {
+        match theirs {
+            Some(t) => println!(
+                "{what:<14} cairn {:>7.1} MB/s   {tool} {:>7.1} MB/s   ratio {:.2}",
+                mbps(SIZE, ours),
+                mbps(SIZE, t),
+                t.as_secs_f64() / ours.as_secs_f64()
+            ),
+            None => println!(
+                "{what:<14} cairn {:>7.1} MB/s   ({tool} not run)",
+                mbps(SIZE, ours)
+            ),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark: 256 MiB transfers; run with --ignored --nocapture in release mode"]
+    async fn throughput_256mib() {
+        let data = data();
+        // Local files for the command-line clients, in memory when possible.
+        let scratch = if std::path::Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm").unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let src = scratch.path().join("src.bin");
+        let dst = scratch.path().join("dst.bin");
+        std::fs::write(&src, &data).unwrap();
+        println!("\n256 MiB objects, best of {ROUNDS}");
+
+        if let Some(base) = configured("sftp", "CAIRN_TEST_REPO_SFTP") {
+            let url = fresh(&base, "bench");
+            let remote_dir = url.split_once("://").unwrap().1;
+            let remote_dir = &remote_dir[remote_dir.find('/').unwrap()..];
+            for fsync in ["false", "true"] {
+                let b = SftpBackend::from_url(&url, &options(&[("fsync", fsync)]))
+                    .await
+                    .unwrap();
+                b.create().await.unwrap();
+                let (put, get) = backend_times(&b, &data).await;
+                let (user_host, port) = {
+                    let rest = base.split_once("://").unwrap().1;
+                    let authority = &rest[..rest.find('/').unwrap()];
+                    let (uh, port) = authority.rsplit_once(':').unwrap();
+                    (uh.to_string(), port.to_string())
+                };
+                let sftp = |batch: &std::path::Path| {
+                    let mut c = Command::new("sftp");
+                    c.args([
+                        "-q",
+                        "-P",
+                        &port,
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "IdentitiesOnly=yes",
+                    ])
+                    .arg("-b")
+                    .arg(batch)
+                    .arg("-i")
+                    .arg(std::env::var("CAIRN_SFTP_KEY").unwrap_or_default())
+                    .arg("-o")
+                    .arg(format!(
+                        "UserKnownHostsFile={}",
+                        std::env::var("CAIRN_SFTP_KNOWN_HOSTS").unwrap_or_default()
+                    ))
+                    .arg(&user_host);
+                    c
+                };
+                let put_batch = scratch.path().join("put.batch");
+                let get_batch = scratch.path().join("get.batch");
+                std::fs::write(
+                    &put_batch,
+                    format!("put {} {remote_dir}/cli.bin\n", src.display()),
+                )
+                .unwrap();
+                std::fs::write(
+                    &get_batch,
+                    format!("get {remote_dir}/cli.bin {}\n", dst.display()),
+                )
+                .unwrap();
+                // The client's own start-up, key exchange and login, measured
+                // with an empty batch and taken off its transfer times: our
+                // backend keeps its connection between rounds.
+                let noop_batch = scratch.path().join("noop.batch");
+                std::fs::write(&noop_batch, "pwd\n").unwrap();
+                let setup = command_time(|| sftp(&noop_batch)).unwrap_or_default();
+                let put_cli = command_time(|| sftp(&put_batch)).map(|t| t.saturating_sub(setup));
+                let get_cli = command_time(|| sftp(&get_batch)).map(|t| t.saturating_sub(setup));
+                println!("sftp(1) start-up and login: {setup:.2?} (subtracted)");
+                row(&format!("sftp put fsync={fsync}"), put, put_cli, "sftp(1)");
+                row("sftp get", get, get_cli, "sftp(1)");
+            }
+            remove_local_dir(remote_dir);
+        }
+
+        if let Some(base) = configured("ftp", "CAIRN_TEST_REPO_FTP") {
+            let url = fresh(&base, "bench");
+            let b = FtpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+            b.create().await.unwrap();
+            let (put, get) = backend_times(&b, &data).await;
+            // curl with the password in a netrc file, not on its command line.
+            let rest = url.split_once("://").unwrap().1;
+            let (user, hostpath) = rest.split_once('@').unwrap();
+            let host = hostpath.split([':', '/']).next().unwrap();
+            let netrc = scratch.path().join("netrc");
+            std::fs::write(
+                &netrc,
+                format!(
+                    "machine {host} login {user} password {}\n",
+                    std::env::var("CAIRN_FTP_PASSWORD").unwrap_or_default()
+                ),
+            )
+            .unwrap();
+            let remote = format!("ftp://{hostpath}/curl.bin");
+            let put_cli = command_time(|| {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "--netrc-file"])
+                    .arg(&netrc)
+                    .arg("-T")
+                    .arg(&src)
+                    .arg(&remote);
+                c
+            });
+            let get_cli = command_time(|| {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "--netrc-file"])
+                    .arg(&netrc)
+                    .arg("-o")
+                    .arg(&dst)
+                    .arg(&remote);
+                c
+            });
+            let setup = command_time(|| {
+                let mut c = Command::new("curl");
+                c.args(["-sS", "--netrc-file"])
+                    .arg(&netrc)
+                    .arg("-I")
+                    .arg(format!("ftp://{hostpath}/"));
+                c
+            })
+            .unwrap_or_default();
+            let put_cli = put_cli.map(|t| t.saturating_sub(setup));
+            let get_cli = get_cli.map(|t| t.saturating_sub(setup));
+            println!("curl start-up and login: {setup:.2?} (subtracted)");
+            row("ftp put", put, put_cli, "curl");
+            row("ftp get", get, get_cli, "curl");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The engine end to end against real servers on loopback: init, backup,
+//! snapshots, restore, check --read-data on each network backend, and one
+//! fan-out run writing to all of them at once. The servers come from
+//! `scripts/test-servers start`; `eval "$(scripts/test-servers env)"` sets
+//! the `CAIRN_TEST_REPO_*` variables these tests read.
+
+use std::path::Path;
+
+use crate::common::*;
+
+/// The repository base URL for a backend, or `None` (after saying so
+/// loudly) when its server is not configured. Under `CI=true` a missing
+/// server is a failure, not a skip.
+fn server(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{var} is not set: the test servers must run in CI (scripts/test-servers start)");
+            }
+            eprintln!("SKIPPED: {var} not set; run `scripts/test-servers start` and eval its env to test this backend");
+            None
+        }
+    }
+}
+
+/// A fresh repository URL under the server's base.
+fn fresh(base: &str, name: &str) -> String {
+    let mut r = [0u8; 6];
+    cairn::crypto::fill_random(&mut r);
+    format!(
+        "{}/{}-{}",
+        base.trim_end_matches('/'),
+        name,
+        cairn::id::hex_encode(&r)
+    )
+}
+
+fn round_trip(var: &str, name: &str) {
+    let Some(base) = server(var) else { return };
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 3 << 20);
+    let url = fresh(&base, name);
+    let repo = Path::new(&url);
+    env.init(&[repo]);
+    let (code, sum) = env.backup_json(&[repo], &[src.as_os_str()]);
+    assert_eq!(code, 0, "{sum}");
+    // A second backup reads nothing.
+    let (code, sum) = env.backup_json(&[repo], &[src.as_os_str()]);
+    assert_eq!(code, 0, "{sum}");
+    assert_eq!(sum["summary"]["bytes_read"], 0);
+    let out = env
+        .cairn(&[repo])
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 2);
+    let target = env.path("restore");
+    env.cairn(&[repo])
+        .args(["restore", "latest", "--verify", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&target, &src));
+    env.cairn(&[repo])
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn s3_round_trip() {
+    round_trip("CAIRN_TEST_REPO_S3", "e2e");
+}
+
+#[test]
+fn azure_round_trip() {
+    round_trip("CAIRN_TEST_REPO_AZURE", "e2e");
+}
+
+#[test]
+fn gcs_round_trip() {
+    round_trip("CAIRN_TEST_REPO_GCS", "e2e");
+}
+
+#[test]
+fn sftp_round_trip() {
+    round_trip("CAIRN_TEST_REPO_SFTP", "e2e");
+}
+
+#[test]
+fn ftp_round_trip() {
+    round_trip("CAIRN_TEST_REPO_FTP", "e2e");
+}
+
+/// One backup, read once, written to local disk and every server at once;
+/// each replica then restores the same tree on its own.
+#[test]
+fn fan_out_to_every_backend() {
+    let vars = [
+        "CAIRN_TEST_REPO_S3",
+        "CAIRN_TEST_REPO_AZURE",
+        "CAIRN_TEST_REPO_GCS",
+        "CAIRN_TEST_REPO_SFTP",
+        "CAIRN_TEST_REPO_FTP",
+    ];
+    let bases: Vec<String> = vars.iter().filter_map(|v| server(v)).collect();
+    if bases.len() < vars.len() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 2 << 20);
+    let local = env.path("local-repo").display().to_string();
+    let mut urls = vec![local];
+    urls.extend(bases.iter().map(|b| fresh(b, "fanout")));
+    let repos: Vec<&Path> = urls.iter().map(Path::new).collect();
+    env.init(&repos);
+    let (code, sum) = env.backup_json(&repos, &[src.as_os_str()]);
+    assert_eq!(code, 0, "{sum}");
+    let reps = sum["replicas"].as_array().unwrap();
+    assert_eq!(reps.len(), urls.len());
+    assert!(reps.iter().all(|r| r["ok"] == true), "{sum}");
+    // The source was read once, whatever the number of replicas.
+    assert_eq!(sum["summary"]["bytes_read"], sum["summary"]["total_bytes"]);
+    for (i, r) in repos.iter().enumerate() {
+        let target = env.path(&format!("restore-{i}"));
+        env.cairn(&[r])
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .assert()
+            .success();
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+    env.cairn(&repos)
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+}
+
+/// A server that is down fails its replica alone: the others get the
+/// snapshot, the command exits 4 and names it.
+#[test]
+fn unreachable_server_fails_alone() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 100_000);
+    let local = env.path("local");
+    // Nothing listens on port 1 of loopback.
+    let Some(_) = server("CAIRN_TEST_REPO_SFTP") else {
+        return;
+    };
+    let dead = "sftp://nobody@127.0.0.1:1/repo".to_string();
+    env.init(&[&local]);
+    let (code, sum) = env.backup_json(&[&local, Path::new(&dead)], &[src.as_os_str()]);
+    assert_eq!(code, 4, "{sum}");
+    let reps = sum["replicas"].as_array().unwrap();
+    assert!(
+        reps.iter()
+            .any(|r| r["ok"] == false && r["name"].as_str().unwrap().contains("127.0.0.1:1")),
+        "{sum}"
+    );
+    assert!(sum["snapshot"].is_string());
+}
