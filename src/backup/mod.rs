@@ -172,10 +172,12 @@ pub async fn backup(
     let store = BlobStore::new(
         repo.keyring.clone(),
         index.clone(),
-        repo.all_mask(),
-        repo.config.compression_level,
-        repo.config.pack_size as usize,
-        opts.workers,
+        store::StoreConfig {
+            mask: repo.all_mask(),
+            level: repo.config.compression_level,
+            pack_size: repo.config.pack_size as usize,
+            workers: opts.workers,
+        },
         fan,
         progress.clone(),
     );

@@ -76,17 +76,32 @@ pub struct BlobStore {
     shared: Arc<Shared>,
 }
 
+/// How the store packs blobs.
+pub struct StoreConfig {
+    /// Replicas that must all hold a blob for it to count as known.
+    pub mask: u64,
+    /// zstd level.
+    pub level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: usize,
+    /// Compressor threads.
+    pub workers: usize,
+}
+
 impl BlobStore {
     pub fn new(
         keyring: Arc<Keyring>,
         index: Arc<MasterIndex>,
-        mask: u64,
-        level: i32,
-        pack_size: usize,
-        workers: usize,
+        config: StoreConfig,
         fanout: FanOut,
         progress: Arc<Progress>,
     ) -> BlobStore {
+        let StoreConfig {
+            mask,
+            level,
+            pack_size,
+            workers,
+        } = config;
         let (tx, rx) = bounded::<Job>(workers * 2);
         let shared = Arc::new(Shared {
             pool: BufPool::default(),

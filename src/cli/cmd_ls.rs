@@ -51,8 +51,8 @@ pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<9} {:<20} {:<12} {:<10} {:>10}  {}",
-        "ID", "Time", "Host", "Tags", "Size", "Paths"
+        "{:<9} {:<20} {:<12} {:<10} {:>10}  Paths",
+        "ID", "Time", "Host", "Tags", "Size"
     );
     for s in &snaps {
         let t = s.snapshot.time.strftime("%Y-%m-%d %H:%M:%S").to_string();

@@ -233,22 +233,6 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("ftp://bob:secret@host:21/x"),
-            "ftp://bob:***@host:21/x"
-        );
-        assert_eq!(redact("sftp://bob@host/x"), "sftp://bob@host/x");
-        assert_eq!(redact("/plain/path"), "/plain/path");
-        assert_eq!(redact("s3://bucket/pre@fix"), "s3://bucket/pre@fix");
-    }
-}
-
 /// Open the repository on the selected replicas, warning about replicas
 /// that cannot be used. With `autoinit`, the embedded default repository is
 /// created on first use.
@@ -294,4 +278,20 @@ pub async fn open(g: &Global, autoinit: bool) -> anyhow::Result<cairn::repo::Rep
         tracing::warn!("replica {} is not usable: {}", u.name, u.error);
     }
     Ok(repo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("ftp://bob:secret@host:21/x"),
+            "ftp://bob:***@host:21/x"
+        );
+        assert_eq!(redact("sftp://bob@host/x"), "sftp://bob@host/x");
+        assert_eq!(redact("/plain/path"), "/plain/path");
+        assert_eq!(redact("s3://bucket/pre@fix"), "s3://bucket/pre@fix");
+    }
 }
