@@ -28,8 +28,9 @@
 //! **Ranged reads** use `REST` + `RETR` and read only the bytes asked for.
 //! When less than [`DRAIN_LIMIT`] bytes of the object remain after the range
 //! they are read and discarded, which keeps the connection in a known state;
-//! otherwise the transfer is cancelled with `ABOR` (and the connection is
-//! dropped if the server's answer to it is not the standard one).
+//! otherwise the connection is closed (replies to `ABOR` differ between
+//! servers, and one left unread desynchronises the connection) and the pool
+//! opens a new one.
 //!
 //! Each FTP connection carries one transfer at a time, so the backend keeps
 //! a small pool (option `connections`, default 4). Idle connections are
@@ -834,10 +835,12 @@ impl Session<'_> {
                 Err(e) => Err(e),
             }
         } else {
-            // The bytes are in hand; a failed ABOR only costs the connection.
-            if timed(t, self.ftp.abort(stream)).await.is_err() {
-                self.broken = true;
-            }
+            // The bytes are in hand. Servers answer ABOR in different ways
+            // (426 then 226, 225, or 226 alone), and a reply left unread
+            // desynchronises every later command on this connection, so the
+            // connection is closed instead and the pool opens a new one.
+            drop(stream);
+            self.broken = true;
             Ok(())
         };
         if let Err(e) = finished {
