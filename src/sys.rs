@@ -97,7 +97,8 @@ pub fn user_name(uid: u32) -> Option<String> {
 /// per-thread arenas that are never given back, and resident memory grows
 /// with the amount of data instead of staying at the pipeline's bound. A
 /// fixed mmap threshold sends every large buffer straight back to the
-/// kernel when freed, and fewer arenas limit fragmentation.
+/// kernel when freed, and fewer arenas limit fragmentation. Call it before
+/// the other threads start (the backup command does).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_allocator() {
     // SAFETY: mallopt only changes allocator parameters; it is called at

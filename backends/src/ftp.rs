@@ -41,17 +41,21 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use suppaftp::list::ListParser;
-use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::tokio::{
+    AsyncRustlsConnector, AsyncRustlsStream, AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream,
+};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpResult};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 
@@ -85,7 +89,116 @@ const OPTIONS: &[&str] = &[
 /// A directory entry: name, size, whether it is a directory.
 type Entry = (String, u64, bool);
 
-type FtpStream = AsyncRustlsFtpStream;
+type FtpStream = ImplAsyncFtpStream<FlushingTls>;
+
+/// The rustls stream of suppaftp, made to flush what it buffers.
+///
+/// tokio-rustls accepts a write into its TLS buffer even when the socket
+/// cannot take it at that moment, and sends it only on a later write or
+/// flush. suppaftp writes each command without flushing and then waits for
+/// the reply, so a command could stay in the buffer while client and server
+/// both wait: a hang seen against vsftpd with several TLS connections busy.
+/// This wrapper flushes after every write, and a write whose flush could
+/// not finish is completed before the next read or write.
+#[derive(Debug)]
+struct FlushingTls {
+    inner: AsyncRustlsStream,
+    /// Bytes were accepted but may not have reached the socket yet.
+    dirty: bool,
+}
+
+impl FlushingTls {
+    fn poll_pending_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.dirty {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.dirty = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for FlushingTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        // A reply can only come after the command has left.
+        ready!(this.poll_pending_flush(cx))?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FlushingTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending_flush(cx))?;
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            // The bytes are taken; the next read or write finishes the job
+            // (the waker is registered for the socket becoming writable).
+            Poll::Pending => this.dirty = true,
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        this.dirty = false;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending_flush(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl TokioTlsStream for FlushingTls {
+    type InnerStream = <AsyncRustlsStream as TokioTlsStream>::InnerStream;
+
+    fn tcp_stream(self) -> FtpResult<tokio::net::TcpStream> {
+        self.inner.tcp_stream()
+    }
+
+    fn get_ref(&self) -> &tokio::net::TcpStream {
+        self.inner.get_ref()
+    }
+
+    fn mut_ref(&mut self) -> &mut Self::InnerStream {
+        self.inner.mut_ref()
+    }
+}
+
+/// suppaftp's rustls connector, producing [`FlushingTls`] streams.
+#[derive(Debug)]
+struct FlushingConnector(AsyncRustlsConnector);
+
+#[async_trait]
+impl AsyncTlsConnector for FlushingConnector {
+    type Stream = FlushingTls;
+
+    async fn connect(
+        &self,
+        domain: &str,
+        stream: tokio::net::TcpStream,
+    ) -> FtpResult<Self::Stream> {
+        let inner = self.0.connect(domain, stream).await?;
+        Ok(FlushingTls {
+            inner,
+            dirty: false,
+        })
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tls {
@@ -399,10 +512,12 @@ impl FtpBackend {
             Arc::new(cfg)
         });
         let connector = || {
-            AsyncRustlsConnector::from(tokio_rustls::TlsConnector::from(
-                per_connection
-                    .clone()
-                    .expect("TLS config exists for TLS modes"),
+            FlushingConnector(AsyncRustlsConnector::from(
+                tokio_rustls::TlsConnector::from(
+                    per_connection
+                        .clone()
+                        .expect("TLS config exists for TLS modes"),
+                ),
             ))
         };
         let connect_err = |e: FtpError| {

@@ -732,47 +732,110 @@ mod throughput {
     }
 
     /// Best of `ROUNDS` put and get times through a backend.
-    async fn backend_times(b: &dyn Backend, data: &Bytes) -> (Duration, Duration) {
+    /// A measurement: the best wall time of the rounds, and the client's
+    /// CPU time (user + system) per round on average. CPU time moves much
+    /// less than wall time when other work shares the machine.
+    #[derive(Clone, Copy)]
+    struct Sample {
+        wall: Duration,
+        cpu: Duration,
+    }
+
+    /// CPU time used so far by this process (`children == false`) or by its
+    /// waited-for children, from `/proc/self/stat` (Linux).
+    fn cpu_time(children: bool) -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split(' ').map(|f| f.parse().unwrap_or(0)).collect())
+            .unwrap_or_default();
+        // utime, stime, cutime, cstime are fields 14 to 17 of the line;
+        // after the command name, field 3 (the state) is index 0.
+        let (u, s) = if children { (13, 14) } else { (11, 12) };
+        let ticks = fields.get(u).unwrap_or(&0) + fields.get(s).unwrap_or(&0);
+        // Asked once: a `getconf` child per reading would count as the
+        // children's CPU time being measured.
+        static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let hz = *HZ.get_or_init(|| {
+            Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(100)
+        });
+        Duration::from_secs_f64(ticks as f64 / hz as f64)
+    }
+
+    /// Put and get through a backend, `ROUNDS` times.
+    async fn backend_times(b: &dyn Backend, data: &Bytes) -> (Sample, Sample) {
         let h = Handle::new(Kind::Pack, "ffbench");
-        let (mut put, mut get) = (Duration::MAX, Duration::MAX);
+        let mut put = Sample {
+            wall: Duration::MAX,
+            cpu: Duration::ZERO,
+        };
+        let mut get = put;
         for _ in 0..ROUNDS {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_time(false));
             b.put(&h, data.clone(), PutMode::Overwrite).await.unwrap();
-            put = put.min(t.elapsed());
-            let t = Instant::now();
+            put.wall = put.wall.min(t.elapsed());
+            put.cpu += cpu_time(false).saturating_sub(c) / ROUNDS as u32;
+            let (t, c) = (Instant::now(), cpu_time(false));
             let got = b.get(&h, None).await.unwrap();
-            get = get.min(t.elapsed());
+            get.wall = get.wall.min(t.elapsed());
+            get.cpu += cpu_time(false).saturating_sub(c) / ROUNDS as u32;
             assert_eq!(got.len(), data.len());
         }
         b.delete(&h).await.unwrap();
         (put, get)
     }
 
-    /// Best of `ROUNDS` runs of a command.
-    fn command_time(mut make: impl FnMut() -> Command) -> Option<Duration> {
-        let mut best = Duration::MAX;
+    /// Run a command `ROUNDS` times.
+    fn command_time(mut make: impl FnMut() -> Command) -> Option<Sample> {
+        let mut best = Sample {
+            wall: Duration::MAX,
+            cpu: Duration::ZERO,
+        };
         for _ in 0..ROUNDS {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_time(true));
             let st = make().stdout(Stdio::null()).status().ok()?;
             if !st.success() {
                 return None;
             }
-            best = best.min(t.elapsed());
+            best.wall = best.wall.min(t.elapsed());
+            best.cpu += cpu_time(true).saturating_sub(c) / ROUNDS as u32;
         }
         Some(best)
     }
 
-    fn row(what: &str, ours: Duration, theirs: Option<Duration>, tool: &str) {
+    /// `sample` without the client's start-up (`setup`).
+    fn minus(sample: Option<Sample>, setup: Option<Sample>) -> Option<Sample> {
+        let setup = setup.unwrap_or(Sample {
+            wall: Duration::ZERO,
+            cpu: Duration::ZERO,
+        });
+        sample.map(|s| Sample {
+            wall: s.wall.saturating_sub(setup.wall),
+            cpu: s.cpu.saturating_sub(setup.cpu),
+        })
+    }
+
+    fn row(what: &str, ours: Sample, theirs: Option<Sample>, tool: &str) {
+        let cpu = |s: Sample| s.cpu.as_secs_f64() / (SIZE as f64 / 1e9);
         match theirs {
             Some(t) => println!(
-                "{what:<14} cairn {:>7.1} MB/s   {tool} {:>7.1} MB/s   ratio {:.2}",
-                mbps(SIZE, ours),
-                mbps(SIZE, t),
-                t.as_secs_f64() / ours.as_secs_f64()
+                "{what:<22} cairn {:>6.1} MB/s {:>5.2} CPU-s/GB | {tool} {:>6.1} MB/s {:>5.2} CPU-s/GB | ratio {:.2}",
+                mbps(SIZE, ours.wall),
+                cpu(ours),
+                mbps(SIZE, t.wall),
+                cpu(t),
+                t.wall.as_secs_f64() / ours.wall.as_secs_f64()
             ),
             None => println!(
-                "{what:<14} cairn {:>7.1} MB/s   ({tool} not run)",
-                mbps(SIZE, ours)
+                "{what:<22} cairn {:>6.1} MB/s {:>5.2} CPU-s/GB | ({tool} not run)",
+                mbps(SIZE, ours.wall),
+                cpu(ours)
             ),
         }
     }
@@ -781,6 +844,9 @@ mod throughput {
     #[ignore = "benchmark: 256 MiB transfers; run with --ignored --nocapture in release mode"]
     async fn throughput_256mib() {
         let data = data();
+        // The clock-tick rate is asked (with a child process) before any
+        // child CPU time is measured.
+        let _ = cpu_time(true);
         // Local files for the command-line clients, in memory when possible.
         let scratch = if std::path::Path::new("/dev/shm").is_dir() {
             tempfile::tempdir_in("/dev/shm").unwrap()
@@ -848,10 +914,15 @@ mod throughput {
                 // backend keeps its connection between rounds.
                 let noop_batch = scratch.path().join("noop.batch");
                 std::fs::write(&noop_batch, "pwd\n").unwrap();
-                let setup = command_time(|| sftp(&noop_batch)).unwrap_or_default();
-                let put_cli = command_time(|| sftp(&put_batch)).map(|t| t.saturating_sub(setup));
-                let get_cli = command_time(|| sftp(&get_batch)).map(|t| t.saturating_sub(setup));
-                println!("sftp(1) start-up and login: {setup:.2?} (subtracted)");
+                let setup = command_time(|| sftp(&noop_batch));
+                let put_cli = minus(command_time(|| sftp(&put_batch)), setup);
+                let get_cli = minus(command_time(|| sftp(&get_batch)), setup);
+                if let Some(setup) = setup {
+                    println!(
+                        "sftp(1) start-up and login: {:.2?} (subtracted)",
+                        setup.wall
+                    );
+                }
                 row(&format!("sftp put fsync={fsync}"), put, put_cli, "sftp(1)");
                 row("sftp get", get, get_cli, "sftp(1)");
             }
@@ -902,13 +973,24 @@ mod throughput {
                     .arg("-I")
                     .arg(format!("ftp://{hostpath}/"));
                 c
-            })
-            .unwrap_or_default();
-            let put_cli = put_cli.map(|t| t.saturating_sub(setup));
-            let get_cli = get_cli.map(|t| t.saturating_sub(setup));
-            println!("curl start-up and login: {setup:.2?} (subtracted)");
+            });
+            let put_cli = minus(put_cli, setup);
+            let get_cli = minus(get_cli, setup);
+            if let Some(setup) = setup {
+                println!("curl start-up and login: {:.2?} (subtracted)", setup.wall);
+            }
             row("ftp put", put, put_cli, "curl");
             row("ftp get", get, get_cli, "curl");
+            // curl's 256 MiB file is not a cairn object: delete it with curl
+            // (`-Q -CMD` runs after the listing of the directory).
+            let dir = format!("ftp://{hostpath}/");
+            let _ = Command::new("curl")
+                .args(["-sS", "--netrc-file"])
+                .arg(&netrc)
+                .args(["-Q", "-DELE curl.bin"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .status();
         }
     }
 }

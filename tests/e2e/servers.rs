@@ -163,3 +163,108 @@ fn unreachable_server_fails_alone() {
     );
     assert!(sum["snapshot"].is_string());
 }
+
+/// A TCP relay in front of a real server that can be "stopped": once
+/// `budget` bytes have gone up, every connection is cut and new ones are
+/// refused, as when the server process dies mid-backup.
+struct Relay {
+    port: u16,
+}
+
+impl Relay {
+    fn start(target: std::net::SocketAddr, budget: u64) -> Relay {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(AtomicU64::new(0));
+        let dead = Arc::new(AtomicBool::new(false));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if dead.load(Ordering::SeqCst) {
+                    // Refuse: close at once, like a port nobody listens on.
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                let pipe = |mut from: TcpStream, mut to: TcpStream, count: bool, sent: Arc<AtomicU64>, dead: Arc<AtomicBool>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if count && sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > budget {
+                                dead.store(true, Ordering::SeqCst);
+                            }
+                            if dead.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), true, sent.clone(), dead.clone());
+                pipe(server, client, false, sent.clone(), dead.clone());
+            }
+        });
+        Relay { port }
+    }
+}
+
+/// The S3 server goes away in the middle of a backup to local + S3: S3 fails
+/// after bounded retries, local completes, the command exits 4, and what
+/// reached S3 is a consistent repository without this run's snapshot.
+#[test]
+fn server_stopped_mid_backup_fails_alone_and_stays_consistent() {
+    let Some(base) = server("CAIRN_TEST_REPO_S3") else { return };
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT") else { return };
+    let target: std::net::SocketAddr = endpoint.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), noise(9, 12 << 20)).unwrap();
+    let url = fresh(&base, "stopped");
+    let local = env.path("local");
+    // Small packs, so the upload is many requests and the cut lands mid-run.
+    let init = |repos: &[&Path]| {
+        env.cairn(repos)
+            .args(["init", "--pack-size-mib", "1", "--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
+            .assert()
+            .success();
+    };
+    init(&[&local, Path::new(&url)]);
+    let relay = Relay::start(target, 5 << 20);
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.local]\nurl = \"{}\"\n\n[backends.s3]\nurl = \"{url}\"\nendpoint = \"http://127.0.0.1:{}\"\nallow_http = true\n",
+            local.display(),
+            relay.port
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = env.cairn(&[]).arg("--config").arg(&config).args(["backup", "--json"]).arg(&src).output().unwrap();
+    let sum = last_json(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{sum}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "retries are bounded");
+    let reps = sum["replicas"].as_array().unwrap();
+    let by_name = |n: &str| reps.iter().find(|r| r["name"] == n).unwrap().clone();
+    assert_eq!(by_name("local")["ok"], true, "{sum}");
+    assert_eq!(by_name("s3")["ok"], false, "{sum}");
+    // Straight to the server: no snapshot of this run, and what is there checks clean.
+    let direct = Path::new(&url);
+    let out = env.cairn(&[direct]).args(["snapshots", "--json"]).output().unwrap();
+    assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 0);
+    env.cairn(&[direct]).args(["check", "--read-data"]).assert().success();
+    let target_dir = env.path("restore");
+    env.cairn(&[&local]).args(["restore", "latest", "--target"]).arg(&target_dir).assert().success();
+    assert_same_tree(&src, &restored(&target_dir, &src));
+}
