@@ -605,3 +605,34 @@ impl Repository {
         }
     }
 }
+
+impl Repository {
+    /// Read `range` of a pack from the first replica that holds it and
+    /// returns exactly that many bytes (blobs are authenticated by the caller).
+    pub async fn read_range(
+        &self,
+        pack: &index::PackInfo,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes> {
+        let h = Handle::new(Kind::Pack, pack.id.to_hex());
+        let want = range.end - range.start;
+        let mut last = None;
+        for (i, r) in self.replicas.iter().enumerate() {
+            if pack.replicas & (1 << i) == 0 {
+                continue;
+            }
+            match r.backend.get(&h, Some(range.clone())).await {
+                Ok(d) if d.len() as u64 == want => return Ok(d),
+                Ok(d) => {
+                    last = Some(Error::Corrupt(format!(
+                        "{}: {h}: short read ({} of {want} bytes)",
+                        r.name,
+                        d.len()
+                    )))
+                }
+                Err(e) => last = Some(Error::backend(&r.name, e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound(format!("{h}: on no replica"))))
+    }
+}

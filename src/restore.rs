@@ -8,14 +8,13 @@
 //! disturb their parents' mtimes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use crossbeam_channel::bounded;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
@@ -164,30 +163,15 @@ pub async fn restore(
     let errors = Mutex::new(Vec::new());
     let rt = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| {
-        let (tx, rx) = bounded::<&FileItem>(opts.workers * 4);
-        std::thread::scope(|s| {
-            for _ in 0..opts.workers.max(1) {
-                let rx = rx.clone();
-                let (rt, errors) = (&rt, &errors);
-                s.spawn(move || {
-                    for item in rx {
-                        match restore_file(repo, index, rt, item, progress) {
-                            Ok(()) => {
-                                progress.files.fetch_add(1, Relaxed);
-                            }
-                            Err(e) => errors
-                                .lock()
-                                .unwrap()
-                                .push(format!("{}: {e}", item.path.display())),
-                        }
-                    }
-                });
-            }
-            for f in &plan.files {
-                tx.send(f).expect("restore workers are running");
-            }
-            drop(tx);
-        });
+        restore_files(
+            repo,
+            index,
+            &rt,
+            &plan.files,
+            opts.workers.max(1),
+            progress,
+            &errors,
+        )
     });
     outcome.errors.extend(errors.into_inner().unwrap());
     for (p, n) in &plan.others {
@@ -284,44 +268,254 @@ async fn walk(
     Ok(())
 }
 
-fn restore_file(
+/// One blob of one file, to be written at `offset`.
+struct Piece {
+    file: usize,
+    offset: u64,
+    id: Id,
+    loc: crate::index::BlobLoc,
+}
+
+/// Write state of one file, guarded so that writes from different packs
+/// do not interleave with its creation or its final metadata.
+struct FileSlot {
+    created: bool,
+    remaining: usize,
+    failed: bool,
+}
+
+/// Restore file contents pack by pack: each pack (or each run of needed
+/// blobs in it) is read with one request and every blob in it is written
+/// to the files that use it. A backup of many small files packs thousands
+/// of them together, so this turns one request, one thread hand-off and one
+/// decryption set-up per file into one per pack.
+fn restore_files(
     repo: &Repository,
     index: &MasterIndex,
     rt: &tokio::runtime::Handle,
-    item: &FileItem,
+    files: &[FileItem],
+    workers: usize,
     progress: &RestoreProgress,
-) -> Result<()> {
-    let path = &item.path;
-    let _ = fs::remove_file(path);
-    let mut f = OpenOptions::new()
+    errors: &Mutex<Vec<String>>,
+) {
+    let slots: Vec<Mutex<FileSlot>> = files
+        .iter()
+        .map(|f| {
+            Mutex::new(FileSlot {
+                created: false,
+                remaining: f.node.content.len(),
+                failed: false,
+            })
+        })
+        .collect();
+    let mut by_pack: std::collections::BTreeMap<u32, Vec<Piece>> = Default::default();
+    for (i, f) in files.iter().enumerate() {
+        let mut offset = 0u64;
+        for id in &f.node.content {
+            match index.get(id) {
+                Some((_, loc)) => {
+                    by_pack.entry(loc.pack).or_default().push(Piece {
+                        file: i,
+                        offset,
+                        id: *id,
+                        loc: *loc,
+                    });
+                    offset += loc.raw_len as u64;
+                }
+                None => {
+                    let mut slot = slots[i].lock().unwrap();
+                    if !slot.failed {
+                        slot.failed = true;
+                        errors.lock().unwrap().push(format!(
+                            "{}: blob {} is in no index",
+                            f.path.display(),
+                            id.short()
+                        ));
+                    }
+                    slot.remaining = 0;
+                    break;
+                }
+            }
+        }
+    }
+    // Empty files (and files already failed) are finished here.
+    for (i, f) in files.iter().enumerate() {
+        let slot = slots[i].lock().unwrap();
+        if slot.remaining == 0 && !slot.failed {
+            match finish_file(f, None) {
+                Ok(()) => {
+                    progress.files.fetch_add(1, Relaxed);
+                }
+                Err(e) => errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}: {e}", f.path.display())),
+            }
+        }
+    }
+    let packs: Vec<(u32, Vec<Piece>)> = by_pack.into_iter().collect();
+    let next = Mutex::new(packs.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let Some((pack, mut pieces)) = next.lock().unwrap().next() else {
+                    break;
+                };
+                pieces.sort_by_key(|p| p.loc.offset);
+                for run in runs(&pieces) {
+                    restore_run(repo, index, rt, pack, run, files, &slots, progress, errors);
+                }
+            });
+        }
+    });
+}
+
+/// Split a pack's pieces (sorted by offset) into runs worth one read each:
+/// a gap of more than 1 MiB of unneeded bytes, or a run reaching 4 MiB,
+/// starts a new one. The cap bounds restore memory to about 4 MiB per
+/// worker whatever the pack size.
+fn runs(pieces: &[Piece]) -> Vec<&[Piece]> {
+    const GAP: u32 = 1 << 20;
+    const SPAN: u32 = 4 << 20;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut end = 0u32;
+    for i in 0..=pieces.len() {
+        let split = i == pieces.len()
+            || (i > start
+                && (pieces[i].loc.offset > end.saturating_add(GAP)
+                    || pieces[i].loc.offset + pieces[i].loc.stored_len - pieces[start].loc.offset
+                        > SPAN));
+        if i > start && split {
+            out.push(&pieces[start..i]);
+            start = i;
+        }
+        if i < pieces.len() {
+            end = if i == start {
+                pieces[i].loc.offset + pieces[i].loc.stored_len
+            } else {
+                end.max(pieces[i].loc.offset + pieces[i].loc.stored_len)
+            };
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn restore_run(
+    repo: &Repository,
+    index: &MasterIndex,
+    rt: &tokio::runtime::Handle,
+    pack: u32,
+    run: &[Piece],
+    files: &[FileItem],
+    slots: &[Mutex<FileSlot>],
+    progress: &RestoreProgress,
+    errors: &Mutex<Vec<String>>,
+) {
+    let info = &index.packs[pack as usize];
+    let h = cairn_backends::Handle::new(cairn_backends::Kind::Pack, info.id.to_hex());
+    let start = run.iter().map(|p| p.loc.offset).min().unwrap_or(0) as u64;
+    let end = run
+        .iter()
+        .map(|p| p.loc.offset + p.loc.stored_len)
+        .max()
+        .unwrap_or(0) as u64;
+    // One read for the run from the first replica that answers; a blob that
+    // then fails to decode is fetched on its own, from any replica.
+    let data = rt.block_on(repo.read_range(info, start..end)).ok();
+    for p in run {
+        let blob = data
+            .as_ref()
+            .and_then(|d| {
+                d.get(
+                    (p.loc.offset as u64 - start) as usize
+                        ..(p.loc.offset as u64 - start + p.loc.stored_len as u64) as usize,
+                )
+            })
+            .and_then(|stored| {
+                repo.decode_blob(&h, info, &p.loc, &p.id, stored.to_vec())
+                    .ok()
+            });
+        let blob = match blob {
+            Some(b) => Ok(b),
+            None => rt.block_on(repo.read_blob(index, &p.id)),
+        };
+        let f = &files[p.file];
+        let mut slot = slots[p.file].lock().unwrap();
+        if slot.failed {
+            continue;
+        }
+        let res = blob.and_then(|b| write_piece(f, &mut slot, p.offset, &b).map(|()| b.len()));
+        match res {
+            Ok(n) => {
+                progress.bytes.fetch_add(n as u64, Relaxed);
+                slot.remaining -= 1;
+                if slot.remaining == 0 {
+                    match finish_file(f, Some(slot.created)) {
+                        Ok(()) => {
+                            progress.files.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {e}", f.path.display())),
+                    }
+                }
+            }
+            Err(e) => {
+                slot.failed = true;
+                errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}: {e}", f.path.display()));
+            }
+        }
+    }
+}
+
+/// Write one blob into its file; the first write creates (truncates) the
+/// file. All-zero blobs are skipped so sparse files stay sparse.
+fn write_piece(f: &FileItem, slot: &mut FileSlot, offset: u64, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let path = &f.path;
+    let zero = is_zero(data);
+    if zero && slot.created {
+        return Ok(());
+    }
+    let file = open_for_write(path, !slot.created)?;
+    slot.created = true;
+    if !zero {
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io(path.display(), e))?;
+    }
+    Ok(())
+}
+
+fn open_for_write(path: &Path, truncate: bool) -> Result<File> {
+    if truncate {
+        // A symlink or directory in the way is replaced, never followed.
+        if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+            let _ = fs::remove_file(path);
+        }
+    }
+    OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(truncate)
         .mode_0600()
         .open(path)
-        .map_err(|e| Error::io(path.display(), e))?;
-    let mut pos = 0u64;
-    let mut hole = false;
-    for id in &item.node.content {
-        let data = rt.block_on(repo.read_blob(index, id))?;
-        if is_zero(&data) {
-            // Keep sparse files sparse: skip zero chunks and let set_len
-            // fill the gap with a hole.
-            f.seek(SeekFrom::Current(data.len() as i64))
-                .map_err(|e| Error::io(path.display(), e))?;
-            hole = true;
-        } else {
-            f.write_all(&data)
-                .map_err(|e| Error::io(path.display(), e))?;
-            hole = false;
-        }
-        pos += data.len() as u64;
-        progress.bytes.fetch_add(data.len() as u64, Relaxed);
-    }
-    if hole || pos != item.node.size {
-        f.set_len(pos).map_err(|e| Error::io(path.display(), e))?;
-    }
-    drop(f);
-    apply_meta(path, &item.node).map_err(|e| Error::io(path.display(), e))
+        .map_err(|e| Error::io(path.display(), e))
+}
+
+/// Give a fully written file its length (holes at the end of sparse files)
+/// and its metadata. `created` is None for files with no content at all.
+fn finish_file(f: &FileItem, created: Option<bool>) -> Result<()> {
+    let file = open_for_write(&f.path, !created.unwrap_or(false))?;
+    file.set_len(f.node.size)
+        .map_err(|e| Error::io(f.path.display(), e))?;
+    drop(file);
+    apply_meta(&f.path, &f.node).map_err(|e| Error::io(f.path.display(), e))
 }
 
 /// Whether `data` is all zero bytes. Compared a block at a time (memcmp),

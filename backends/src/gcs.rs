@@ -236,11 +236,15 @@ impl GcsBackend {
         make: &(dyn Fn() -> RequestBuilder + Send + Sync),
     ) -> Result<Response> {
         let mut retried = false;
+        // A read can be sent again even after a reset: it changes nothing.
+        let idempotent = make()
+            .build()
+            .is_ok_and(|r| matches!(*r.method(), reqwest::Method::GET | reqwest::Method::HEAD));
         loop {
             let request = self.authorize(what, make()).await?;
             match request.send().await {
                 Ok(response) => return Ok(response),
-                Err(e) if !retried && is_stale_connection(&e) => {
+                Err(e) if !retried && is_stale_connection(&e, idempotent) => {
                     tracing::debug!(backend = %self, what, error = %e, "stale connection, resending once");
                     retried = true;
                 }
@@ -735,7 +739,7 @@ fn status_kind(status: StatusCode) -> ErrorKind {
 
 /// Whether the connection closed before the server answered anything: a
 /// pooled connection the server had closed (see `GcsBackend::send`).
-fn is_stale_connection(err: &reqwest::Error) -> bool {
+fn is_stale_connection(err: &reqwest::Error, idempotent: bool) -> bool {
     if err.is_timeout() || err.is_connect() {
         return false;
     }
@@ -748,8 +752,11 @@ fn is_stale_connection(err: &reqwest::Error) -> bool {
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             // The request was not fully written, so it was not processed.
-            // (A reset is not retried: it can come after the server acted.)
-            if io.kind() == std::io::ErrorKind::BrokenPipe {
+            // A reset can come after the server acted, so only reads are
+            // sent again after one.
+            if io.kind() == std::io::ErrorKind::BrokenPipe
+                || (idempotent && io.kind() == std::io::ErrorKind::ConnectionReset)
+            {
                 return true;
             }
         }

@@ -115,12 +115,8 @@ pub fn main() -> i32 {
             };
         }
     };
-    // Only a backup cycles through enough large buffers for glibc's arenas
-    // to hoard memory; restore and check keep the defaults, which cost far
-    // fewer page faults there. Done before the runtime starts its threads.
-    if matches!(cli.command, Command::Backup(_)) {
-        cairn::sys::tune_allocator();
-    }
+    // Before the runtime starts its threads (see the function's docs).
+    cairn::sys::tune_allocator();
     output::init_logging(&cli.global);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -189,8 +189,14 @@ impl Relay {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(target) else { continue };
-                let pipe = |mut from: TcpStream, mut to: TcpStream, count: bool, sent: Arc<AtomicU64>, dead: Arc<AtomicBool>| {
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream,
+                            mut to: TcpStream,
+                            count: bool,
+                            sent: Arc<AtomicU64>,
+                            dead: Arc<AtomicBool>| {
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 64 * 1024];
                         loop {
@@ -198,7 +204,9 @@ impl Relay {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            if count && sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > budget {
+                            if count
+                                && sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > budget
+                            {
                                 dead.store(true, Ordering::SeqCst);
                             }
                             if dead.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
@@ -209,7 +217,13 @@ impl Relay {
                         let _ = to.shutdown(Shutdown::Both);
                     });
                 };
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), true, sent.clone(), dead.clone());
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    true,
+                    sent.clone(),
+                    dead.clone(),
+                );
                 pipe(server, client, false, sent.clone(), dead.clone());
             }
         });
@@ -222,9 +236,17 @@ impl Relay {
 /// reached S3 is a consistent repository without this run's snapshot.
 #[test]
 fn server_stopped_mid_backup_fails_alone_and_stays_consistent() {
-    let Some(base) = server("CAIRN_TEST_REPO_S3") else { return };
-    let Ok(endpoint) = std::env::var("AWS_ENDPOINT") else { return };
-    let target: std::net::SocketAddr = endpoint.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    let Some(base) = server("CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT") else {
+        return;
+    };
+    let target: std::net::SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -234,7 +256,15 @@ fn server_stopped_mid_backup_fails_alone_and_stays_consistent() {
     // Small packs, so the upload is many requests and the cut lands mid-run.
     let init = |repos: &[&Path]| {
         env.cairn(repos)
-            .args(["init", "--pack-size-mib", "1", "--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
+            .args([
+                "init",
+                "--pack-size-mib",
+                "1",
+                "--kdf-memory-kib",
+                "8192",
+                "--kdf-iterations",
+                "1",
+            ])
             .assert()
             .success();
     };
@@ -251,20 +281,46 @@ fn server_stopped_mid_backup_fails_alone_and_stays_consistent() {
     )
     .unwrap();
     let started = std::time::Instant::now();
-    let out = env.cairn(&[]).arg("--config").arg(&config).args(["backup", "--json"]).arg(&src).output().unwrap();
+    let out = env
+        .cairn(&[])
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
     let sum = last_json(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{sum}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() < std::time::Duration::from_secs(120), "retries are bounded");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{sum}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "retries are bounded"
+    );
     let reps = sum["replicas"].as_array().unwrap();
     let by_name = |n: &str| reps.iter().find(|r| r["name"] == n).unwrap().clone();
     assert_eq!(by_name("local")["ok"], true, "{sum}");
     assert_eq!(by_name("s3")["ok"], false, "{sum}");
     // Straight to the server: no snapshot of this run, and what is there checks clean.
     let direct = Path::new(&url);
-    let out = env.cairn(&[direct]).args(["snapshots", "--json"]).output().unwrap();
+    let out = env
+        .cairn(&[direct])
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 0);
-    env.cairn(&[direct]).args(["check", "--read-data"]).assert().success();
+    env.cairn(&[direct])
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
     let target_dir = env.path("restore");
-    env.cairn(&[&local]).args(["restore", "latest", "--target"]).arg(&target_dir).assert().success();
+    env.cairn(&[&local])
+        .args(["restore", "latest", "--target"])
+        .arg(&target_dir)
+        .assert()
+        .success();
     assert_same_tree(&src, &restored(&target_dir, &src));
 }
