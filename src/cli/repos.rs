@@ -70,7 +70,7 @@ pub fn load_config(g: &Global) -> anyhow::Result<ConfigFile> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(ConfigFile::default())
         }
-        Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+        Err(e) => return Err(UsageError(format!("reading config {}: {e}", path.display())).into()),
     };
     toml::from_str(&text).map_err(|e| UsageError(format!("config {}: {e}", path.display())).into())
 }
