@@ -76,7 +76,7 @@ pub async fn check(
             ..Default::default()
         };
         if let Err(e) = check_replica(repo, i, opts, &mut rc, progress).await {
-            rc.unreachable = Some(e.to_string());
+            rc.unreachable = Some(crate::error::chain(&e));
         }
         out.push(rc);
     }

@@ -79,3 +79,21 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its causes, `outer: cause: root cause`, so a user sees
+/// e.g. "Not a directory" and not only what cairn was doing. Causes come
+/// from the backends, whose messages never carry credentials.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // Some errors repeat their cause in their own message.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_backends::azure::AzureBackend;
-use cairn_backends::conformance::{assert_conformance, SuiteOptions};
+use cairn_backends::conformance::{
+    assert_conformance, fresh_location as fresh, server_from_env as configured, SuiteOptions,
+};
 use cairn_backends::gcs::GcsBackend;
 use cairn_backends::s3::S3Backend;
 use cairn_backends::{Backend, BackendError, ErrorKind, Handle, Kind, PutMode};
@@ -30,34 +32,6 @@ use cairn_backends::{Backend, BackendError, ErrorKind, Handle, Kind, PutMode};
 /// listening) may take: long enough for a slow CI machine, far shorter than
 /// any retry storm (object_store alone would retry for up to 3 minutes).
 const FAST: Duration = Duration::from_secs(10);
-
-/// The repository base URL of `backend` from `scripts/test-servers env`, or
-/// `None` after a loud notice (a panic under CI).
-fn configured(backend: &str, var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            let msg = format!(
-                "SKIPPED: {backend} server not configured (run scripts/test-servers start; \
-                 eval \"$(scripts/test-servers env)\"): {var} is not set"
-            );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{msg} — CI=true, so this is a failure");
-            }
-            eprintln!("\n*** {msg} ***\n");
-            None
-        }
-    }
-}
-
-/// A fresh repository URL under `base`, so runs and tests never share objects.
-fn fresh(base: &str, test: &str) -> String {
-    format!(
-        "{}/{test}-{:016x}",
-        base.trim_end_matches('/'),
-        rand::random::<u64>()
-    )
-}
 
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

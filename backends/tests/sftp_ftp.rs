@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_backends::conformance::{report, run, SuiteOptions};
+use cairn_backends::conformance::{
+    fresh_location as fresh, report, run, server_from_env as configured, SuiteOptions,
+};
 use cairn_backends::{Backend, BackendError, ErrorKind, Handle, Kind, PutMode};
 
 /// Run the conformance suite, print its report (timings are useful when
@@ -45,33 +47,6 @@ async fn conformance(backend: Arc<dyn Backend>, opts: &SuiteOptions) {
 
 /// How long a request that must fail fast may take.
 const FAST: Duration = Duration::from_secs(10);
-
-/// The value of `var`, or `None` after a loud notice (a panic under CI).
-fn configured(what: &str, var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            let msg = format!(
-                "SKIPPED: {what} server not configured (run scripts/test-servers start; \
-                 eval \"$(scripts/test-servers env)\"): {var} is not set"
-            );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{msg} — CI=true, so this is a failure");
-            }
-            eprintln!("\n*** {msg} ***\n");
-            None
-        }
-    }
-}
-
-/// A fresh repository URL under `base`, so runs and tests never share objects.
-fn fresh(base: &str, test: &str) -> String {
-    format!(
-        "{}/{test}-{:016x}",
-        base.trim_end_matches('/'),
-        rand::random::<u64>()
-    )
-}
 
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

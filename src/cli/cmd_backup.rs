@@ -159,11 +159,11 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     let failed: Vec<_> = out
         .replicas
         .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| (r.name.clone(), e.to_string())))
+        .filter_map(|r| r.error.as_ref().map(|e| (r.name.clone(), output::chain(e))))
         .chain(
             repo.unavailable
                 .iter()
-                .map(|u| (u.name.clone(), u.error.to_string())),
+                .map(|u| (u.name.clone(), output::chain(&u.error))),
         )
         .collect();
     let s = &out.snapshot.summary;
@@ -177,11 +177,11 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             "replicas": out.replicas.iter().map(|r| json!({
                 "name": r.name,
                 "ok": r.error.is_none(),
-                "error": r.error.as_ref().map(|e| e.to_string()),
+                "error": r.error.as_ref().map(|e| output::chain(e)),
                 "packs": r.packs,
                 "bytes": r.bytes,
             })).chain(repo.unavailable.iter().map(|u| json!({
-                "name": u.name, "ok": false, "error": u.error.to_string(), "packs": 0, "bytes": 0,
+                "name": u.name, "ok": false, "error": output::chain(&u.error), "packs": 0, "bytes": 0,
             }))).collect::<Vec<_>>(),
         }));
     } else if !g.quiet {
@@ -201,11 +201,11 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         for r in &out.replicas {
             match &r.error {
                 None => println!("  {}: ok ({} packs, {})", r.name, r.packs, bytes(r.bytes)),
-                Some(e) => println!("  {}: FAILED: {e}", r.name),
+                Some(e) => println!("  {}: FAILED: {}", r.name, output::chain(e)),
             }
         }
         for u in &repo.unavailable {
-            println!("  {}: FAILED: {}", u.name, u.error);
+            println!("  {}: FAILED: {}", u.name, output::chain(&u.error));
         }
         match out.id {
             Some(id) => println!("snapshot {} saved", id.short()),

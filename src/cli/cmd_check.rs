@@ -58,12 +58,12 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
             "type": "check",
             "ok": !damaged && !unreachable,
             "replicas": reports,
-            "unavailable": repo.unavailable.iter().map(|u| json!({"name": u.name, "error": u.error.to_string()})).collect::<Vec<_>>(),
+            "unavailable": repo.unavailable.iter().map(|u| json!({"name": u.name, "error": output::chain(&u.error)})).collect::<Vec<_>>(),
         }));
     } else {
         for r in &reports {
             match &r.unreachable {
-                Some(e) => println!("{}: UNREACHABLE: {e}", r.replica),
+                Some(e) => println!("{}: CANNOT BE READ: {e}", r.replica),
                 None => {
                     println!(
                         "{}: {} snapshots, {} packs ({}), {} blobs{}: {}",
@@ -93,7 +93,7 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
             }
         }
         for u in &repo.unavailable {
-            println!("{}: UNUSABLE: {}", u.name, u.error);
+            println!("{}: UNUSABLE: {}", u.name, output::chain(&u.error));
         }
     }
     Ok(if damaged {

@@ -141,3 +141,5 @@ impl Drop for Ticker {
         }
     }
 }
+
+pub use cairn::error::chain;

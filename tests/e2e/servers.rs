@@ -8,32 +8,15 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// The repository base URL for a backend, or `None` (after saying so
-/// loudly) when its server is not configured. Under `CI=true` a missing
-/// server is a failure, not a skip.
+/// The repository base URL in `var`, or `None` after a loud skip notice
+/// (a failure under `CI=true`).
 fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{var} is not set: the test servers must run in CI (scripts/test-servers start)");
-            }
-            eprintln!("SKIPPED: {var} not set; run `scripts/test-servers start` and eval its env to test this backend");
-            None
-        }
-    }
+    cairn::backends::conformance::server_from_env(var, var)
 }
 
 /// A fresh repository URL under the server's base.
 fn fresh(base: &str, name: &str) -> String {
-    let mut r = [0u8; 6];
-    cairn::crypto::fill_random(&mut r);
-    format!(
-        "{}/{}-{}",
-        base.trim_end_matches('/'),
-        name,
-        cairn::id::hex_encode(&r)
-    )
+    cairn::backends::conformance::fresh_location(base, name)
 }
 
 fn round_trip(var: &str, name: &str) {

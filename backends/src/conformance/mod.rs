@@ -15,6 +15,9 @@
 //! its case instead of the whole run.
 
 mod cases;
+mod env;
+
+pub use env::{fresh_location, server_from_env};
 
 use std::fmt::{self, Write as _};
 use std::future::Future;
