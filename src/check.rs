@@ -25,6 +25,112 @@ use crate::tree::{NodeKind, Tree};
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
     pub read_data: bool,
+    /// Read only this part of the packs (implies reading data).
+    pub subset: Option<Subset>,
+    /// Check only these replicas (positions); all when `None`.
+    pub only: Option<Vec<usize>>,
+}
+
+/// Which packs `--read-data-subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Part `n` (1-based) of `m`: the same packs on every replica and every
+    /// run, so `1/7` … `7/7` on seven days read everything once.
+    Part { n: u32, m: u32 },
+    /// A random sample of this percentage of the packs.
+    Percent(f64),
+    /// Random packs up to this many bytes.
+    Bytes(u64),
+}
+
+impl std::str::FromStr for Subset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Subset, String> {
+        let bad = || {
+            format!("invalid subset {s:?}: use N/M (e.g. 2/7), a percentage (e.g. 10%) or a size (e.g. 500M)")
+        };
+        let s = s.trim();
+        if let Some((n, m)) = s.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| bad())?;
+            let m: u32 = m.trim().parse().map_err(|_| bad())?;
+            if m == 0 || n == 0 || n > m {
+                return Err(bad());
+            }
+            return Ok(Subset::Part { n, m });
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+            None => (s, 1u64),
+            Some((i, _)) => {
+                let mult = match s[i..]
+                    .to_ascii_uppercase()
+                    .trim_end_matches("IB")
+                    .trim_end_matches('B')
+                {
+                    "" => 1,
+                    "K" => 1 << 10,
+                    "M" => 1 << 20,
+                    "G" => 1 << 30,
+                    "T" => 1 << 40,
+                    _ => return Err(bad()),
+                };
+                (&s[..i], mult)
+            }
+        };
+        let n: f64 = num.trim().parse().map_err(|_| bad())?;
+        if n.is_nan() || n <= 0.0 {
+            return Err(bad());
+        }
+        Ok(Subset::Bytes((n * mult as f64) as u64))
+    }
+}
+
+impl Subset {
+    /// The packs to read among `packs` (id, size).
+    pub fn select(&self, packs: &[(Id, u64)]) -> HashSet<Id> {
+        match *self {
+            Subset::Part { n, m } => packs
+                .iter()
+                .filter(|(id, _)| u32::from(u16::from_be_bytes([id.0[0], id.0[1]])) % m == n - 1)
+                .map(|(id, _)| *id)
+                .collect(),
+            Subset::Percent(p) => {
+                let want = ((packs.len() as f64) * p / 100.0).ceil() as usize;
+                shuffled(packs)
+                    .into_iter()
+                    .take(want)
+                    .map(|(id, _)| id)
+                    .collect()
+            }
+            Subset::Bytes(limit) => {
+                let mut total = 0u64;
+                shuffled(packs)
+                    .into_iter()
+                    .take_while(|(_, size)| {
+                        let go = total < limit;
+                        total += size;
+                        go
+                    })
+                    .map(|(id, _)| id)
+                    .collect()
+            }
+        }
+    }
+}
+
+fn shuffled(packs: &[(Id, u64)]) -> Vec<(Id, u64)> {
+    use rand::seq::SliceRandom;
+    let mut v = packs.to_vec();
+    v.sort();
+    v.shuffle(&mut rand::rng());
+    v
 }
 
 /// Live counters for a progress display.
@@ -66,7 +172,8 @@ pub async fn check(
 ) -> Vec<ReplicaCheck> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = Vec::new();
-    for i in 0..repo.replicas.len() {
+    let all: Vec<usize> = (0..repo.replicas.len()).collect();
+    for &i in opts.only.as_ref().unwrap_or(&all) {
         *progress.replica.lock().unwrap() = repo.replicas[i].name.clone();
         progress.packs_done.store(0, Relaxed);
         progress.bytes_done.store(0, Relaxed);
@@ -180,12 +287,17 @@ async fn check_replica(
 
     // Read every pack.
     let mut bad_blobs: HashSet<Id> = HashSet::new();
-    if opts.read_data {
+    if opts.read_data || opts.subset.is_some() {
         let by_pack = blobs_by_pack(&index);
+        let chosen = opts.subset.map(|sub| {
+            let all: Vec<(Id, u64)> = index.packs.iter().map(|p| (p.id, p.size)).collect();
+            sub.select(&all)
+        });
         let todo: Vec<_> = index
             .packs
             .iter()
             .filter(|p| !bad_packs.contains(&p.id))
+            .filter(|p| chosen.as_ref().is_none_or(|c| c.contains(&p.id)))
             .collect();
         progress.packs_total.store(todo.len() as u64, Relaxed);
         let next = std::sync::Mutex::new(todo.into_iter());
@@ -262,6 +374,7 @@ async fn check_replica(
         rc.snapshots += 1;
         progress.snapshots_done.fetch_add(1, Relaxed);
         let sid = &m.handle.name[..8];
+        let mut found = Vec::new();
         let mut stack: Vec<(String, Vec<Id>)> = vec![("/".into(), snap.tree.clone())];
         while let Some((path, ids)) = stack.pop() {
             if !seen_trees.insert(ids.clone()) {
@@ -271,15 +384,13 @@ async fn check_replica(
                 .iter()
                 .find_map(|id| blob_problem(&index, &present, &bad_packs, &bad_blobs, id))
             {
-                rc.errors
-                    .push(format!("snapshot {sid}: directory {path}: tree {p}"));
+                found.push(format!("snapshot {sid}: directory {path}: tree {p}"));
                 continue;
             }
             let tree: Tree = match one.load_tree(&index, &ids).await {
                 Ok(t) => t,
                 Err(e) => {
-                    rc.errors
-                        .push(format!("snapshot {sid}: directory {path}: {e}"));
+                    found.push(format!("snapshot {sid}: directory {path}: {e}"));
                     continue;
                 }
             };
@@ -291,12 +402,24 @@ async fn check_replica(
                         if let Some(p) = n.content.iter().find_map(|id| {
                             blob_problem(&index, &present, &bad_packs, &bad_blobs, id)
                         }) {
-                            rc.errors.push(format!("snapshot {sid}: file {child}: {p}"));
+                            found.push(format!("snapshot {sid}: file {child}: {p}"));
                         }
                     }
                     _ => {}
                 }
             }
+        }
+        // `repair snapshots` marks a snapshot whose data is lost everywhere
+        // as damaged: its losses are known, not news.
+        if snap.tags.iter().any(|t| t == "damaged") {
+            if !found.is_empty() {
+                rc.warnings.push(format!(
+                    "snapshot {sid} is marked damaged: {} known problem(s), listed in its errors",
+                    found.len()
+                ));
+            }
+        } else {
+            rc.errors.extend(found);
         }
     }
     Ok(())
@@ -359,4 +482,111 @@ fn verify_pack(
         }
     }
     (pack_errs, blob_errs)
+}
+
+/// Findings that need several replicas side by side.
+#[derive(Debug, Default, Serialize)]
+pub struct CrossCheck {
+    /// Damage: the same pack name with different sizes on two replicas
+    /// (one copy is damaged, since names are hashes of the bytes).
+    pub errors: Vec<String>,
+    /// Differences that are not damage: a replica lacking snapshots the
+    /// others have (`cairn sync` copies them).
+    pub warnings: Vec<String>,
+}
+
+/// Compare the replicas in `only` (all when `None`) with each other.
+pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossCheck {
+    let mut out = CrossCheck::default();
+    let all: Vec<usize> = (0..repo.replicas.len()).collect();
+    let which = only.unwrap_or(&all);
+    if which.len() < 2 {
+        return out;
+    }
+    let listings = crate::survey::list_all(repo).await;
+    let ok: Vec<(usize, &crate::survey::Listing)> = which
+        .iter()
+        .filter_map(|&i| listings[i].as_ref().ok().map(|l| (i, l)))
+        .collect();
+    let mut sizes: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+    for (i, l) in &ok {
+        for (id, size) in &l.packs {
+            sizes.entry(*id).or_default().push((*i, *size));
+        }
+    }
+    let mut mismatched: Vec<_> = sizes
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|(_, s)| *s != v[0].1))
+        .collect();
+    mismatched.sort_by_key(|(id, _)| *id);
+    for (id, v) in mismatched {
+        out.errors.push(format!(
+            "data/{}: copies differ in size ({}); the one that does not hash to its name is damaged (`cairn check --read-data` names it)",
+            id.to_hex(),
+            v.iter()
+                .map(|(i, s)| format!("{} {s} bytes", repo.replicas[*i].name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let union = |f: fn(&crate::survey::Listing) -> &std::collections::BTreeSet<String>| {
+        ok.iter()
+            .flat_map(|(_, l)| f(l).iter().cloned())
+            .collect::<HashSet<String>>()
+    };
+    // Index files may differ legitimately (`repair index` rewrites one
+    // replica's); snapshot sets should not, unless a replica lags.
+    let snaps = union(|l| &l.snapshots);
+    for (i, l) in &ok {
+        let lacks = snaps.iter().filter(|s| !l.snapshots.contains(*s)).count();
+        if lacks > 0 {
+            out.warnings.push(format!(
+                "{} lacks {lacks} snapshot(s) other replicas hold (`cairn status` shows which; `cairn sync` copies them)",
+                repo.replicas[*i].name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn subsets_parse() {
+        assert_eq!("2/7".parse(), Ok(Subset::Part { n: 2, m: 7 }));
+        assert_eq!("10%".parse(), Ok(Subset::Percent(10.0)));
+        assert_eq!("500M".parse(), Ok(Subset::Bytes(500 << 20)));
+        assert_eq!("1.5GiB".parse(), Ok(Subset::Bytes(3 << 29)));
+        assert_eq!("4096".parse(), Ok(Subset::Bytes(4096)));
+        for bad in ["0/3", "4/3", "1/0", "0%", "101%", "x", "5Q", "-1M", ""] {
+            assert!(bad.parse::<Subset>().is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parts_partition_the_packs(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..200), m in 1u32..10) {
+            let packs: Vec<(Id, u64)> = ids.iter().map(|b| (Id(*b), 10)).collect();
+            let mut seen = HashSet::new();
+            for n in 1..=m {
+                for id in (Subset::Part { n, m }).select(&packs) {
+                    prop_assert!(seen.insert(id), "a pack is in two parts");
+                }
+            }
+            let all: HashSet<Id> = packs.iter().map(|p| p.0).collect();
+            prop_assert_eq!(seen, all);
+        }
+
+        #[test]
+        fn samples_have_the_asked_size(n in 0usize..300, p in 1u32..=100, limit in 1u64..5000) {
+            let packs: Vec<(Id, u64)> = (0..n).map(|i| (Id([i as u8, (i >> 8) as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), 100)).collect();
+            let got = Subset::Percent(p as f64).select(&packs).len();
+            prop_assert_eq!(got, ((n as f64) * p as f64 / 100.0).ceil() as usize);
+            let got = Subset::Bytes(limit).select(&packs).len();
+            prop_assert_eq!(got, (limit.div_ceil(100) as usize).min(n));
+        }
+    }
 }

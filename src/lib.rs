@@ -16,9 +16,13 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;
+pub mod status;
+pub mod survey;
+pub mod sync;
 pub mod sys;
 pub mod tree;
 

@@ -154,22 +154,48 @@ pub fn read_footer(
     repo_id: &[u8; 32],
     epoch_key: impl Fn(u32) -> Option<Key32>,
 ) -> Result<(Header, Vec<PackEntry>), PackError> {
-    let header = Header::decode(data)?;
+    read_footer_parts(data, data, data.len() as u64, repo_id, epoch_key)
+}
+
+/// How many bytes at the end of a pack [`read_footer_parts`] needs, given
+/// the pack's last 4 bytes (the footer length).
+pub fn tail_len(last4: &[u8]) -> Result<u64, PackError> {
+    let b: [u8; 4] = last4
+        .try_into()
+        .map_err(|_| PackError::Malformed("too short"))?;
+    Ok(4 + u32::from_le_bytes(b) as u64)
+}
+
+/// Parse a pack's footer from its first bytes (`head`, at least the
+/// header), its last bytes (`tail`, at least [`tail_len`] of them) and its
+/// total size, so an index can be rebuilt without downloading whole packs.
+pub fn read_footer_parts(
+    head: &[u8],
+    tail: &[u8],
+    total_len: u64,
+    repo_id: &[u8; 32],
+    epoch_key: impl Fn(u32) -> Option<Key32>,
+) -> Result<(Header, Vec<PackEntry>), PackError> {
+    let header = Header::decode(head)?;
     if header.kind != ObjectKind::Pack {
         return Err(PackError::Malformed("not a pack"));
     }
-    if data.len() < HEADER_LEN + 4 + TAG_LEN + 4 {
+    let total = usize::try_from(total_len).map_err(|_| PackError::Malformed("too large"))?;
+    if total < HEADER_LEN + 4 + TAG_LEN + 4 || tail.len() < 4 || tail.len() > total {
         return Err(PackError::Malformed("too short"));
     }
-    let flen = u32::from_le_bytes(data[data.len() - 4..].try_into().unwrap()) as usize;
-    let fstart = data
-        .len()
+    let flen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as usize;
+    let fstart = total
         .checked_sub(4 + flen)
         .filter(|s| *s >= HEADER_LEN)
         .ok_or(PackError::Malformed("footer length out of range"))?;
+    // Where the footer begins inside `tail`.
+    let tstart = (tail.len() - 4)
+        .checked_sub(flen)
+        .ok_or(PackError::Malformed("footer not in the bytes read"))?;
     let ek = epoch_key(header.epoch).ok_or(CryptoError::UnknownEpoch(header.epoch))?;
     let key = ObjectKey::derive(&ek, repo_id, &header);
-    let mut footer = data[fstart..data.len() - 4].to_vec();
+    let mut footer = tail[tstart..tail.len() - 4].to_vec();
     // The footer is segment n and its plaintext length fixes n, so the
     // count can be checked before trusting anything inside it.
     let n = (flen.saturating_sub(4 + TAG_LEN)) / FOOTER_ENTRY;
@@ -231,6 +257,17 @@ mod tests {
             prop_assert_eq!(p.id, Id::of_stored(&p.data));
             let (h, entries) = read_footer(&p.data, &repo, |e| (e == 1).then(|| k.clone())).unwrap();
             prop_assert_eq!(&entries, &p.entries);
+            // Reading only the header and the footer gives the same entries.
+            let tail = tail_len(&p.data[p.data.len() - 4..]).unwrap() as usize;
+            let (_, parts) = read_footer_parts(
+                &p.data[..HEADER_LEN],
+                &p.data[p.data.len() - tail..],
+                p.data.len() as u64,
+                &repo,
+                |e| (e == 1).then(|| k.clone()),
+            )
+            .unwrap();
+            prop_assert_eq!(&parts, &p.entries);
             for (e, blob) in entries.iter().zip(&blobs) {
                 let stored = p.data[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
                 prop_assert_eq!(&open_blob(&h, &k, &repo, e.seq, stored).unwrap(), blob);

@@ -70,6 +70,9 @@ impl Default for InitOptions {
 pub struct Unavailable {
     pub name: String,
     pub error: Error,
+    /// The replica itself, so a command can still act on it (`sync` seeds
+    /// a replica that holds no repository yet).
+    pub replica: Replica,
 }
 
 /// An open repository.
@@ -81,6 +84,51 @@ pub struct Repository {
     pub replicas: Vec<Replica>,
     /// Replicas given but not usable (unreachable, not initialized, …).
     pub unavailable: Vec<Unavailable>,
+    /// Where reads were served from (for "what came from where").
+    pub reads: Arc<ReadStats>,
+}
+
+/// Counts of the objects and bytes read from each replica, and of reads
+/// that had to fall back to another replica.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    per_replica: std::sync::Mutex<Vec<(u64, u64)>>,
+    fallbacks: std::sync::Mutex<Vec<String>>,
+}
+
+impl ReadStats {
+    fn served(&self, replica: usize, bytes: u64) {
+        let mut v = self.per_replica.lock().unwrap();
+        if v.len() <= replica {
+            v.resize(replica + 1, (0, 0));
+        }
+        v[replica].0 += 1;
+        v[replica].1 += bytes;
+    }
+
+    fn fell_back(&self, what: String) {
+        self.fallbacks.lock().unwrap().push(what);
+    }
+
+    /// `(objects, bytes)` read from each replica, by replica position.
+    pub fn per_replica(&self) -> Vec<(u64, u64)> {
+        self.per_replica.lock().unwrap().clone()
+    }
+
+    /// One line per read that a replica could not serve and another did:
+    /// what failed where, and where it came from instead.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.fallbacks.lock().unwrap().clone()
+    }
+}
+
+/// One index file: its name, the replicas listing it and the packs it
+/// describes.
+#[derive(Clone, Debug)]
+pub struct IndexFile {
+    pub name: String,
+    pub replicas: u64,
+    pub packs: Vec<Id>,
 }
 
 /// A snapshot with its id and the replicas that list it.
@@ -189,6 +237,7 @@ impl Repository {
             chunker,
             replicas,
             unavailable: Vec::new(),
+            reads: Arc::default(),
         })
     }
 
@@ -207,6 +256,7 @@ impl Repository {
                 Ok(d) => match serde_json::from_slice::<Config>(&d) {
                     Ok(c) if c.version == 1 => ok.push((r.clone(), c)),
                     Ok(c) => unavailable.push(Unavailable {
+                        replica: r.clone(),
                         name: r.name.clone(),
                         error: Error::Invalid(format!(
                             "{}: unsupported repository version {}",
@@ -214,15 +264,18 @@ impl Repository {
                         )),
                     }),
                     Err(e) => unavailable.push(Unavailable {
+                        replica: r.clone(),
                         name: r.name.clone(),
                         error: Error::Corrupt(format!("{}: config is malformed: {e}", r.name)),
                     }),
                 },
                 Err(e) if e.kind() == ErrorKind::NotFound => unavailable.push(Unavailable {
+                    replica: r.clone(),
                     name: r.name.clone(),
                     error: Error::NotARepository(r.name.clone()),
                 }),
                 Err(e) => unavailable.push(Unavailable {
+                    replica: r.clone(),
                     name: r.name.clone(),
                     error: Error::backend(&r.name, e),
                 }),
@@ -243,6 +296,7 @@ impl Repository {
         ok.retain(|(r, c)| {
             if c.id != config.id {
                 unavailable.push(Unavailable {
+                    replica: r.clone(),
                     name: r.name.clone(),
                     error: Error::Invalid(format!(
                         "{} holds another repository ({}, expected {})",
@@ -265,6 +319,7 @@ impl Repository {
             chunker,
             replicas: ok.into_iter().map(|(r, _)| r).collect(),
             unavailable,
+            reads: Arc::default(),
         })
     }
 
@@ -334,6 +389,12 @@ impl Repository {
     /// that need them, a backup stores them again), and `check` reports the
     /// file itself.
     pub async fn load_index(&self) -> Result<MasterIndex> {
+        Ok(self.load_index_files().await?.0)
+    }
+
+    /// Like [`Repository::load_index`], also returning each readable index
+    /// file with the replicas that list it and the packs it describes.
+    pub async fn load_index_files(&self) -> Result<(MasterIndex, Vec<IndexFile>)> {
         let mut names: BTreeMap<String, u64> = BTreeMap::new();
         for (i, r) in self.replicas.iter().enumerate() {
             for m in r.backend.list(Kind::Index).await.map_err(be(r))? {
@@ -341,6 +402,7 @@ impl Repository {
             }
         }
         let mut index = MasterIndex::default();
+        let mut files = Vec::new();
         for (name, mask) in names {
             let packs = match self.read_index_file(&name, mask).await {
                 Ok(p) => p,
@@ -355,8 +417,13 @@ impl Repository {
                     index.add(i, &packs);
                 }
             }
+            files.push(IndexFile {
+                name,
+                replicas: mask,
+                packs: packs.iter().map(|p| p.id).collect(),
+            });
         }
-        Ok(index)
+        Ok((index, files))
     }
 
     async fn read_index_file(&self, name: &str, mask: u64) -> Result<Vec<index::IndexPack>> {
@@ -375,7 +442,10 @@ impl Repository {
                 continue;
             }
             match r.backend.get(h, None).await {
-                Ok(d) if Id::of_stored(&d).to_hex() == h.name => return Ok(d),
+                Ok(d) if Id::of_stored(&d).to_hex() == h.name => {
+                    self.served(i, d.len() as u64, h, last.as_ref());
+                    return Ok(d);
+                }
                 Ok(_) => {
                     last = Some(Error::Corrupt(format!(
                         "{}: {h}: content does not match its name (damaged)",
@@ -384,7 +454,7 @@ impl Repository {
                 }
                 Err(e) => last = Some(Error::backend(&r.name, e)),
             }
-            tracing::warn!("{}", last.as_ref().unwrap());
+            tracing::debug!("{}", last.as_ref().unwrap());
         }
         Err(last.unwrap_or_else(|| Error::NotFound(format!("{h}: on no replica"))))
     }
@@ -469,13 +539,16 @@ impl Repository {
                 Err(e) => Err(Error::backend(&r.name, e)),
             };
             match res {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.served(i, loc.stored_len as u64, &h, last.as_ref());
+                    return Ok(v);
+                }
                 Err(e) => {
                     let e = match e {
                         Error::Backend { .. } => e,
                         other => Error::Corrupt(format!("{}: {other}", r.name)),
                     };
-                    tracing::warn!("{e}");
+                    tracing::debug!("{e}");
                     last = Some(e);
                 }
             }
@@ -526,6 +599,18 @@ impl Repository {
             buf.extend_from_slice(&self.read_blob(index, id).await?);
         }
         Tree::from_bytes(&buf).map_err(|e| Error::Corrupt(format!("tree {:?}: {e}", ids)))
+    }
+
+    /// Seal index files describing `packs` (64 packs per file): `(name,
+    /// stored bytes)` for each.
+    pub fn seal_index_files(&self, packs: &[index::IndexPack]) -> Vec<(String, Bytes)> {
+        packs
+            .chunks(64)
+            .map(|packs| {
+                let sealed = seal_doc(&self.keyring, ObjectKind::Index, &index::encode(packs));
+                (Id::of_stored(&sealed).to_hex(), Bytes::from(sealed))
+            })
+            .collect()
     }
 
     /// Store a sealed document on one replica, create-only.
@@ -594,6 +679,19 @@ impl Repository {
 }
 
 impl Repository {
+    /// Count a read served by replica `i`; `failed` is the error of an
+    /// earlier replica that could not serve it.
+    fn served(&self, i: usize, bytes: u64, h: &Handle, failed: Option<&Error>) {
+        self.reads.served(i, bytes);
+        if let Some(e) = failed {
+            self.reads.fell_back(format!(
+                "{h}: taken from {} ({})",
+                self.replicas[i].name,
+                crate::error::chain(e)
+            ));
+        }
+    }
+
     /// A view of this repository restricted to replica `i`.
     pub fn single(&self, i: usize) -> Repository {
         Repository {
@@ -602,6 +700,7 @@ impl Repository {
             chunker: self.chunker.clone(),
             replicas: vec![self.replicas[i].clone()],
             unavailable: Vec::new(),
+            reads: Arc::default(),
         }
     }
 }
@@ -622,7 +721,10 @@ impl Repository {
                 continue;
             }
             match r.backend.get(&h, Some(range.clone())).await {
-                Ok(d) if d.len() as u64 == want => return Ok(d),
+                Ok(d) if d.len() as u64 == want => {
+                    self.served(i, want, &h, last.as_ref());
+                    return Ok(d);
+                }
                 Ok(d) => {
                     last = Some(Error::Corrupt(format!(
                         "{}: {h}: short read ({} of {want} bytes)",

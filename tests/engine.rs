@@ -104,7 +104,10 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         .unwrap();
     let report = check(
         &alone,
-        &CheckOptions { read_data: true },
+        &CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
         &CheckProgress::default(),
     )
     .await;
@@ -116,7 +119,10 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         .unwrap();
     let report = check(
         &good_repo,
-        &CheckOptions { read_data: true },
+        &CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
         &CheckProgress::default(),
     )
     .await;
@@ -164,7 +170,10 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
     );
     let report = check(
         &alone,
-        &CheckOptions { read_data: true },
+        &CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
         &CheckProgress::default(),
     )
     .await;
@@ -244,7 +253,10 @@ async fn reads_fall_back_to_another_replica() {
     }
     let report = check(
         &repo,
-        &CheckOptions { read_data: true },
+        &CheckOptions {
+            read_data: true,
+            ..Default::default()
+        },
         &CheckProgress::default(),
     )
     .await;

@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{self, IndexPack, MasterIndex};
+use crate::index::{IndexPack, MasterIndex};
 use crate::repo::{seal_doc, Repository};
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, RawName, Tree};
@@ -280,13 +280,7 @@ async fn publish(
     upload_errors: Vec<Option<Error>>,
     progress: &Progress,
 ) -> BackupOutcome {
-    let index_files: Vec<(String, Bytes)> = written
-        .chunks(64)
-        .map(|packs| {
-            let sealed = seal_doc(&repo.keyring, ObjectKind::Index, &index::encode(packs));
-            (Id::of_stored(&sealed).to_hex(), Bytes::from(sealed))
-        })
-        .collect();
+    let index_files = repo.seal_index_files(written);
     let snap_bytes = Bytes::from(seal_doc(
         &repo.keyring,
         ObjectKind::Snapshot,

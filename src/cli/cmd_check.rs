@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use cairn::check::{check, CheckOptions, CheckProgress};
+use cairn::check::{check, cross_check, CheckOptions, CheckProgress, Subset};
 use clap::Args;
 use serde_json::json;
 
@@ -15,10 +15,27 @@ pub struct CheckArgs {
     /// Download every pack and authenticate every blob.
     #[arg(long)]
     pub read_data: bool,
+    /// Download and authenticate only part of the packs: N/M (part N of M,
+    /// the same packs on every run), P% (a random sample) or a size such as
+    /// 500M (random packs up to that many bytes).
+    #[arg(long, value_name = "N/M|P%|SIZE", conflicts_with = "read_data")]
+    pub read_data_subset: Option<Subset>,
+    /// Check only this replica (repeatable).
+    #[arg(long, value_name = "REPO", conflicts_with = "all_backends")]
+    pub backend: Vec<String>,
+    /// Check every replica and compare them with each other (the default
+    /// when no --backend is given).
+    #[arg(long)]
+    pub all_backends: bool,
 }
 
 pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
+    let only = if a.backend.is_empty() {
+        None
+    } else {
+        Some(repos::positions(&repo, &a.backend)?)
+    };
     let progress = Arc::new(CheckProgress::default());
     let (p1, p2) = (progress.clone(), progress.clone());
     let ticker = Ticker::start(
@@ -45,12 +62,15 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
         &repo,
         &CheckOptions {
             read_data: a.read_data,
+            subset: a.read_data_subset,
+            only: only.clone(),
         },
         &progress,
     )
     .await;
+    let cross = cross_check(&repo, only.as_deref()).await;
     ticker.stop();
-    let damaged = reports.iter().any(|r| !r.errors.is_empty());
+    let damaged = reports.iter().any(|r| !r.errors.is_empty()) || !cross.errors.is_empty();
     let unreachable =
         reports.iter().any(|r| r.unreachable.is_some()) || !repo.unavailable.is_empty();
     if g.json {
@@ -58,6 +78,7 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
             "type": "check",
             "ok": !damaged && !unreachable,
             "replicas": reports,
+            "across_replicas": cross,
             "unavailable": repo.unavailable.iter().map(|u| json!({"name": u.name, "error": output::chain(&u.error)})).collect::<Vec<_>>(),
         }));
     } else {
@@ -72,7 +93,7 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
                         r.packs,
                         bytes(r.pack_bytes),
                         r.blobs,
-                        if a.read_data {
+                        if a.read_data || a.read_data_subset.is_some() {
                             format!(", {} packs read", r.packs_read)
                         } else {
                             String::new()
@@ -91,6 +112,12 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
                     }
                 }
             }
+        }
+        for e in &cross.errors {
+            println!("across replicas: error: {e}");
+        }
+        for w in &cross.warnings {
+            println!("across replicas: warning: {w}");
         }
         for u in &repo.unavailable {
             println!("{}: UNUSABLE: {}", u.name, output::chain(&u.error));

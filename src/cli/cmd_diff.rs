@@ -15,6 +15,10 @@ use super::{exit, output, repos, Global};
 pub struct DiffArgs {
     pub snapshot1: String,
     pub snapshot2: String,
+    /// Read from this replica first; others serve what it cannot
+    /// [default: a local replica first].
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
 }
 
 fn modified(a: &Node, b: &Node) -> bool {
@@ -27,7 +31,7 @@ fn modified(a: &Node, b: &Node) -> bool {
 }
 
 pub async fn run(g: &Global, a: DiffArgs) -> anyhow::Result<i32> {
-    let repo = repos::open(g, false).await?;
+    let repo = repos::open_from(g, a.from.as_deref()).await?;
     let snaps = repo.list_snapshots().await?;
     let s1 = Repository::find_snapshot(&snaps, &a.snapshot1)?;
     let s2 = Repository::find_snapshot(&snaps, &a.snapshot2)?;
@@ -103,5 +107,6 @@ pub async fn run(g: &Global, a: DiffArgs) -> anyhow::Result<i32> {
             count('T')
         );
     }
+    output::report_fallbacks(g, &repo);
     Ok(exit::OK)
 }

@@ -90,10 +90,14 @@ pub struct LsArgs {
     /// Show mode, size and time.
     #[arg(short, long)]
     pub long: bool,
+    /// Read from this replica first; others serve what it cannot
+    /// [default: a local replica first].
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
 }
 
 pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
-    let repo = repos::open(g, false).await?;
+    let repo = repos::open_from(g, a.from.as_deref()).await?;
     let snaps = repo.list_snapshots().await?;
     let snap = Repository::find_snapshot(&snaps, &a.snapshot)?;
     let index = repo.load_index().await?;
@@ -142,5 +146,6 @@ pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    output::report_fallbacks(g, &repo);
     Ok(exit::OK)
 }

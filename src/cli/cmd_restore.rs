@@ -25,6 +25,10 @@ pub struct RestoreArgs {
     /// Re-read the restored files and compare them with the snapshot.
     #[arg(long)]
     pub verify: bool,
+    /// Read from this replica first; others serve what it cannot
+    /// [default: a local replica first].
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
 }
 
 pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
@@ -32,7 +36,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         Some((s, p)) => (s.to_string(), Some(p.to_string())),
         None => (a.snapshot.clone(), None),
     };
-    let repo = repos::open(g, false).await?;
+    let repo = repos::open_from(g, a.from.as_deref()).await?;
     let snaps = repo.list_snapshots().await?;
     let snap = Repository::find_snapshot(&snaps, &spec)?;
     let index = repo.load_index().await?;
@@ -68,13 +72,17 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
     let out = res?;
     if g.json {
         output::print_json(
-            &json!({"type": "summary", "snapshot": snap.id.to_hex(), "result": out}),
+            &json!({"type": "summary", "snapshot": snap.id.to_hex(), "result": out,
+                    "sources": output::sources_json(&repo), "fallbacks": repo.reads.fallbacks()}),
         );
     } else {
         for e in &out.errors {
             eprintln!("error: {e}");
         }
         if !g.quiet {
+            for line in output::sources_lines(&repo) {
+                println!("{line}");
+            }
             println!(
                 "restored snapshot {} to {}: {} files, {} dirs, {}{}",
                 snap.id.short(),

@@ -113,6 +113,10 @@ pub struct CatArgs {
     pub what: CatWhat,
     /// Object id (for snapshot and index; `latest` works for snapshots).
     pub id: Option<String>,
+    /// Read from this replica first; others serve what it cannot
+    /// [default: a local replica first].
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
 }
 
 pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
@@ -160,16 +164,17 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
             let Some(id) = a.id else {
                 bail!(UsageError("cat snapshot needs an id".into()))
             };
-            let repo = repos::open(g, false).await?;
+            let repo = repos::open_from(g, a.from.as_deref()).await?;
             let snaps = repo.list_snapshots().await?;
             let s = Repository::find_snapshot(&snaps, &id)?;
             println!("{}", serde_json::to_string_pretty(&s.snapshot)?);
+            output::report_fallbacks(g, &repo);
         }
         CatWhat::Index => {
             let Some(id) = a.id else {
                 bail!(UsageError("cat index needs an id".into()))
             };
-            let repo = repos::open(g, false).await?;
+            let repo = repos::open_from(g, a.from.as_deref()).await?;
             let h = Handle::new(Kind::Index, &id);
             let data = repo.get_verified(&h, repo.all_mask()).await?;
             let plain = open_doc(&repo.keyring, ObjectKind::Index, &h.to_string(), &data)?;
@@ -182,6 +187,7 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
                         "offset": b.offset, "stored_len": b.stored_len, "raw_len": b.raw_len})).collect::<Vec<_>>()}))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
+            output::report_fallbacks(g, &repo);
         }
     }
     Ok(exit::OK)

@@ -8,8 +8,11 @@ mod cmd_check;
 mod cmd_diff;
 mod cmd_init;
 mod cmd_ls;
+mod cmd_repair;
 mod cmd_restore;
 mod cmd_stats;
+mod cmd_status;
+mod cmd_sync;
 mod exit;
 mod output;
 mod password;
@@ -91,8 +94,14 @@ pub enum Command {
     Ls(cmd_ls::LsArgs),
     /// Restore a snapshot (or a path in it) into a directory.
     Restore(cmd_restore::RestoreArgs),
+    /// Which replica holds which snapshot, and how far each is behind.
+    Status(cmd_status::StatusArgs),
+    /// Copy what lagging replicas lack from the others (encrypted, verified).
+    Sync(cmd_sync::SyncArgs),
     /// Verify the repository on every replica.
     Check(cmd_check::CheckArgs),
+    /// Heal a replica from the others, rebuild an index, or deal with lost data.
+    Repair(cmd_repair::RepairArgs),
     /// Show what changed between two snapshots.
     Diff(cmd_diff::DiffArgs),
     /// Sizes of snapshots and of the repository.
@@ -148,7 +157,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Snapshots(a) => cmd_ls::snapshots(&g, a).await,
         Command::Ls(a) => cmd_ls::ls(&g, a).await,
         Command::Restore(a) => cmd_restore::run(&g, a).await,
+        Command::Status(a) => cmd_status::run(&g, a).await,
+        Command::Sync(a) => cmd_sync::run(&g, a).await,
         Command::Check(a) => cmd_check::run(&g, a).await,
+        Command::Repair(a) => cmd_repair::run(&g, a).await,
         Command::Diff(a) => cmd_diff::run(&g, a).await,
         Command::Stats(a) => cmd_stats::stats(&g, a).await,
         Command::Cat(a) => cmd_stats::cat(&g, a).await,

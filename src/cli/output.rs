@@ -143,3 +143,60 @@ impl Drop for Ticker {
 }
 
 pub use cairn::error::chain;
+
+/// Per replica, what a command read from it, as JSON.
+pub fn sources_json(repo: &cairn::repo::Repository) -> serde_json::Value {
+    let per = repo.reads.per_replica();
+    serde_json::Value::Array(
+        repo.replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (objects, bytes) = per.get(i).copied().unwrap_or_default();
+                serde_json::json!({"replica": r.name, "reads": objects, "bytes": bytes})
+            })
+            .collect(),
+    )
+}
+
+/// "read from …" lines: where the data came from, and every read that a
+/// replica could not serve and another did.
+pub fn sources_lines(repo: &cairn::repo::Repository) -> Vec<String> {
+    let per = repo.reads.per_replica();
+    let used: Vec<String> = repo
+        .replicas
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let (objects, n) = per.get(i).copied().unwrap_or_default();
+            (objects > 0).then(|| format!("{} {} ({objects} reads)", r.name, bytes(n)))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let fallbacks = repo.reads.fallbacks();
+    if used.len() > 1 || !fallbacks.is_empty() {
+        out.push(format!("read from: {}", used.join(", ")));
+    }
+    if !fallbacks.is_empty() {
+        out.push(format!(
+            "{} object(s) could not be read from the first replica holding them and came from another:",
+            fallbacks.len()
+        ));
+        out.extend(fallbacks.iter().take(20).map(|f| format!("  {f}")));
+        if fallbacks.len() > 20 {
+            out.push(format!("  … and {} more", fallbacks.len() - 20));
+        }
+    }
+    out
+}
+
+/// On stderr (so listings on stdout stay clean): reads that fell back to
+/// another replica.
+pub fn report_fallbacks(g: &Global, repo: &cairn::repo::Repository) {
+    if g.quiet || repo.reads.fallbacks().is_empty() {
+        return;
+    }
+    for line in sources_lines(repo) {
+        eprintln!("{line}");
+    }
+}

@@ -35,6 +35,8 @@ pub struct BackendConfig {
 /// The replicas a command was pointed at.
 pub struct Selection {
     pub replicas: Vec<Replica>,
+    /// Whether each replica is on local disk.
+    pub local: Vec<bool>,
     /// True when nothing was configured and the default repository is used.
     pub default_repo: bool,
 }
@@ -218,10 +220,12 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
     }
     let mut seen = std::collections::HashSet::new();
     let mut replicas = Vec::new();
+    let mut local = Vec::new();
     for (name, url, options) in specs {
         if !seen.insert(url.clone()) {
             bail!(UsageError(format!("repository {name} is given twice")));
         }
+        local.push(!url.contains("://") || url.starts_with("file://"));
         replicas.push(Replica {
             name,
             backend: open_backend(&url, &options, limits)?,
@@ -229,6 +233,7 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
     }
     Ok(Selection {
         replicas,
+        local,
         default_repo,
     })
 }
@@ -237,9 +242,68 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
 /// that cannot be used. With `autoinit`, the embedded default repository is
 /// created on first use.
 pub async fn open(g: &Global, autoinit: bool) -> anyhow::Result<cairn::repo::Repository> {
+    open_with(g, autoinit, select(g)?).await
+}
+
+/// Open the repository for reading: the replica named by `from` is asked
+/// first, else replicas on local disk come first; the others serve what the
+/// first cannot (a missing or damaged object).
+pub async fn open_from(g: &Global, from: Option<&str>) -> anyhow::Result<cairn::repo::Repository> {
+    let mut sel = select(g)?;
+    let first = match from {
+        Some(name) => Some(
+            sel.replicas
+                .iter()
+                .position(|r| r.name == name)
+                .ok_or_else(|| unknown_replica(name, sel.replicas.iter().map(|r| &r.name)))?,
+        ),
+        None => sel.local.iter().position(|l| *l),
+    };
+    if let Some(i) = first {
+        let r = sel.replicas.remove(i);
+        sel.replicas.insert(0, r);
+    }
+    open_with(g, false, sel).await
+}
+
+/// The usage error for a `--from`/`--to`/`--backend` that names no replica.
+pub fn unknown_replica<'a>(name: &str, names: impl Iterator<Item = &'a String>) -> anyhow::Error {
+    UsageError(format!(
+        "{name:?} is not one of the repositories given: {}",
+        names
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .into()
+}
+
+/// Positions of the replicas named in `names` (as given with `--repo` or in
+/// cairn.toml).
+pub fn positions(repo: &cairn::repo::Repository, names: &[String]) -> anyhow::Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|n| {
+            repo.replicas
+                .iter()
+                .position(|r| &r.name == n)
+                .ok_or_else(|| match repo.unavailable.iter().find(|u| &u.name == n) {
+                    Some(u) => {
+                        anyhow::anyhow!("{n} cannot be used: {}", cairn::error::chain(&u.error))
+                    }
+                    None => unknown_replica(n, repo.replicas.iter().map(|r| &r.name)),
+                })
+        })
+        .collect()
+}
+
+async fn open_with(
+    g: &Global,
+    autoinit: bool,
+    sel: Selection,
+) -> anyhow::Result<cairn::repo::Repository> {
     use super::password::{self, Fallback};
     use cairn::repo::{InitOptions, Repository};
-    let sel = select(g)?;
     let key_file = default_key_file();
     if sel.default_repo {
         let exists = sel.replicas[0]

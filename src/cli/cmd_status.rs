@@ -1,0 +1,115 @@
+//! `cairn status`: the snapshot × replica matrix.
+
+use cairn::status::{short, status, Presence, Status};
+use clap::Args;
+
+use super::output::{self, bytes};
+use super::{exit, repos, Global};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {}
+
+pub async fn run(g: &Global, _a: StatusArgs) -> anyhow::Result<i32> {
+    let repo = repos::open(g, false).await?;
+    let st = status(&repo).await?;
+    if g.json {
+        output::print_json(&serde_json::to_value(&st).expect("status serializes"));
+    } else {
+        print(&st);
+    }
+    Ok(code(&st))
+}
+
+/// 0 all complete, 6 a replica unreachable, 5 data lost everywhere, 4 a
+/// replica behind.
+fn code(st: &Status) -> i32 {
+    let any = |f: fn(&Presence) -> bool| st.snapshots.iter().any(|s| s.replicas.iter().any(f));
+    if st.replicas.iter().any(|r| r.error.is_some()) {
+        exit::UNREACHABLE
+    } else if any(|p| *p == Presence::Damaged) {
+        exit::DAMAGED
+    } else if !st.all_complete() {
+        exit::REPLICA_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+fn letter(i: usize) -> String {
+    if i < 26 {
+        ((b'A' + i as u8) as char).to_string()
+    } else {
+        format!("R{i}")
+    }
+}
+
+fn print(st: &Status) {
+    println!(
+        "{:<3} {:<32} {:>9} {:>8} {:>7} {:>10}  {:<19}  Behind",
+        "", "Replica", "Snapshots", "Complete", "Packs", "Size", "Latest complete"
+    );
+    for (i, r) in st.replicas.iter().enumerate() {
+        if let Some(e) = &r.error {
+            println!("{:<3} {:<32} UNUSABLE: {e}", letter(i), r.name);
+            continue;
+        }
+        let behind = if r.behind_snapshots == 0 {
+            "up to date".to_string()
+        } else {
+            format!(
+                "{} snapshot(s), {} to copy",
+                r.behind_snapshots,
+                bytes(r.behind_bytes)
+            )
+        };
+        println!(
+            "{:<3} {:<32} {:>9} {:>8} {:>7} {:>10}  {:<19}  {behind}",
+            letter(i),
+            r.name,
+            r.snapshots,
+            r.complete,
+            r.packs,
+            bytes(r.pack_bytes),
+            r.latest
+                .map_or("-".into(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()),
+        );
+    }
+    println!();
+    let cols: String = (0..st.replicas.len())
+        .map(|i| format!(" {:^5}", letter(i)))
+        .collect();
+    println!("{:<9} {:<19} {:<12}{cols}  Paths", "ID", "Time", "Host");
+    for s in &st.snapshots {
+        let cells: String = s
+            .replicas
+            .iter()
+            .map(|p| {
+                format!(
+                    " {:^5}",
+                    match p {
+                        Presence::Complete => "ok".to_string(),
+                        Presence::Missing => "-".to_string(),
+                        Presence::Incomplete { packs } => format!("-{packs}p"),
+                        Presence::Damaged => "LOST".to_string(),
+                        Presence::Unreachable => "?".to_string(),
+                    }
+                )
+            })
+            .collect();
+        println!(
+            "{:<9} {:<19} {:<12}{cells}  {}{}",
+            short(&s.id),
+            s.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            s.host,
+            s.paths.join(" "),
+            if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.tags.join(","))
+            }
+        );
+    }
+    println!(
+        "\nok: complete  -: missing (`cairn sync`)  -Np: N packs missing (`cairn sync` or `cairn repair packs`)  LOST: data on no replica (`cairn repair snapshots`)  ?: replica unusable"
+    );
+}

@@ -1,0 +1,177 @@
+//! `cairn sync`: copy what lagging replicas lack from the others.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use cairn::sync::{
+    seed, sync, SyncOptions, SyncProgress, PHASE_DONE, PHASE_INDEX, PHASE_PACKS, PHASE_PLAN,
+};
+use cairn::Error;
+use clap::Args;
+use serde_json::json;
+
+use super::output::{self, bytes, Ticker};
+use super::{exit, repos, Global};
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Copy only from this replica (repeatable) [default: every other replica].
+    #[arg(long, value_name = "REPO")]
+    pub from: Vec<String>,
+    /// Bring only this replica up to date (repeatable) [default: all]. A
+    /// replica named here that holds no repository yet is created as a
+    /// copy of the others.
+    #[arg(long, value_name = "REPO")]
+    pub to: Vec<String>,
+    /// Say what would be copied, copy nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
+    let mut repo = repos::open(g, false).await?;
+    let mut seeded = Vec::new();
+    for name in &a.to {
+        let empty = repo
+            .unavailable
+            .iter()
+            .any(|u| &u.name == name && matches!(u.error, Error::NotARepository(_)));
+        if empty && !a.dry_run {
+            seed(&mut repo, name).await?;
+            seeded.push(name.clone());
+        } else if empty {
+            seeded.push(name.clone());
+        }
+    }
+    if a.to.is_empty() {
+        for u in &repo.unavailable {
+            if matches!(u.error, Error::NotARepository(_)) {
+                eprintln!(
+                    "note: {} holds no repository; `cairn sync --to {}` makes it a replica",
+                    u.name, u.name
+                );
+            }
+        }
+    }
+    let to: Vec<usize> = if a.to.is_empty() {
+        (0..repo.replicas.len()).collect()
+    } else {
+        let names: Vec<String> =
+            a.to.iter()
+                .filter(|n| !(a.dry_run && seeded.contains(n)))
+                .cloned()
+                .collect();
+        repos::positions(&repo, &names)?
+    };
+    let from = if a.from.is_empty() {
+        repo.all_mask()
+    } else {
+        repos::positions(&repo, &a.from)?
+            .into_iter()
+            .fold(0u64, |m, i| m | 1 << i)
+    };
+    let progress = Arc::new(SyncProgress::new(&repo, &to));
+    let (p1, p2) = (progress.clone(), progress.clone());
+    let ticker = Ticker::start(
+        output::mode(g),
+        move |t| {
+            p1.targets
+                .iter()
+                .map(|(name, p)| {
+                    let what = match p.phase.load(Relaxed) {
+                        PHASE_PLAN => "planning".to_string(),
+                        PHASE_PACKS => format!(
+                            "packs {} of {} ({} of {})",
+                            p.packs_done.load(Relaxed),
+                            p.packs_total.load(Relaxed),
+                            bytes(p.bytes_done.load(Relaxed)),
+                            bytes(p.bytes_total.load(Relaxed))
+                        ),
+                        PHASE_INDEX => "index files".to_string(),
+                        PHASE_DONE => "done".to_string(),
+                        _ => "snapshots".to_string(),
+                    };
+                    format!("[{:>5.0}s] {name}: {what}", t.as_secs_f64())
+                })
+                .collect()
+        },
+        move |t| {
+            json!({"type": "status", "seconds": t.as_secs_f64(),
+                   "targets": p2.targets.iter().map(|(name, p)| json!({
+                       "replica": name, "phase": p.phase.load(Relaxed),
+                       "packs_done": p.packs_done.load(Relaxed), "packs_total": p.packs_total.load(Relaxed),
+                       "bytes_done": p.bytes_done.load(Relaxed), "bytes_total": p.bytes_total.load(Relaxed)})).collect::<Vec<_>>()})
+        },
+    );
+    let res = sync(
+        &repo,
+        &SyncOptions {
+            from,
+            to,
+            dry_run: a.dry_run,
+        },
+        &progress,
+    )
+    .await;
+    ticker.stop();
+    let reports = res?;
+    let failed = reports.iter().any(|r| r.error.is_some());
+    let skipped = reports.iter().any(|r| !r.skipped.is_empty());
+    if g.json {
+        output::print_json(&json!({
+            "type": "sync", "dry_run": a.dry_run, "seeded": seeded,
+            "ok": !failed && !skipped, "replicas": reports,
+        }));
+    } else {
+        let verb = if a.dry_run { "would copy" } else { "copied" };
+        for name in &seeded {
+            println!(
+                "{name}: {} (config and key slots copied)",
+                if a.dry_run {
+                    "holds no repository; would be created"
+                } else {
+                    "created as a new replica"
+                }
+            );
+        }
+        for r in &reports {
+            if r.packs + r.index_files + r.snapshots == 0 && r.is_ok() {
+                println!("{}: up to date", r.replica);
+            } else {
+                println!(
+                    "{}: {verb} {} packs ({}), {} index files, {} snapshots",
+                    r.replica,
+                    r.packs,
+                    bytes(r.pack_bytes),
+                    r.index_files,
+                    r.snapshots
+                );
+            }
+            for s in &r.skipped {
+                println!("  not copied: {s}");
+            }
+            if let Some(e) = &r.error {
+                println!("  FAILED: {e} (what it holds is consistent; run sync again)");
+            }
+        }
+        for u in &repo.unavailable {
+            if !matches!(u.error, Error::NotARepository(_)) {
+                println!("{}: UNUSABLE: {}", u.name, output::chain(&u.error));
+            }
+        }
+    }
+    let unusable = a.to.is_empty()
+        && repo
+            .unavailable
+            .iter()
+            .any(|u| !matches!(u.error, Error::NotARepository(_)));
+    Ok(if failed {
+        exit::REPLICA_FAILED
+    } else if unusable {
+        exit::UNREACHABLE
+    } else if skipped {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
+    })
+}

@@ -1,0 +1,544 @@
+//! `repair`: heal one replica from the others, rebuild a replica's index
+//! from its packs, and deal with snapshots whose data is gone everywhere.
+//!
+//! Every repair can run as a dry run, which reports exactly what it would
+//! do. Writes keep the replica consistent at each step: a pack is replaced
+//! by a verified copy before anything else refers to it, new index files
+//! are written before old ones are removed, and a marked snapshot is
+//! written before the original is removed.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use cairn_backends::{Handle, Kind, PutMode};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::crypto::{ObjectKind, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{IndexPack, MasterIndex};
+use crate::pack;
+use crate::repo::{seal_doc, Repository};
+use crate::snapshot::Snapshot;
+use crate::survey::{list_all, Listing, NeedsCache};
+use crate::tree::NodeKind;
+
+#[derive(Clone, Debug, Default)]
+pub struct RepairOptions {
+    /// Report what would be done, change nothing.
+    pub dry_run: bool,
+    /// `repair packs`: also download every pack on the replica and replace
+    /// those whose bytes do not hash to their name.
+    pub read_data: bool,
+}
+
+/// What a repair did (or would do) on one replica.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairReport {
+    pub replica: String,
+    pub dry_run: bool,
+    /// One line per change made (or, in a dry run, planned).
+    pub actions: Vec<String>,
+    /// Problems the repair could not fix.
+    pub unfixable: Vec<String>,
+}
+
+fn be(repo: &Repository, i: usize) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
+    move |e| Error::backend(&repo.replicas[i].name, e)
+}
+
+/// Rewrite packs of replica `t` that are missing, have the wrong size or
+/// (with `read_data`) do not hash to their name, from a replica whose copy
+/// is good. The packs considered are those `t`'s index describes and those
+/// `t`'s snapshots need; packs a snapshot needs that `t`'s index does not
+/// describe get a new index file on `t`.
+pub async fn repair_packs(
+    repo: &Repository,
+    t: usize,
+    opts: &RepairOptions,
+) -> Result<RepairReport> {
+    let mut rep = RepairReport {
+        replica: repo.replicas[t].name.clone(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let listings = list_all(repo).await;
+    let tl = listings[t].as_ref().map_err(clone_err)?;
+    let index = repo.load_index().await?;
+    // What t must hold: packs of its own index, and packs its snapshots need.
+    let mut wanted: HashSet<u32> = (0..index.packs.len() as u32)
+        .filter(|&p| index.packs[p as usize].replicas & (1 << t) != 0)
+        .collect();
+    let mut cache = NeedsCache::default();
+    for e in repo.list_snapshots().await? {
+        if tl.snapshots.contains(&e.id.to_hex()) {
+            let needs = cache.of_snapshot(repo, &index, &e.snapshot).await;
+            wanted.extend(needs.packs.iter().copied());
+        }
+    }
+    let mut wanted: Vec<u32> = wanted.into_iter().collect();
+    wanted.sort_unstable();
+
+    // Find the bad ones.
+    let mut bad: Vec<(u32, String)> = Vec::new();
+    let mut to_read = Vec::new();
+    for &p in &wanted {
+        let info = &index.packs[p as usize];
+        match tl.packs.get(&info.id) {
+            None => bad.push((p, "missing".into())),
+            Some(&size) if size != info.size => bad.push((
+                p,
+                format!("{size} bytes, the index says {} (damaged)", info.size),
+            )),
+            Some(_) if opts.read_data => to_read.push(p),
+            Some(_) => {}
+        }
+    }
+    let replica = &repo.replicas[t];
+    let connections = replica
+        .backend
+        .capabilities()
+        .default_connections
+        .clamp(1, 8);
+    let mut reads = futures::stream::iter(to_read.into_iter().map(|p| {
+        let h = Handle::new(Kind::Pack, index.packs[p as usize].id.to_hex());
+        async move {
+            let res = replica.backend.get(&h, None).await;
+            (p, h, res)
+        }
+    }))
+    .buffer_unordered(connections);
+    while let Some((p, h, res)) = reads.next().await {
+        match res {
+            Ok(d) if Id::of_stored(&d).to_hex() == h.name => {}
+            Ok(_) => bad.push((p, "content does not match its name (damaged)".into())),
+            Err(e) if e.kind() == cairn_backends::ErrorKind::NotFound => {
+                bad.push((p, "missing".into()))
+            }
+            Err(e) => return Err(Error::backend(&replica.name, e)),
+        }
+    }
+    drop(reads);
+    bad.sort_by_key(|(p, _)| *p);
+
+    // Replace them from good copies elsewhere.
+    let mut new_entries: Vec<IndexPack> = Vec::new();
+    for (p, why) in bad {
+        let info = &index.packs[p as usize];
+        let h = Handle::new(Kind::Pack, info.id.to_hex());
+        let holders: Vec<usize> = (0..repo.replicas.len())
+            .filter(|&i| i != t)
+            .filter(|&i| {
+                listings[i]
+                    .as_ref()
+                    .is_ok_and(|l| l.packs.contains_key(&info.id))
+            })
+            .collect();
+        let mut good = None;
+        let mut tried = Vec::new();
+        for s in holders {
+            match repo.replicas[s].backend.get(&h, None).await {
+                Ok(d) if Id::of_stored(&d) == info.id => {
+                    good = Some((s, d));
+                    break;
+                }
+                Ok(_) => tried.push(format!("{}: damaged", repo.replicas[s].name)),
+                Err(e) => tried.push(format!("{}: {e}", repo.replicas[s].name)),
+            }
+        }
+        let Some((s, data)) = good else {
+            rep.unfixable.push(format!(
+                "{h}: {why}; no good copy on another replica{}",
+                if tried.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", tried.join("; "))
+                }
+            ));
+            continue;
+        };
+        if !opts.dry_run {
+            replica
+                .backend
+                .put(&h, data.clone(), PutMode::Overwrite)
+                .await
+                .map_err(be(repo, t))?;
+        }
+        rep.actions.push(format!(
+            "{h}: {why}; {} from {}",
+            if opts.dry_run { "would copy" } else { "copied" },
+            repo.replicas[s].name
+        ));
+        if info.replicas & (1 << t) == 0 {
+            new_entries.push(index_pack(repo, info.id, &data, &data, data.len() as u64)?);
+        }
+    }
+    // Packs t's snapshots need that t has but its index does not describe.
+    for &p in &wanted {
+        let info = &index.packs[p as usize];
+        if info.replicas & (1 << t) == 0
+            && tl.packs.get(&info.id) == Some(&info.size)
+            && !new_entries.iter().any(|e| e.id == info.id)
+        {
+            match read_pack_index(repo, t, info.id, info.size).await {
+                Ok(e) => new_entries.push(e),
+                Err(e) => rep
+                    .unfixable
+                    .push(format!("data/{}: {e}", info.id.to_hex())),
+            }
+        }
+    }
+    if !new_entries.is_empty() {
+        for (name, data) in repo.seal_index_files(&new_entries) {
+            if !opts.dry_run {
+                repo.put_doc(replica, Kind::Index, &name, data).await?;
+            }
+            rep.actions.push(format!(
+                "index/{name}: {} for packs the replica's snapshots need",
+                if opts.dry_run {
+                    "would write"
+                } else {
+                    "written"
+                }
+            ));
+        }
+    }
+    Ok(rep)
+}
+
+fn clone_err(e: &Error) -> Error {
+    Error::Invalid(crate::error::chain(e))
+}
+
+/// Index entry of a pack from its first bytes and its last bytes.
+fn index_pack(repo: &Repository, id: Id, head: &[u8], tail: &[u8], size: u64) -> Result<IndexPack> {
+    let keyring = &repo.keyring;
+    let (header, blobs) = pack::read_footer_parts(head, tail, size, &keyring.repo_id, |e| {
+        keyring.epoch_key(e).cloned()
+    })
+    .map_err(|e| Error::Corrupt(format!("data/{}: {e}", id.to_hex())))?;
+    Ok(IndexPack {
+        id,
+        size,
+        header,
+        blobs,
+    })
+}
+
+/// Read a pack's header and footer from replica `t` (two or three ranged
+/// reads, not the whole pack).
+async fn read_pack_index(repo: &Repository, t: usize, id: Id, size: u64) -> Result<IndexPack> {
+    const GUESS: u64 = 64 << 10;
+    let b = &repo.replicas[t].backend;
+    let h = Handle::new(Kind::Pack, id.to_hex());
+    let err = be(repo, t);
+    if size <= GUESS + HEADER_LEN as u64 {
+        let all = b.get(&h, None).await.map_err(&err)?;
+        return index_pack(repo, id, &all, &all, all.len() as u64);
+    }
+    let head = b.get(&h, Some(0..HEADER_LEN as u64)).await.map_err(&err)?;
+    let mut tail = b.get(&h, Some(size - GUESS..size)).await.map_err(&err)?;
+    let need = pack::tail_len(&tail[tail.len().saturating_sub(4)..])
+        .map_err(|e| Error::Corrupt(format!("{h}: {e}")))?;
+    if need > tail.len() as u64 && need <= size {
+        tail = b.get(&h, Some(size - need..size)).await.map_err(&err)?;
+    }
+    index_pack(repo, id, &head, &tail, size)
+}
+
+/// Rebuild the index of replica `t` from the packs it holds: read every
+/// pack's authenticated footer, write new index files, then remove the old
+/// ones. Packs whose footer cannot be read are left out and reported.
+pub async fn repair_index(
+    repo: &Repository,
+    t: usize,
+    opts: &RepairOptions,
+) -> Result<RepairReport> {
+    let mut rep = RepairReport {
+        replica: repo.replicas[t].name.clone(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let listing = Listing::take(repo, t).await?;
+    let connections = repo.replicas[t]
+        .backend
+        .capabilities()
+        .default_connections
+        .clamp(1, 8);
+    let mut packs: Vec<(Id, u64)> = listing.packs.iter().map(|(k, v)| (*k, *v)).collect();
+    packs.sort();
+    let mut reads = futures::stream::iter(
+        packs
+            .iter()
+            .map(|&(id, size)| async move { (id, read_pack_index(repo, t, id, size).await) }),
+    )
+    .buffer_unordered(connections);
+    let mut entries = Vec::new();
+    while let Some((id, res)) = reads.next().await {
+        match res {
+            Ok(e) => entries.push(e),
+            Err(e) if e.is_damage() => rep.unfixable.push(format!(
+                "data/{}: {e}; left out of the index (`cairn repair packs` replaces it)",
+                id.to_hex()
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    drop(reads);
+    entries.sort_by_key(|e| e.id);
+    let files = repo.seal_index_files(&entries);
+    let new_names: HashSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let verb = |done: &str, planned: &str| {
+        if opts.dry_run {
+            planned.to_string()
+        } else {
+            done.to_string()
+        }
+    };
+    for (name, data) in &files {
+        if listing.index.contains(name) {
+            continue;
+        }
+        if !opts.dry_run {
+            repo.put_doc(&repo.replicas[t], Kind::Index, name, data.clone())
+                .await?;
+        }
+        rep.actions.push(format!(
+            "index/{name}: {}",
+            verb("written", "would be written")
+        ));
+    }
+    for old in &listing.index {
+        if new_names.contains(old.as_str()) {
+            continue;
+        }
+        if !opts.dry_run {
+            repo.replicas[t]
+                .backend
+                .delete(&Handle::new(Kind::Index, old))
+                .await
+                .map_err(be(repo, t))?;
+        }
+        rep.actions.push(format!(
+            "index/{old}: {}",
+            verb("removed (replaced)", "would be removed (replaced)")
+        ));
+    }
+    rep.actions.push(format!(
+        "{} packs with {} blobs {} by {} index files",
+        entries.len(),
+        entries.iter().map(|e| e.blobs.len()).sum::<usize>(),
+        verb("are described", "would be described"),
+        files.len()
+    ));
+    Ok(rep)
+}
+
+/// One snapshot whose data is partly gone from every replica.
+#[derive(Clone, Debug, Serialize)]
+pub struct DamagedSnapshot {
+    pub id: String,
+    pub time: jiff::Timestamp,
+    pub paths: Vec<String>,
+    /// Files and directories that cannot be restored from any replica.
+    pub affected: Vec<String>,
+    /// What was done (or would be done).
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SnapshotRepair {
+    pub dry_run: bool,
+    pub snapshots: Vec<DamagedSnapshot>,
+    pub errors: Vec<String>,
+}
+
+/// Find snapshots that need data no replica has (a blob in no index, or
+/// in a pack stored nowhere) and say which files are affected. Then either
+/// mark them — replace each with a copy tagged `damaged`, `partial`, with
+/// the affected paths in its errors — or, with `forget`, remove them from
+/// every replica.
+pub async fn repair_snapshots(
+    repo: &Repository,
+    forget: bool,
+    opts: &RepairOptions,
+) -> Result<SnapshotRepair> {
+    let mut out = SnapshotRepair {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let listings = list_all(repo).await;
+    if let Some((i, Err(e))) = listings.iter().enumerate().find(|(_, l)| l.is_err()) {
+        // A pack might be on the replica that cannot be listed: deciding
+        // that data is gone needs every replica.
+        return Err(Error::Invalid(format!(
+            "{} cannot be listed, so lost data cannot be told from unreachable data: {}",
+            repo.replicas[i].name,
+            crate::error::chain(e)
+        )));
+    }
+    let stored: HashSet<Id> = listings
+        .iter()
+        .flatten()
+        .flat_map(|l| l.packs.keys().copied())
+        .collect();
+    let index = repo.load_index().await?;
+    let mut cache = NeedsCache::default();
+    for e in repo.list_snapshots().await? {
+        let needs = cache.of_snapshot(repo, &index, &e.snapshot).await;
+        let lost = |n: &crate::survey::Needs| {
+            n.is_broken()
+                || n.packs
+                    .iter()
+                    .any(|&p| !stored.contains(&index.packs[p as usize].id))
+        };
+        if !lost(&needs) {
+            continue;
+        }
+        let affected = affected_paths(repo, &index, &stored, &mut cache, &e.snapshot).await;
+        let name = e.id.to_hex();
+        let holders: Vec<usize> = (0..repo.replicas.len())
+            .filter(|&i| e.replicas & (1 << i) != 0)
+            .collect();
+        let action = if e.snapshot.tags.iter().any(|t| t == "damaged") && !forget {
+            "already marked damaged".to_string()
+        } else if forget {
+            if !opts.dry_run {
+                for &i in &holders {
+                    if let Err(err) = repo.replicas[i]
+                        .backend
+                        .delete(&Handle::new(Kind::Snapshot, &name))
+                        .await
+                    {
+                        out.errors.push(format!(
+                            "{}: snapshots/{name}: {err}",
+                            repo.replicas[i].name
+                        ));
+                    }
+                }
+            }
+            if opts.dry_run {
+                "would be removed".to_string()
+            } else {
+                "removed".to_string()
+            }
+        } else {
+            let mut marked: Snapshot = e.snapshot.clone();
+            marked.tags.push("damaged".into());
+            marked.partial = true;
+            marked.errors.extend(
+                affected
+                    .iter()
+                    .map(|p| format!("{p}: data lost from every replica")),
+            );
+            let sealed = Bytes::from(seal_doc(
+                &repo.keyring,
+                ObjectKind::Snapshot,
+                &serde_json::to_vec(&marked).expect("snapshot serializes"),
+            ));
+            let new_name = Id::of_stored(&sealed).to_hex();
+            if !opts.dry_run {
+                for &i in &holders {
+                    let r = &repo.replicas[i];
+                    // The marked copy first, then the original goes.
+                    let res = match repo
+                        .put_doc(r, Kind::Snapshot, &new_name, sealed.clone())
+                        .await
+                    {
+                        Ok(()) => r
+                            .backend
+                            .delete(&Handle::new(Kind::Snapshot, &name))
+                            .await
+                            .map_err(|e| Error::backend(&r.name, e)),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(err) = res {
+                        out.errors.push(format!("snapshots/{name}: {err}"));
+                    }
+                }
+            }
+            format!(
+                "{} as {} (tag \"damaged\")",
+                if opts.dry_run {
+                    "would be replaced"
+                } else {
+                    "replaced"
+                },
+                &new_name[..8]
+            )
+        };
+        out.snapshots.push(DamagedSnapshot {
+            id: name,
+            time: e.snapshot.time,
+            paths: e.snapshot.paths.clone(),
+            affected,
+            action,
+        });
+    }
+    Ok(out)
+}
+
+/// Paths in `snap` whose data is on no replica (a directory is named once,
+/// with a trailing `/`, when its own tree is lost).
+async fn affected_paths(
+    repo: &Repository,
+    index: &MasterIndex,
+    stored: &HashSet<Id>,
+    cache: &mut NeedsCache,
+    snap: &Snapshot,
+) -> Vec<String> {
+    let gone = |id: &Id| match index.get(id) {
+        None => true,
+        Some((p, _)) => !stored.contains(&p.id),
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![("/".to_string(), snap.tree.clone())];
+    let mut clean: HashMap<Vec<Id>, bool> = HashMap::new();
+    while let Some((path, ids)) = stack.pop() {
+        if ids.iter().any(gone) {
+            out.push(format!(
+                "{}/ (directory and everything in it)",
+                path.trim_end_matches('/')
+            ));
+            continue;
+        }
+        let tree = match repo.load_tree(index, &ids).await {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(format!(
+                    "{}/ (directory and everything in it: {e})",
+                    path.trim_end_matches('/')
+                ));
+                continue;
+            }
+        };
+        for n in &tree.nodes {
+            let child = format!("{}/{}", path.trim_end_matches('/'), n.name.lossy());
+            match n.kind {
+                NodeKind::File if n.content.iter().any(gone) => out.push(child),
+                NodeKind::Dir => {
+                    let ok = match clean.get(&n.subtree) {
+                        Some(ok) => *ok,
+                        None => {
+                            let needs = cache.of_tree(repo, index, &n.subtree).await;
+                            let ok = !needs.is_broken()
+                                && needs
+                                    .packs
+                                    .iter()
+                                    .all(|&p| stored.contains(&index.packs[p as usize].id));
+                            clean.insert(n.subtree.clone(), ok);
+                            ok
+                        }
+                    };
+                    if !ok {
+                        stack.push((child, n.subtree.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,187 @@
+//! `status`: which replica holds which snapshot, completely or not, and how
+//! far each replica is behind.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::repo::Repository;
+use crate::survey::{list_all, Listing, NeedsCache};
+
+/// Whether one replica holds one snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Presence {
+    /// The snapshot and everything it needs are on the replica.
+    Complete,
+    /// The replica has no copy of the snapshot.
+    Missing,
+    /// The snapshot file is there but `packs` packs it needs are not (or
+    /// are not in the replica's own index); `cairn sync` or `repair packs`.
+    Incomplete { packs: u64 },
+    /// Some of the snapshot's data is on no replica at all.
+    Damaged,
+    /// The replica could not be asked.
+    Unreachable,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotStatus {
+    pub id: String,
+    pub time: Timestamp,
+    pub host: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    /// One entry per replica, in the order of [`Status::replicas`].
+    pub replicas: Vec<Presence>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaStatus {
+    pub name: String,
+    /// Why the replica could not be used, if it could not.
+    pub error: Option<String>,
+    /// Snapshot files on the replica.
+    pub snapshots: u64,
+    /// Snapshots complete on the replica.
+    pub complete: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Time of the newest snapshot complete on the replica: the replica
+    /// can restore everything up to then.
+    pub latest: Option<Timestamp>,
+    /// Snapshots complete on some replica but not on this one.
+    pub behind_snapshots: u64,
+    /// Bytes of packs this replica would need to catch up (what
+    /// `cairn sync` would copy for those snapshots).
+    pub behind_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub replicas: Vec<ReplicaStatus>,
+    pub snapshots: Vec<SnapshotStatus>,
+}
+
+impl Status {
+    /// Whether every replica is reachable and holds every snapshot.
+    pub fn all_complete(&self) -> bool {
+        self.replicas
+            .iter()
+            .all(|r| r.error.is_none() && r.behind_snapshots == 0)
+            && self
+                .snapshots
+                .iter()
+                .all(|s| s.replicas.iter().all(|p| *p == Presence::Complete))
+    }
+}
+
+/// Survey every replica. Replicas that were not usable when the
+/// repository was opened are listed last, with their error.
+pub async fn status(repo: &Repository) -> Result<Status> {
+    let listings = list_all(repo).await;
+    let (index, _) = repo.load_index_files().await?;
+    let snaps = repo.list_snapshots().await?;
+    let mut cache = NeedsCache::default();
+    let n = repo.replicas.len();
+    let mut replicas: Vec<ReplicaStatus> = repo
+        .replicas
+        .iter()
+        .zip(&listings)
+        .map(|(r, l)| ReplicaStatus {
+            name: r.name.clone(),
+            error: l.as_ref().err().map(|e| crate::error::chain(e)),
+            snapshots: l.as_ref().map_or(0, |l| l.snapshots.len() as u64),
+            complete: 0,
+            packs: l.as_ref().map_or(0, |l| l.packs.len() as u64),
+            pack_bytes: l.as_ref().map_or(0, Listing::pack_bytes),
+            latest: None,
+            behind_snapshots: 0,
+            behind_bytes: 0,
+        })
+        .collect();
+    // Packs each replica lacks for snapshots complete elsewhere, counted once.
+    let mut lacking: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
+    let mut out = Vec::new();
+    for entry in &snaps {
+        let needs = cache.of_snapshot(repo, &index, &entry.snapshot).await;
+        let on_some = |p: &u32| {
+            let id = index.packs[*p as usize].id;
+            listings
+                .iter()
+                .any(|l| l.as_ref().is_ok_and(|l| l.packs.contains_key(&id)))
+        };
+        let damaged = needs.is_broken() || !needs.packs.iter().all(on_some);
+        let mut presence = Vec::with_capacity(n);
+        for (i, l) in listings.iter().enumerate() {
+            let p = match l {
+                Err(_) => Presence::Unreachable,
+                Ok(_) if damaged => Presence::Damaged,
+                Ok(l) if !l.snapshots.contains(&entry.id.to_hex()) => Presence::Missing,
+                Ok(l) => match needs.missing_on(&index, i, l) {
+                    0 => Presence::Complete,
+                    packs => Presence::Incomplete { packs },
+                },
+            };
+            presence.push(p);
+        }
+        let complete_somewhere = presence.contains(&Presence::Complete);
+        for (i, p) in presence.iter().enumerate() {
+            let r = &mut replicas[i];
+            match p {
+                Presence::Complete => {
+                    r.complete += 1;
+                    r.latest = r.latest.max(Some(entry.snapshot.time));
+                }
+                Presence::Missing | Presence::Incomplete { .. } if complete_somewhere => {
+                    r.behind_snapshots += 1;
+                    let Ok(l) = &listings[i] else { continue };
+                    for &pk in &needs.packs {
+                        let info = &index.packs[pk as usize];
+                        if !l.packs.contains_key(&info.id) && lacking[i].insert(pk) {
+                            r.behind_bytes += info.size;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(SnapshotStatus {
+            id: entry.id.to_hex(),
+            time: entry.snapshot.time,
+            host: entry.snapshot.host.clone(),
+            paths: entry.snapshot.paths.clone(),
+            tags: entry.snapshot.tags.clone(),
+            replicas: presence,
+        });
+    }
+    let restorable = out
+        .iter()
+        .filter(|s| s.replicas.contains(&Presence::Complete))
+        .count() as u64;
+    for u in &repo.unavailable {
+        replicas.push(ReplicaStatus {
+            name: u.name.clone(),
+            error: Some(crate::error::chain(&u.error)),
+            snapshots: 0,
+            complete: 0,
+            packs: 0,
+            pack_bytes: 0,
+            latest: None,
+            behind_snapshots: restorable,
+            behind_bytes: 0,
+        });
+        for s in &mut out {
+            s.replicas.push(Presence::Unreachable);
+        }
+    }
+    Ok(Status {
+        replicas,
+        snapshots: out,
+    })
+}
+
+/// A short id for display.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}

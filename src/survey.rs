@@ -1,0 +1,204 @@
+//! What each replica holds, and what each snapshot needs: the common ground
+//! of `status`, `sync`, cross-replica `check` and `repair`.
+//!
+//! A snapshot is *complete* on a replica when the replica lists the
+//! snapshot file and every pack holding a blob the snapshot reaches (its
+//! trees and file contents) is both stored on that replica and described by
+//! one of that replica's own index files, so the replica alone can restore
+//! it. What a snapshot reaches is computed once per tree and shared between
+//! snapshots, since unchanged directories keep their tree ids.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use cairn_backends::Kind;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::MasterIndex;
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::NodeKind;
+
+/// The objects one replica holds, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// Pack id → stored size.
+    pub packs: HashMap<Id, u64>,
+    pub index: BTreeSet<String>,
+    pub snapshots: BTreeSet<String>,
+    pub keys: BTreeSet<String>,
+}
+
+impl Listing {
+    /// List every kind of object on replica `i`.
+    pub async fn take(repo: &Repository, i: usize) -> Result<Listing> {
+        let r = &repo.replicas[i];
+        let be = |e| Error::backend(&r.name, e);
+        let (packs, index, snaps, keys) = futures::try_join!(
+            async { r.backend.list(Kind::Pack).await.map_err(be) },
+            async { r.backend.list(Kind::Index).await.map_err(be) },
+            async { r.backend.list(Kind::Snapshot).await.map_err(be) },
+            async { r.backend.list(Kind::Key).await.map_err(be) },
+        )?;
+        Ok(Listing {
+            packs: packs
+                .into_iter()
+                .filter_map(|m| Some((m.handle.name.parse().ok()?, m.size)))
+                .collect(),
+            index: index.into_iter().map(|m| m.handle.name).collect(),
+            snapshots: snaps.into_iter().map(|m| m.handle.name).collect(),
+            keys: keys.into_iter().map(|m| m.handle.name).collect(),
+        })
+    }
+
+    pub fn pack_bytes(&self) -> u64 {
+        self.packs.values().sum()
+    }
+}
+
+/// Listings of every replica of `repo`, in replica order; a replica that
+/// cannot be listed has its error instead.
+pub async fn list_all(repo: &Repository) -> Vec<Result<Listing>> {
+    futures::future::join_all((0..repo.replicas.len()).map(|i| Listing::take(repo, i))).await
+}
+
+/// What a snapshot (or a tree) needs.
+#[derive(Clone, Debug, Default)]
+pub struct Needs {
+    /// Positions in [`MasterIndex::packs`], sorted, without duplicates.
+    pub packs: Vec<u32>,
+    /// Blobs referenced but described by no index file anywhere.
+    pub unindexed: u64,
+    /// Trees that could not be read from any replica (what is below them
+    /// is unknown).
+    pub unreadable_trees: u64,
+}
+
+impl Needs {
+    /// Whether something the snapshot needs is lost whatever the replica.
+    pub fn is_broken(&self) -> bool {
+        self.unindexed > 0 || self.unreadable_trees > 0
+    }
+
+    fn absorb(&mut self, other: &Needs) {
+        self.packs.extend_from_slice(&other.packs);
+        self.unindexed += other.unindexed;
+        self.unreadable_trees += other.unreadable_trees;
+    }
+
+    fn normalize(&mut self) {
+        self.packs.sort_unstable();
+        self.packs.dedup();
+    }
+
+    /// How many needed packs replica `i` lacks: not stored there per
+    /// `listing`, or not described by its own index files.
+    pub fn missing_on(&self, index: &MasterIndex, i: usize, listing: &Listing) -> u64 {
+        self.packs
+            .iter()
+            .filter(|&&p| {
+                let info = &index.packs[p as usize];
+                info.replicas & (1 << i) == 0 || !listing.packs.contains_key(&info.id)
+            })
+            .count() as u64
+    }
+}
+
+/// Computes [`Needs`] of snapshots, remembering every tree it has seen.
+/// Memory: one sorted list of pack positions per distinct tree.
+#[derive(Default)]
+pub struct NeedsCache {
+    memo: HashMap<Vec<Id>, Arc<Needs>>,
+}
+
+enum Step {
+    Enter(Vec<Id>),
+    Leave(Vec<Id>, Needs, Vec<Vec<Id>>),
+}
+
+impl NeedsCache {
+    pub async fn of_snapshot(
+        &mut self,
+        repo: &Repository,
+        index: &MasterIndex,
+        snap: &Snapshot,
+    ) -> Arc<Needs> {
+        self.of_tree(repo, index, &snap.tree).await
+    }
+
+    /// Post-order walk without recursion: a tree's needs are its own blobs
+    /// plus its subtrees' needs, so each is computed after its children.
+    pub async fn of_tree(
+        &mut self,
+        repo: &Repository,
+        index: &MasterIndex,
+        root: &[Id],
+    ) -> Arc<Needs> {
+        let mut stack = vec![Step::Enter(root.to_vec())];
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Enter(ids) => {
+                    if self.memo.contains_key(&ids) {
+                        continue;
+                    }
+                    let mut own = Needs::default();
+                    add_blobs(&mut own, index, &ids);
+                    if own.unindexed > 0 {
+                        own.unreadable_trees += 1;
+                        own.normalize();
+                        self.memo.insert(ids, Arc::new(own));
+                        continue;
+                    }
+                    let tree = match repo.load_tree(index, &ids).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::debug!("{e}");
+                            own.unreadable_trees += 1;
+                            own.normalize();
+                            self.memo.insert(ids, Arc::new(own));
+                            continue;
+                        }
+                    };
+                    let mut children = Vec::new();
+                    for n in &tree.nodes {
+                        match n.kind {
+                            NodeKind::Dir => children.push(n.subtree.clone()),
+                            NodeKind::File => add_blobs(&mut own, index, &n.content),
+                            _ => {}
+                        }
+                    }
+                    let todo: Vec<_> = children
+                        .iter()
+                        .filter(|c| !self.memo.contains_key(*c))
+                        .cloned()
+                        .collect();
+                    stack.push(Step::Leave(ids, own, children));
+                    stack.extend(todo.into_iter().map(Step::Enter));
+                }
+                Step::Leave(ids, mut own, children) => {
+                    for c in &children {
+                        if let Some(n) = self.memo.get(c) {
+                            own.absorb(n);
+                        }
+                    }
+                    own.normalize();
+                    self.memo.insert(ids, Arc::new(own));
+                }
+            }
+        }
+        self.memo
+            .get(root)
+            .cloned()
+            .expect("the root is computed last")
+    }
+}
+
+fn add_blobs(n: &mut Needs, index: &MasterIndex, ids: &[Id]) {
+    for id in ids {
+        match index.get(id) {
+            Some((_, loc)) => n.packs.push(loc.pack),
+            None => n.unindexed += 1,
+        }
+    }
+}

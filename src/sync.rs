@@ -1,0 +1,424 @@
+//! `sync`: bring lagging replicas up to date from the others.
+//!
+//! Objects are copied as stored bytes (never decrypted) and verified by
+//! name, since packs, index files and snapshots are named by the BLAKE3
+//! hash of their stored bytes. The order keeps every target consistent at
+//! every instant, as a backup does: packs first, then an index file only
+//! once every pack it describes is on the target, then a snapshot only once
+//! everything it needs is on the target and in the target's index. An
+//! interrupted sync leaves at worst packs no index describes yet; run again,
+//! it copies only what is still missing.
+//!
+//! Memory: per target, at most `connections` objects in flight (packs are
+//! up to the repository's pack size, 16 MiB by default).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_backends::{ErrorKind, Handle, Kind, PutMode};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::MasterIndex;
+use crate::repo::{IndexFile, Replica, Repository, SnapshotEntry};
+use crate::survey::{list_all, Listing, Needs, NeedsCache};
+
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Replicas to copy from (bit per replica position).
+    pub from: u64,
+    /// Replicas to bring up to date (positions).
+    pub to: Vec<usize>,
+    /// Work out what would be copied, copy nothing.
+    pub dry_run: bool,
+}
+
+/// What a sync did (or, in a dry run, would do) to one target.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub replica: String,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    pub index_files: u64,
+    pub snapshots: u64,
+    /// Objects that could not be copied, and why.
+    pub skipped: Vec<String>,
+    /// The target failed (it stays consistent; run sync again).
+    pub error: Option<String>,
+}
+
+impl SyncReport {
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none() && self.skipped.is_empty()
+    }
+}
+
+/// Phases of [`TargetProgress::phase`].
+pub const PHASE_PLAN: u8 = 0;
+pub const PHASE_PACKS: u8 = 1;
+pub const PHASE_INDEX: u8 = 2;
+pub const PHASE_SNAPSHOTS: u8 = 3;
+pub const PHASE_DONE: u8 = 4;
+
+/// Live counters of one target.
+#[derive(Debug, Default)]
+pub struct TargetProgress {
+    pub phase: AtomicU8,
+    pub packs_total: AtomicU64,
+    pub packs_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// Progress of every target, in the order of [`SyncOptions::to`].
+#[derive(Debug, Default)]
+pub struct SyncProgress {
+    pub targets: Vec<(String, TargetProgress)>,
+}
+
+impl SyncProgress {
+    pub fn new(repo: &Repository, to: &[usize]) -> SyncProgress {
+        SyncProgress {
+            targets: to
+                .iter()
+                .map(|&t| (repo.replicas[t].name.clone(), TargetProgress::default()))
+                .collect(),
+        }
+    }
+}
+
+/// Make replica `name`, which holds no repository yet, a replica of
+/// `repo`: copy the config and every key slot to it (as stored bytes), then
+/// count it among the replicas. Its packs, index and snapshots come from
+/// [`sync`].
+pub async fn seed(repo: &mut Repository, name: &str) -> Result<usize> {
+    let pos = repo
+        .unavailable
+        .iter()
+        .position(|u| u.name == name && matches!(u.error, Error::NotARepository(_)))
+        .ok_or_else(|| Error::Invalid(format!("{name} is not an empty replica")))?;
+    let target = repo.unavailable[pos].replica.clone();
+    target
+        .backend
+        .create()
+        .await
+        .map_err(|e| Error::backend(&target.name, e))?;
+    let mut last = None;
+    for source in &repo.replicas {
+        let (config, slots) = match read_seed(source).await {
+            Ok(x) => x,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        // Key slots before the config, as `init` does: a config without a
+        // key would be a dead repository.
+        for (h, data) in slots {
+            put_create(&target, &h, data).await?;
+        }
+        put_create(&target, &Handle::config(), config).await?;
+        repo.unavailable.remove(pos);
+        repo.replicas.push(target);
+        return Ok(repo.replicas.len() - 1);
+    }
+    Err(last.unwrap_or_else(|| Error::Invalid("no replica to copy the repository from".into())))
+}
+
+/// The config and key slots of `source`, as stored.
+async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
+    let be = |e| Error::backend(&source.name, e);
+    let config = source
+        .backend
+        .get(&Handle::config(), None)
+        .await
+        .map_err(be)?;
+    let mut slots = Vec::new();
+    for m in source.backend.list(Kind::Key).await.map_err(be)? {
+        let data = source.backend.get(&m.handle, None).await.map_err(be)?;
+        slots.push((m.handle, data));
+    }
+    if slots.is_empty() {
+        return Err(Error::Corrupt(format!("{}: no key slots", source.name)));
+    }
+    Ok((config, slots))
+}
+
+async fn put_create(target: &Replica, h: &Handle, data: Bytes) -> Result<()> {
+    match target.backend.put(h, data, PutMode::Create).await {
+        Ok(()) => Ok(()),
+        // Content-addressed (or identical config): already there is done.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::backend(&target.name, e)),
+    }
+}
+
+/// Bring every replica in `opts.to` up to date from the replicas in
+/// `opts.from`. Targets are synced concurrently; one failing target does
+/// not stop the others.
+pub async fn sync(
+    repo: &Repository,
+    opts: &SyncOptions,
+    progress: &SyncProgress,
+) -> Result<Vec<SyncReport>> {
+    let listings = list_all(repo).await;
+    let (index, files) = repo.load_index_files().await?;
+    let snaps = repo.list_snapshots().await?;
+    let ok_mask = listings
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.is_ok())
+        .fold(0u64, |m, (i, _)| m | 1 << i);
+    // Needs of every snapshot some target lacks, computed once.
+    let mut cache = NeedsCache::default();
+    let mut needs: HashMap<Id, Arc<Needs>> = HashMap::new();
+    for e in &snaps {
+        let lacking = opts.to.iter().any(|&t| {
+            listings[t]
+                .as_ref()
+                .is_ok_and(|l| !l.snapshots.contains(&e.id.to_hex()))
+        });
+        if lacking && e.replicas & opts.from != 0 {
+            needs.insert(e.id, cache.of_snapshot(repo, &index, &e.snapshot).await);
+        }
+    }
+    let plan = Shared {
+        repo,
+        listings: &listings,
+        index: &index,
+        files: &files,
+        snaps: &snaps,
+        needs: &needs,
+    };
+    let reports = futures::future::join_all(opts.to.iter().enumerate().map(|(k, &t)| {
+        let src = opts.from & ok_mask & !(1u64 << t);
+        plan.sync_one(t, src, opts.dry_run, &progress.targets[k].1)
+    }))
+    .await;
+    Ok(reports)
+}
+
+struct Shared<'a> {
+    repo: &'a Repository,
+    listings: &'a [Result<Listing>],
+    index: &'a MasterIndex,
+    files: &'a [IndexFile],
+    snaps: &'a [SnapshotEntry],
+    needs: &'a HashMap<Id, Arc<Needs>>,
+}
+
+impl Shared<'_> {
+    /// Source replicas (positions in `src`) whose listing holds `pred`.
+    fn holders(&self, src: u64, pred: impl Fn(&Listing) -> bool) -> Vec<usize> {
+        (0..self.listings.len())
+            .filter(|&i| src & (1 << i) != 0)
+            .filter(|&i| self.listings[i].as_ref().is_ok_and(&pred))
+            .collect()
+    }
+
+    async fn sync_one(&self, t: usize, src: u64, dry_run: bool, p: &TargetProgress) -> SyncReport {
+        let name = &self.repo.replicas[t].name;
+        let mut rep = SyncReport {
+            replica: name.clone(),
+            ..Default::default()
+        };
+        let tl = match &self.listings[t] {
+            Ok(l) => l,
+            Err(e) => {
+                rep.error = Some(crate::error::chain(e));
+                p.phase.store(PHASE_DONE, Relaxed);
+                return rep;
+            }
+        };
+        if let Err(e) = self.copy_all(t, src, tl, dry_run, p, &mut rep).await {
+            rep.error = Some(crate::error::chain(&e));
+        }
+        p.phase.store(PHASE_DONE, Relaxed);
+        rep
+    }
+
+    async fn copy_all(
+        &self,
+        t: usize,
+        src: u64,
+        tl: &Listing,
+        dry_run: bool,
+        p: &TargetProgress,
+        rep: &mut SyncReport,
+    ) -> Result<()> {
+        // Packs: every pack a source's index describes that the target lacks.
+        let mut has: HashSet<Id> = tl.packs.keys().copied().collect();
+        let mut todo = Vec::new();
+        for info in &self.index.packs {
+            if has.contains(&info.id) || info.replicas & src == 0 {
+                continue;
+            }
+            let holders = self.holders(src, |l| l.packs.contains_key(&info.id));
+            if holders.is_empty() {
+                rep.skipped.push(format!(
+                    "data/{}: described by a source's index but stored on no source",
+                    info.id.to_hex()
+                ));
+                continue;
+            }
+            todo.push((info.id, info.size, holders));
+        }
+        p.packs_total.store(todo.len() as u64, Relaxed);
+        p.bytes_total
+            .store(todo.iter().map(|(_, s, _)| s).sum(), Relaxed);
+        p.phase.store(PHASE_PACKS, Relaxed);
+        let connections = self.repo.replicas[t]
+            .backend
+            .capabilities()
+            .default_connections
+            .clamp(1, 8);
+        let mut copies = futures::stream::iter(todo.into_iter().map(|(id, size, holders)| {
+            let h = Handle::new(Kind::Pack, id.to_hex());
+            async move {
+                let res = if dry_run {
+                    Ok(size)
+                } else {
+                    self.copy(&h, &holders, t).await
+                };
+                (id, size, res)
+            }
+        }))
+        .buffer_unordered(connections);
+        while let Some((id, size, res)) = copies.next().await {
+            p.packs_done.fetch_add(1, Relaxed);
+            p.bytes_done.fetch_add(size, Relaxed);
+            match res {
+                Ok(n) => {
+                    has.insert(id);
+                    rep.packs += 1;
+                    rep.pack_bytes += n;
+                }
+                Err(CopyError::Source(msg)) => rep.skipped.push(msg),
+                // The target itself fails: stop here, what it holds is
+                // still consistent.
+                Err(CopyError::Target(e)) => return Err(e),
+            }
+        }
+        drop(copies);
+
+        // Index files whose packs are all on the target now.
+        p.phase.store(PHASE_INDEX, Relaxed);
+        let mut indexed: HashSet<Id> = self
+            .index
+            .packs
+            .iter()
+            .filter(|info| info.replicas & (1 << t) != 0)
+            .map(|info| info.id)
+            .collect();
+        for f in self.files {
+            if f.replicas & src == 0 || tl.index.contains(&f.name) {
+                continue;
+            }
+            let absent = f.packs.iter().filter(|id| !has.contains(id)).count();
+            if absent > 0 {
+                rep.skipped.push(format!(
+                    "index/{}: {absent} of its packs could not be copied",
+                    f.name
+                ));
+                continue;
+            }
+            let h = Handle::new(Kind::Index, &f.name);
+            let holders = self.holders(src, |l| l.index.contains(&f.name));
+            if !dry_run {
+                match self.copy(&h, &holders, t).await {
+                    Ok(_) => {}
+                    Err(CopyError::Source(msg)) => {
+                        rep.skipped.push(msg);
+                        continue;
+                    }
+                    Err(CopyError::Target(e)) => return Err(e),
+                }
+            }
+            rep.index_files += 1;
+            indexed.extend(f.packs.iter().copied());
+        }
+
+        // Snapshots whose every needed pack is on the target and indexed there.
+        p.phase.store(PHASE_SNAPSHOTS, Relaxed);
+        for e in self.snaps {
+            let name = e.id.to_hex();
+            if e.replicas & src == 0 || tl.snapshots.contains(&name) {
+                continue;
+            }
+            let Some(needs) = self.needs.get(&e.id) else {
+                continue;
+            };
+            let lacking = needs
+                .packs
+                .iter()
+                .map(|&pk| self.index.packs[pk as usize].id)
+                .filter(|id| !has.contains(id) || !indexed.contains(id))
+                .count();
+            if needs.is_broken() || lacking > 0 {
+                rep.skipped.push(format!(
+                    "snapshots/{name}: not copied, {} of the data it needs is on no source{}",
+                    if lacking > 0 {
+                        format!("{lacking} pack(s)")
+                    } else {
+                        "some".to_string()
+                    },
+                    if needs.is_broken() {
+                        " (it is damaged; see `cairn check`)"
+                    } else {
+                        ""
+                    }
+                ));
+                continue;
+            }
+            let h = Handle::new(Kind::Snapshot, &name);
+            let holders = self.holders(src, |l| l.snapshots.contains(&name));
+            if !dry_run {
+                match self.copy(&h, &holders, t).await {
+                    Ok(_) => {}
+                    Err(CopyError::Source(msg)) => {
+                        rep.skipped.push(msg);
+                        continue;
+                    }
+                    Err(CopyError::Target(e)) => return Err(e),
+                }
+            }
+            rep.snapshots += 1;
+        }
+        Ok(())
+    }
+
+    /// Copy one content-addressed object to replica `t` from the first
+    /// holder whose copy hashes to its name.
+    async fn copy(&self, h: &Handle, holders: &[usize], t: usize) -> Result<u64, CopyError> {
+        let mut why = Vec::new();
+        for &s in holders {
+            let r = &self.repo.replicas[s];
+            match r.backend.get(h, None).await {
+                Ok(d) if Id::of_stored(&d).to_hex() == h.name => {
+                    let n = d.len() as u64;
+                    return put_create(&self.repo.replicas[t], h, d)
+                        .await
+                        .map(|()| n)
+                        .map_err(CopyError::Target);
+                }
+                Ok(_) => why.push(format!("{}: damaged", r.name)),
+                Err(e) => why.push(format!("{}: {e}", r.name)),
+            }
+        }
+        Err(CopyError::Source(format!(
+            "{h}: no good copy on any source ({})",
+            why.join("; ")
+        )))
+    }
+}
+
+enum CopyError {
+    /// No source had a good copy; the target is fine.
+    Source(String),
+    /// Writing to the target failed.
+    Target(Error),
+}
