@@ -282,3 +282,75 @@ async fn reads_fall_back_to_another_replica() {
         std::fs::read(src.join("sub/random.bin")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_failed_every_write_is_completed_by_sync() {
+    use cairn::status::status;
+    use cairn::sync::{sync, SyncOptions, SyncProgress};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source(&src);
+    let a = Arc::new(MemoryBackend::new());
+    let b_inner = Arc::new(MemoryBackend::new());
+    let b = Arc::new(FaultyBackend::new(b_inner.clone(), FaultPlan::default()));
+    let replicas = || vec![replica("a", a.clone()), replica("b", b.clone())];
+    Repository::init(replicas(), &pass(), &init_opts())
+        .await
+        .unwrap();
+    let repo = Repository::open(replicas(), &pass()).await.unwrap();
+    run_backup(&repo, &src).await;
+    // b fails every write during the second backup.
+    std::fs::write(src.join("new.bin"), vec![7u8; 300_000]).unwrap();
+    b.set_plan(FaultPlan {
+        fail_fraction: 1.0,
+        fail_kind: ErrorKind::Transient,
+        fail_ops: vec![Op::Put],
+        ..Default::default()
+    });
+    let out = run_backup(&repo, &src).await;
+    assert!(out.replicas[0].error.is_none());
+    assert!(out.replicas[1].error.is_some());
+    let st = status(&repo).await.unwrap();
+    assert!(!st.all_complete());
+    assert_eq!(st.replicas[1].behind_snapshots, 1, "{st:?}");
+
+    // While b still fails, sync reports it and leaves it consistent.
+    let opts = SyncOptions {
+        from: repo.all_mask(),
+        to: vec![1],
+        dry_run: false,
+    };
+    let reports = sync(&repo, &opts, &SyncProgress::new(&repo, &[1]))
+        .await
+        .unwrap();
+    assert!(reports[0].error.is_some(), "{reports:?}");
+    let alone = Repository::open(vec![replica("b", b_inner.clone())], &pass())
+        .await
+        .unwrap();
+    let check_b = || async {
+        check(
+            &alone,
+            &CheckOptions {
+                read_data: true,
+                ..Default::default()
+            },
+            &CheckProgress::default(),
+        )
+        .await
+    };
+    let report = check_b().await;
+    assert!(report[0].is_clean(), "{report:?}");
+
+    // b recovers; sync completes it.
+    b.set_plan(FaultPlan::default());
+    let reports = sync(&repo, &opts, &SyncProgress::new(&repo, &[1]))
+        .await
+        .unwrap();
+    assert!(reports[0].is_ok(), "{reports:?}");
+    assert_eq!(reports[0].snapshots, 1);
+    let st = status(&repo).await.unwrap();
+    assert!(st.all_complete(), "{st:?}");
+    let report = check_b().await;
+    assert!(report[0].is_clean(), "{report:?}");
+    assert_eq!(b_inner.list(Kind::Snapshot).await.unwrap().len(), 2);
+}

@@ -4,5 +4,6 @@
 
 mod common;
 mod faults;
+mod replicas;
 mod roundtrip;
 mod servers;
