@@ -354,3 +354,70 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
     assert!(report[0].is_clean(), "{report:?}");
     assert_eq!(b_inner.list(Kind::Snapshot).await.unwrap().len(), 2);
 }
+
+/// A very slow replica makes the backup wait instead of buffering: the
+/// fast replica is never more than the queue and the in-flight uploads
+/// ahead of the slow one, so memory is bounded by those packs, not by the
+/// size of the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x2545F4914F6CDD1Du64;
+    let data: Vec<u8> = (0..24_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let fast = Arc::new(MemoryBackend::new());
+    let slow_inner = Arc::new(MemoryBackend::new());
+    let slow = Arc::new(FaultyBackend::new(slow_inner.clone(), FaultPlan::default()));
+    let replicas = || vec![replica("fast", fast.clone()), replica("slow", slow.clone())];
+    Repository::init(replicas(), &pass(), &init_opts())
+        .await
+        .unwrap();
+    let repo = Repository::open(replicas(), &pass()).await.unwrap();
+    slow.set_plan(FaultPlan {
+        latency: Some(std::time::Duration::from_millis(60)),
+        ..Default::default()
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let lead = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (fast, slow_inner, done, lead) =
+            (fast.clone(), slow_inner.clone(), done.clone(), lead.clone());
+        tokio::spawn(async move {
+            while !done.load(Relaxed) {
+                let f = fast.list(Kind::Pack).await.unwrap().len() as u64;
+                let s = slow_inner.list(Kind::Pack).await.unwrap().len() as u64;
+                lead.fetch_max(f.saturating_sub(s), Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let mut opts = BackupOptions::new(vec![src.clone()]);
+    opts.workers = 2;
+    let progress = Arc::new(Progress::new(repo.replicas.iter().map(|r| r.name.clone())));
+    let out = backup(&repo, &opts, progress).await.unwrap();
+    done.store(true, Relaxed);
+    sampler.await.unwrap();
+    assert!(out.replicas.iter().all(|r| r.error.is_none()));
+    let packs = fast.list(Kind::Pack).await.unwrap().len() as u64;
+    assert!(packs >= 15, "{packs} packs");
+    // Ahead of the slow replica's completed uploads: its queue, its
+    // uploads in flight, the pack its upload task holds while waiting for a
+    // connection, and the pack the producer holds while waiting for queue
+    // space (already stored on the fast replica).
+    let bound = (opts.queue + opts.connections + 2) as u64;
+    let seen = lead.load(Relaxed);
+    assert!(
+        seen <= bound,
+        "the fast replica ran {seen} packs ahead (bound {bound})"
+    );
+}
