@@ -44,13 +44,20 @@ fn letter(i: usize) -> String {
 }
 
 fn print(st: &Status) {
+    let w = st
+        .replicas
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("Replica".len());
     println!(
-        "{:<3} {:<32} {:>9} {:>8} {:>7} {:>10}  {:<19}  Behind",
+        "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  Behind",
         "", "Replica", "Snapshots", "Complete", "Packs", "Size", "Latest complete"
     );
     for (i, r) in st.replicas.iter().enumerate() {
         if let Some(e) = &r.error {
-            println!("{:<3} {:<32} UNUSABLE: {e}", letter(i), r.name);
+            println!("{:<3} {:<w$} UNUSABLE: {e}", letter(i), r.name);
             continue;
         }
         let behind = if r.behind_snapshots == 0 {
@@ -63,7 +70,7 @@ fn print(st: &Status) {
             )
         };
         println!(
-            "{:<3} {:<32} {:>9} {:>8} {:>7} {:>10}  {:<19}  {behind}",
+            "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  {behind}",
             letter(i),
             r.name,
             r.snapshots,

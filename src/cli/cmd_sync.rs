@@ -29,7 +29,8 @@ pub struct SyncArgs {
 }
 
 pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
-    let mut repo = repos::open(g, false).await?;
+    let mut repo = repos::open_unwarned(g).await?;
+    repos::warn_unavailable(&repo, &a.to);
     let mut seeded = Vec::new();
     for name in &a.to {
         let empty = repo

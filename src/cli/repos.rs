@@ -242,7 +242,24 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
 /// that cannot be used. With `autoinit`, the embedded default repository is
 /// created on first use.
 pub async fn open(g: &Global, autoinit: bool) -> anyhow::Result<cairn::repo::Repository> {
-    open_with(g, autoinit, select(g)?).await
+    let repo = open_with(g, autoinit, select(g)?).await?;
+    warn_unavailable(&repo, &[]);
+    Ok(repo)
+}
+
+/// Warn about replicas that cannot be used, except those named in `quiet`
+/// (a command that handles them itself, such as `sync --to` seeding one).
+pub fn warn_unavailable(repo: &cairn::repo::Repository, quiet: &[String]) {
+    for u in &repo.unavailable {
+        if !quiet.contains(&u.name) {
+            tracing::warn!("replica {} is not usable: {}", u.name, u.error);
+        }
+    }
+}
+
+/// Open without warning about unusable replicas (the caller reports them).
+pub async fn open_unwarned(g: &Global) -> anyhow::Result<cairn::repo::Repository> {
+    open_with(g, false, select(g)?).await
 }
 
 /// Open the repository for reading: the replica named by `from` is asked
@@ -263,7 +280,9 @@ pub async fn open_from(g: &Global, from: Option<&str>) -> anyhow::Result<cairn::
         let r = sel.replicas.remove(i);
         sel.replicas.insert(0, r);
     }
-    open_with(g, false, sel).await
+    let repo = open_with(g, false, sel).await?;
+    warn_unavailable(&repo, &[]);
+    Ok(repo)
 }
 
 /// The usage error for a `--from`/`--to`/`--backend` that names no replica.
@@ -337,11 +356,7 @@ async fn open_with(
         Fallback::Prompt { confirm: false }
     };
     let pass = password::get(g, fallback)?;
-    let repo = Repository::open(sel.replicas, &pass).await?;
-    for u in &repo.unavailable {
-        tracing::warn!("replica {} is not usable: {}", u.name, u.error);
-    }
-    Ok(repo)
+    Ok(Repository::open(sel.replicas, &pass).await?)
 }
 
 #[cfg(test)]
