@@ -63,8 +63,12 @@ pub async fn repair_packs(
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let listings = list_all(repo).await;
-    let tl = listings[t].as_ref().map_err(clone_err)?;
+    let mut listings = list_all(repo).await;
+    // The target must be listable; keep its own error (exit code).
+    if listings[t].is_err() {
+        listings[t] = Ok(Listing::take(repo, t).await?);
+    }
+    let tl = listings[t].as_ref().expect("listed above");
     let index = repo.load_index().await?;
     // What t must hold: packs of its own index, and packs its snapshots need.
     let mut wanted: HashSet<u32> = (0..index.packs.len() as u32)
@@ -205,10 +209,6 @@ pub async fn repair_packs(
         }
     }
     Ok(rep)
-}
-
-fn clone_err(e: &Error) -> Error {
-    Error::Invalid(crate::error::chain(e))
 }
 
 /// Index entry of a pack from its first bytes and its last bytes.

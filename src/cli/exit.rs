@@ -40,6 +40,9 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<super::UsageError>().is_some() {
             return USAGE;
         }
+        if cause.downcast_ref::<super::ReplicaUnusable>().is_some() {
+            return UNREACHABLE;
+        }
     }
     FAILURE
 }

@@ -27,6 +27,11 @@ use clap::{Args, Parser, Subcommand};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A replica named on the command line cannot be used (exit code 6).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReplicaUnusable(pub String);
+
 /// Encrypted, deduplicating backups written to several repositories in one run.
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about, long_about = None, after_help = AFTER_HELP)]

@@ -307,9 +307,11 @@ pub fn positions(repo: &cairn::repo::Repository, names: &[String]) -> anyhow::Re
                 .iter()
                 .position(|r| &r.name == n)
                 .ok_or_else(|| match repo.unavailable.iter().find(|u| &u.name == n) {
-                    Some(u) => {
-                        anyhow::anyhow!("{n} cannot be used: {}", cairn::error::chain(&u.error))
-                    }
+                    Some(u) => super::ReplicaUnusable(format!(
+                        "{n} cannot be used: {}",
+                        cairn::error::chain(&u.error)
+                    ))
+                    .into(),
                     None => unknown_replica(n, repo.replicas.iter().map(|r| &r.name)),
                 })
         })
