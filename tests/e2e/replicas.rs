@@ -183,6 +183,20 @@ fn damage_on_two_replicas_is_found_restored_around_and_repaired() {
         assert!(fallbacks.contains(&id(bad)), "{out}");
         assert_eq!(out["sources"][0]["replica"], name(from), "{out}");
     }
+    // ls and cat read around the damage too, from either side.
+    for from in [&a, &b] {
+        let out = env
+            .cairn(&[&a, &b])
+            .args(["ls", "latest", "--from", name(from)])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("/big.bin"));
+        env.cairn(&[&a, &b])
+            .args(["cat", "snapshot", "latest", "--from", name(from)])
+            .assert()
+            .success();
+    }
     // --from must name a given repository.
     let out = env
         .cairn(&[&a, &b])
