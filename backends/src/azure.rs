@@ -19,20 +19,33 @@
 //! - `storage_class`: the access tier of new blobs (`Hot`, `Cool`, `Cold`,
 //!   `Archive`);
 //! - `timeout_secs`, `connect_timeout_secs`, `retries`, `connections`: as for
-//!   S3 (see `object_store_backend`).
+//!   S3 (see `object_store_backend`);
+//! - `create_container` (default `true`): whether `create()` (run by `cairn
+//!   init`) creates a missing container.
 //!
-//! Azure cannot create containers through object_store: create it first
-//! (`create()` checks that it exists).
+//! Container creation: `create()` lists the container first and, only if
+//! that says `ContainerNotFound`, sends `PUT …/CONTAINER?restype=container`
+//! (no public access) authorized by `object_store`'s own [`AzureAuthorizer`]
+//! with the store's credential provider: shared key, SAS or a bearer token
+//! (client secret, managed or workload identity, Azure CLI), exactly as the
+//! other requests. `ContainerAlreadyExists` counts as success.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::azure::{
+    AzureAuthorizer, AzureConfigKey, AzureCredentialProvider, MicrosoftAzureBuilder,
+};
+use object_store::client::HttpRequestBody;
 use object_store::ClientConfigKey;
 
+use crate::http_util::status_kind;
 use crate::object_store_backend::{
-    client_retry, delegate_backend, map_error, parse_bool, redact_endpoint, split_url,
-    CommonOptions, ObjectStoreBackend, Service,
+    client_retry, delegate_backend, is_auth_failure, map_error, parse_bool, redact_endpoint,
+    send_signed, split_url, xml_message, xml_tag, CommonOptions, ContainerCreator,
+    ObjectStoreBackend, Service,
 };
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
@@ -61,6 +74,10 @@ impl AzureBackend {
         if let Some(account) = options.remove("account") {
             options.insert("account_name".into(), account);
         }
+        let create_container = match options.remove("create_container") {
+            Some(v) => parse_bool("azure", "create_container", &v)?,
+            None => true,
+        };
 
         let mut builder = MicrosoftAzureBuilder::from_env()
             .with_container_name(container)
@@ -116,9 +133,20 @@ impl AzureBackend {
             None => None,
         };
         let account = builder.get_config_value(&AzureConfigKey::AccountName);
+        let site = ContainerSite::of(&builder, container)?;
         let store = builder
             .build()
             .map_err(|e| map_error(&format!("configure {url}"), container, e))?;
+        let creator: std::result::Result<Arc<dyn ContainerCreator>, String> = match site {
+            _ if !create_container => Err("the option create_container is false".into()),
+            None => Err("the account's endpoint is unknown".into()),
+            Some(site) => Ok(Arc::new(AzureCreator {
+                site,
+                credentials: Arc::clone(store.credentials()),
+                timeout: common.timeout,
+                connect_timeout: common.connect_timeout,
+            })),
+        };
 
         let display = match (shown_endpoint, account) {
             (Some(e), _) => format!("az://{container}/{prefix} at {e}"),
@@ -128,6 +156,7 @@ impl AzureBackend {
         let inner =
             ObjectStoreBackend::new(Arc::new(store), Service::Azure, container, prefix, display)
                 .with_storage_class(common.storage_class)
+                .with_creator(creator)
                 .with_capabilities(Capabilities {
                     atomic_create: true,
                     max_object_size: Some(MAX_PUT_BYTES),
@@ -143,3 +172,164 @@ impl AzureBackend {
 }
 
 delegate_backend!(AzureBackend);
+
+/// Where a Create Container request goes, worked out from the builder the
+/// way `object_store` works out its own URLs.
+struct ContainerSite {
+    container: String,
+    account: String,
+    /// `…/CONTAINER?restype=container`
+    url: String,
+    skip_signature: bool,
+}
+
+impl ContainerSite {
+    /// `None` when the builder lacks an account (the build fails then).
+    fn of(builder: &MicrosoftAzureBuilder, container: &str) -> Result<Option<ContainerSite>> {
+        let flag = |key: AzureConfigKey, name: &str| -> Result<bool> {
+            match builder.get_config_value(&key) {
+                Some(v) => parse_bool("azure", name, &v),
+                None => Ok(false),
+            }
+        };
+        let emulator = flag(AzureConfigKey::UseEmulator, "use_emulator")?;
+        let account = builder.get_config_value(&AzureConfigKey::AccountName);
+        // The emulator's URLs are path-style (`host/ACCOUNT/CONTAINER`);
+        // an account endpoint is `https://ACCOUNT.blob.core.windows.net` or
+        // whatever `endpoint` says (including the account for path-style
+        // servers).
+        let (account, service) = if emulator {
+            let account = account.unwrap_or_else(|| EMULATOR_ACCOUNT.to_string());
+            let base = std::env::var("AZURITE_BLOB_STORAGE_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:10000".into());
+            let service = format!("{}/{account}", base.trim_end_matches('/'));
+            (account, service)
+        } else {
+            let Some(account) = account else {
+                return Ok(None);
+            };
+            let service = match builder.get_config_value(&AzureConfigKey::Endpoint) {
+                Some(e) => e,
+                None if flag(AzureConfigKey::UseFabricEndpoint, "use_fabric_endpoint")? => {
+                    format!("https://{account}.blob.fabric.microsoft.com")
+                }
+                None => format!("https://{account}.blob.core.windows.net"),
+            };
+            (account, service)
+        };
+        Ok(Some(ContainerSite {
+            container: container.to_string(),
+            url: format!(
+                "{}/{container}?restype=container",
+                service.trim_end_matches('/')
+            ),
+            account,
+            skip_signature: flag(AzureConfigKey::SkipSignature, "skip_signature")?,
+        }))
+    }
+}
+
+/// Sends Create Container (see the module docs).
+struct AzureCreator {
+    site: ContainerSite,
+    credentials: AzureCredentialProvider,
+    timeout: std::time::Duration,
+    connect_timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl ContainerCreator for AzureCreator {
+    async fn create_container(&self, shown: &str) -> Result<()> {
+        let site = &self.site;
+        let what = format!("create container {:?} ({shown})", site.container);
+        let mut request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(site.url.as_str())
+            .header(http::header::CONTENT_LENGTH, "0")
+            .body(HttpRequestBody::empty())
+            .map_err(|e| {
+                BackendError::with_source(ErrorKind::Other, format!("{what}: bad URL"), e)
+            })?;
+        if !site.skip_signature {
+            let credential = self
+                .credentials
+                .get_credential()
+                .await
+                .map_err(|e| map_error(&what, &site.container, e))?;
+            AzureAuthorizer::new(&credential, &site.account)
+                .try_authorize(&mut request)
+                .map_err(|e| map_error(&what, &site.container, e))?;
+        }
+        let answer = send_signed(
+            &what,
+            request,
+            Bytes::new(),
+            self.timeout,
+            self.connect_timeout,
+        )
+        .await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        let code = answer
+            .headers
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| xml_tag(&answer.body, "Code").map(str::to_string))
+            .unwrap_or_default();
+        let message = xml_message(&answer.body);
+        let (kind, hint) = match code.as_str() {
+            // Made in the meantime (a concurrent init): what we wanted.
+            "ContainerAlreadyExists" => return Ok(()),
+            "ContainerBeingDeleted" => (
+                ErrorKind::Other,
+                "; a container of this name is being deleted: try again in a minute",
+            ),
+            c if is_auth_failure(c) || is_auth_failure(&message) => {
+                (ErrorKind::Unauthenticated, "")
+            }
+            _ => match status_kind(answer.status.as_u16()) {
+                ErrorKind::PermissionDenied => (
+                    ErrorKind::PermissionDenied,
+                    "; these credentials may not create containers (an account key, an account \
+                     SAS with create permission, or the role Storage Blob Data Contributor can): \
+                     create it first, or allow that",
+                ),
+                kind => (kind, ""),
+            },
+        };
+        Err(BackendError::new(
+            kind,
+            format!(
+                "{what}: HTTP {} {code}{}{message}{hint}",
+                answer.status.as_u16(),
+                if message.is_empty() { "" } else { ": " }
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_urls_follow_object_store() {
+        let b = MicrosoftAzureBuilder::new().with_account("acct");
+        let s = ContainerSite::of(&b, "c").unwrap().unwrap();
+        assert_eq!(
+            s.url,
+            "https://acct.blob.core.windows.net/c?restype=container"
+        );
+        let b = b.with_endpoint("http://127.0.0.1:10000/devstoreaccount1/".into());
+        let s = ContainerSite::of(&b, "c").unwrap().unwrap();
+        assert_eq!(
+            s.url,
+            "http://127.0.0.1:10000/devstoreaccount1/c?restype=container"
+        );
+        assert!(ContainerSite::of(&MicrosoftAzureBuilder::new(), "c")
+            .unwrap()
+            .is_none());
+    }
+}

@@ -22,8 +22,14 @@
 //!
 //! Options (all optional): `endpoint`, `anonymous`, `storage_class` (e.g.
 //! `NEARLINE`), `timeout_secs` (per request, default 300),
-//! `connect_timeout_secs` (default 10), `connections` (suggested concurrency).
-//! The client does not retry by itself: cairn's retry layer does.
+//! `connect_timeout_secs` (default 10), `connections` (suggested concurrency),
+//! and for bucket creation `project` (default: `GOOGLE_CLOUD_PROJECT`),
+//! `location` (default: the service's, `US`) and `create_bucket` (default
+//! `true`). The client does not retry by itself: cairn's retry layer does.
+//!
+//! Bucket creation: `create()` lists the bucket first and, only if that
+//! answers 404, creates it with `POST /storage/v1/b?project=PROJECT`. Without
+//! a project it says so and asks for the bucket to be made first.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,6 +45,7 @@ use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
+use crate::http_util::{shorten, status_kind, transport_error};
 use crate::{
     clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
     Result,
@@ -66,6 +73,20 @@ pub struct GcsBackend {
     storage_class: Option<String>,
     connections: usize,
     display: String,
+    /// What `create()` may do about a missing bucket.
+    creation: Creation,
+}
+
+/// Whether and where `create()` makes a missing bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Creation {
+    /// In this project, at this location (`None`: the service's default).
+    In {
+        project: String,
+        location: Option<String>,
+    },
+    /// Not at all, for this reason (completing "create it first: …").
+    Off(String),
 }
 
 #[derive(Deserialize)]
@@ -136,11 +157,33 @@ impl GcsBackend {
         let storage_class = options
             .remove("storage_class")
             .filter(|s| !s.trim().is_empty());
+        let create_bucket = match options.remove("create_bucket") {
+            Some(v) => parse_bool("create_bucket", &v)?,
+            None => true,
+        };
+        let project = options
+            .remove("project")
+            .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty());
+        let location = options
+            .remove("location")
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty());
         if let Some(key) = options.keys().next() {
             return Err(other(format!(
-                "unknown gcs option {key:?} (known: endpoint, anonymous, storage_class, timeout_secs, connect_timeout_secs, connections)"
+                "unknown gcs option {key:?} (known: endpoint, anonymous, storage_class, timeout_secs, connect_timeout_secs, connections, project, location, create_bucket)"
             )));
         }
+        let creation = match project {
+            _ if !create_bucket => Creation::Off("the option create_bucket is false".into()),
+            None => Creation::Off(
+                "to let cairn create it, name the Google Cloud project to create it in \
+                 (option project, or GOOGLE_CLOUD_PROJECT)"
+                    .into(),
+            ),
+            Some(project) => Creation::In { project, location },
+        };
 
         let shown_endpoint = endpoint_option.clone();
         let mut endpoint = Url::parse(endpoint_option.as_deref().unwrap_or(DEFAULT_ENDPOINT))
@@ -187,6 +230,7 @@ impl GcsBackend {
             storage_class,
             connections,
             display,
+            creation,
         })
     }
 
@@ -282,15 +326,7 @@ impl GcsBackend {
     }
 
     fn transport_error(&self, what: &str, err: reqwest::Error) -> BackendError {
-        let kind = transport_kind(&err);
-        // The innermost cause ("Connection refused (os error 111)") says most.
-        let mut cause = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(e) = source {
-            cause = e.to_string();
-            source = e.source();
-        }
-        BackendError::with_source(kind, format!("{what} ({self}): {cause}"), err)
+        transport_error(&format!("{what} ({self})"), err)
     }
 
     /// An error for a non-success answer, with the API's message.
@@ -301,24 +337,27 @@ impl GcsBackend {
             Ok(b) if !b.error.message.is_empty() => b.error.message,
             _ => body.trim().to_string(),
         };
-        let kind = status_kind(status);
-        let mut detail = detail;
-        if detail.len() > 300 {
-            let mut cut = 300;
-            while !detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            detail.truncate(cut);
-            detail.push('…');
-        }
+        let kind = status_kind(status.as_u16());
+        let detail = shorten(detail);
         BackendError::new(kind, format!("{what} ({self}): HTTP {status}: {detail}"))
     }
 
-    async fn body(&self, what: &str, response: Response) -> Result<Bytes> {
-        response
-            .bytes()
+    /// The whole body, copied chunk by chunk into one buffer of the
+    /// announced length (`Response::bytes` keeps every chunk until the end
+    /// and then copies them all into a new buffer).
+    async fn body(&self, what: &str, mut response: Response) -> Result<Bytes> {
+        // The announced length is only a hint: never trust it for more than
+        // a pack's worth of memory up front.
+        let hint = response.content_length().unwrap_or(0).min(1 << 30);
+        let mut data = bytes::BytesMut::with_capacity(hint as usize);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(what, e))
+            .map_err(|e| self.transport_error(what, e))?
+        {
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data.freeze())
     }
 
     async fn object_size(&self, handle: &Handle) -> Result<u64> {
@@ -614,9 +653,87 @@ impl Backend for GcsBackend {
     }
 
     async fn create(&self) -> Result<()> {
-        // Buckets are made with the console or gcloud (they carry location,
-        // billing and IAM choices); check that this one is there. A list
-        // needs only the object permissions cairn needs anyway.
+        // Creation is tried only when the probe says the bucket is missing:
+        // an existing bucket needs nothing beyond the object permissions.
+        match self.probe_bucket().await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let (project, location) = match &self.creation {
+            Creation::In { project, location } => (project, location),
+            Creation::Off(why) => {
+                return Err(BackendError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "bucket {:?} does not exist ({self}); create it first: {why}",
+                        self.bucket
+                    ),
+                ))
+            }
+        };
+        let what = format!("create bucket {:?} in project {project:?}", self.bucket);
+        let mut url = self.url(&["storage", "v1", "b"]);
+        url.query_pairs_mut().append_pair("project", project);
+        let mut body = serde_json::json!({ "name": self.bucket });
+        if let Some(location) = location {
+            body["location"] = location.clone().into();
+        }
+        let body = Bytes::from(body.to_string());
+        let make = || {
+            self.client
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
+        let response = self.send(&what, &make).await?;
+        let status = response.status();
+        let taken = status == StatusCode::CONFLICT;
+        if !status.is_success() && !taken {
+            let err = self.status_error(&what, response).await;
+            return Err(if err.kind() == ErrorKind::PermissionDenied {
+                BackendError::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "{}; creating buckets needs storage.buckets.create on the project: create it first, or allow that",
+                        err.message()
+                    ),
+                )
+            } else {
+                err
+            });
+        }
+        if !taken {
+            tracing::info!(backend = %self, "created bucket {} in project {project}", self.bucket);
+        }
+        // 409: the name exists. Ours (a concurrent init) if we can list it;
+        // else it belongs to someone else. A new bucket should list at once
+        // (GCS is strongly consistent); allow a moment all the same.
+        let mut attempt = 0;
+        loop {
+            match self.probe_bucket().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound && attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) if taken => {
+                    return Err(BackendError::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "{what} ({self}): the name is taken, and not by a bucket these credentials can use (bucket names are global): choose another ({e})"
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl GcsBackend {
+    /// `Ok` when the bucket exists and these credentials may list it; a
+    /// `NotFound` error naming the bucket when it does not exist.
+    async fn probe_bucket(&self) -> Result<()> {
         let what = "check bucket";
         let mut url = self.list_url();
         url.query_pairs_mut()
@@ -626,10 +743,7 @@ impl Backend for GcsBackend {
         if response.status() == StatusCode::NOT_FOUND {
             return Err(BackendError::new(
                 ErrorKind::NotFound,
-                format!(
-                    "bucket {:?} does not exist ({self}); create it first, cairn does not create buckets",
-                    self.bucket
-                ),
+                format!("bucket {:?} does not exist ({self})", self.bucket),
             ));
         }
         if !response.status().is_success() {
@@ -724,19 +838,6 @@ fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
     (start <= end).then_some((start..end + 1, size))
 }
 
-fn status_kind(status: StatusCode) -> ErrorKind {
-    match status.as_u16() {
-        401 => ErrorKind::Unauthenticated,
-        403 => ErrorKind::PermissionDenied,
-        404 => ErrorKind::NotFound,
-        409 | 412 => ErrorKind::AlreadyExists,
-        416 => ErrorKind::InvalidRange,
-        507 => ErrorKind::StorageFull,
-        408 | 429 | 500..=599 => ErrorKind::Transient,
-        _ => ErrorKind::Other,
-    }
-}
-
 /// Whether the connection closed before the server answered anything: a
 /// pooled connection the server had closed (see `GcsBackend::send`).
 fn is_stale_connection(err: &reqwest::Error, idempotent: bool) -> bool {
@@ -763,39 +864,6 @@ fn is_stale_connection(err: &reqwest::Error, idempotent: bool) -> bool {
         source = e.source();
     }
     false
-}
-
-fn transport_kind(err: &reqwest::Error) -> ErrorKind {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as Io;
-            if matches!(
-                io.kind(),
-                Io::ConnectionRefused
-                    | Io::HostUnreachable
-                    | Io::NetworkUnreachable
-                    | Io::AddrNotAvailable
-            ) {
-                return ErrorKind::Unreachable;
-            }
-        }
-        source = e.source();
-    }
-    if err.is_timeout() {
-        ErrorKind::Transient
-    } else if err.is_connect() {
-        // A certificate problem will not go away on retry.
-        if format!("{err:?}").contains("certificate") {
-            ErrorKind::Other
-        } else {
-            ErrorKind::Unreachable
-        }
-    } else if err.is_request() || err.is_body() || err.is_decode() {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Other
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 mod error;
 mod handle;
 
+#[cfg(feature = "aws-profile")]
+pub mod aws_profile;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod conformance;
@@ -22,6 +24,8 @@ pub mod conformance;
 pub mod ftp;
 #[cfg(feature = "gcs")]
 pub mod gcs;
+#[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
+mod http_util;
 pub mod layer;
 pub mod local;
 pub mod memory;

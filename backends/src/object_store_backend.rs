@@ -189,6 +189,62 @@ pub enum Service {
     Other,
 }
 
+/// Creates a missing bucket / container with a request of its own:
+/// `object_store` has no call for it. `create()` uses it only after a probe
+/// found the bucket missing.
+#[async_trait]
+pub(crate) trait ContainerCreator: Send + Sync {
+    /// Create the bucket / container; `Ok` too when it turns out to exist
+    /// already and belong to the caller (a concurrent `init`). `shown` is the
+    /// backend's display, for messages.
+    async fn create_container(&self, shown: &str) -> Result<()>;
+}
+
+/// The answer to a request sent with [`send_signed`].
+pub(crate) struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// Send `request` (signed by one of `object_store`'s authorizers) with
+/// `body` on a client of its own; only a missing answer is an error. The
+/// request is rare (bucket creation), so the client is not kept.
+pub(crate) async fn send_signed(
+    what: &str,
+    request: object_store::client::HttpRequest,
+    body: Bytes,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<Answer> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|e| {
+            BackendError::with_source(ErrorKind::Other, format!("{what}: HTTP client"), e)
+        })?;
+    // URLs can carry a SAS token: errors must not repeat them.
+    let response = client
+        .request(request.method().clone(), request.uri().to_string())
+        .headers(request.headers().clone())
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| crate::http_util::transport_error(what, e.without_url()))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| crate::http_util::transport_error(what, e.without_url()))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// One repository under `prefix` in one bucket/container of an `ObjectStore`.
 pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
@@ -201,6 +257,8 @@ pub struct ObjectStoreBackend {
     service: Service,
     storage_class: Option<String>,
     capabilities: Capabilities,
+    /// How `create()` makes a missing container, or why it cannot.
+    creator: std::result::Result<Arc<dyn ContainerCreator>, String>,
 }
 
 impl ObjectStoreBackend {
@@ -226,7 +284,18 @@ impl ObjectStoreBackend {
                 max_object_size: None,
                 default_connections: 8,
             },
+            creator: Err("this backend does not create it".into()),
         }
+    }
+
+    /// Let `create()` make a missing bucket / container with `creator`, or
+    /// say why it does not (`Err`, completing "create it first: …").
+    pub(crate) fn with_creator(
+        mut self,
+        creator: std::result::Result<Arc<dyn ContainerCreator>, String>,
+    ) -> Self {
+        self.creator = creator;
+        self
     }
 
     /// Store new objects with this storage class (S3) / access tier (Azure).
@@ -492,22 +561,59 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn create(&self) -> Result<()> {
-        // object_store cannot create buckets or containers; the repository
-        // needs nothing else, so check that the container is there and usable.
+        // Creation is tried only when a probe says the container is missing:
+        // an existing bucket needs no permission beyond the object ones, and
+        // wrong credentials fail the probe (Unauthenticated) before anything
+        // else is sent.
+        match self.probe_container().await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            other => return other,
+        }
+        let noun = self.container_noun();
+        let creator = match &self.creator {
+            Ok(creator) => creator,
+            Err(why) => {
+                return Err(BackendError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{noun} {:?} does not exist ({self}); create it first: {why}",
+                        self.container
+                    ),
+                ))
+            }
+        };
+        creator.create_container(&self.display).await?;
+        tracing::info!(backend = %self, "created {noun} {}", self.container);
+        // A new bucket can take a moment to be visible everywhere (S3 says
+        // so); wait until a listing works, a few seconds at most.
+        let mut attempt = 0;
+        loop {
+            match self.probe_container().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound && attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl ObjectStoreBackend {
+    /// `Ok` when the container exists and these credentials may list it.
+    async fn probe_container(&self) -> Result<()> {
         let probe = self.join(".cairn-create-probe");
         match self.store.list_with_delimiter(Some(&probe)).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let err = self.err("check bucket", e);
+                let err = self.err(format_args!("check {}", self.container_noun()), e);
                 if err.kind() == ErrorKind::NotFound {
-                    let noun = match self.service {
-                        Service::Azure => "container",
-                        _ => "bucket",
-                    };
                     Err(BackendError::new(
                         ErrorKind::NotFound,
                         format!(
-                            "{noun} {:?} does not exist ({self}); create it first, cairn does not create {noun}s",
+                            "{} {:?} does not exist ({self})",
+                            self.container_noun(),
                             self.container
                         ),
                     ))
@@ -515,6 +621,13 @@ impl Backend for ObjectStoreBackend {
                     Err(err)
                 }
             }
+        }
+    }
+
+    fn container_noun(&self) -> &'static str {
+        match self.service {
+            Service::Azure => "container",
+            _ => "bucket",
         }
     }
 }
@@ -632,7 +745,7 @@ fn classify_generic(err: &object_store::Error, text: &str) -> ErrorKind {
 
 /// Answers that mean "these credentials are wrong", which both services send
 /// as 403 (object_store calls every 403 PermissionDenied).
-fn is_auth_failure(text: &str) -> bool {
+pub(crate) fn is_auth_failure(text: &str) -> bool {
     const CODES: &[&str] = &[
         // S3
         "SignatureDoesNotMatch",
@@ -687,11 +800,23 @@ fn status_code(text: &str) -> Option<u16> {
 }
 
 /// The content of the first `<tag>…</tag>` in an XML error body.
-fn xml_tag<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+pub(crate) fn xml_tag<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
     let start = text.find(&open)? + open.len();
     let len = text[start..].find('<')?;
     Some(text[start..start + len].trim()).filter(|s| !s.is_empty() && s.len() < 100)
+}
+
+/// The first line of the `<Message>` of an XML error body, shortened; empty
+/// if there is none.
+pub(crate) fn xml_message(text: &str) -> String {
+    let Some(start) = text.find("<Message>").map(|i| i + "<Message>".len()) else {
+        return String::new();
+    };
+    let rest = &text[start..];
+    let end = rest.find('<').unwrap_or(rest.len());
+    let first_line = rest[..end].trim().lines().next().unwrap_or_default();
+    crate::http_util::shorten(first_line.trim().to_string())
 }
 
 /// Implement [`Backend`], `Debug` and `Display` for a newtype around
@@ -775,6 +900,13 @@ mod tests {
         assert_eq!(status_code(t), Some(403));
         assert_eq!(xml_tag(t, "Code"), Some("SignatureDoesNotMatch"));
         assert!(is_auth_failure(t));
+    }
+
+    #[test]
+    fn xml_messages_are_one_line() {
+        let body = "<Error><Code>AuthorizationFailure</Code><Message>This request is not authorized.\nRequestId:1\nTime:2</Message></Error>";
+        assert_eq!(xml_message(body), "This request is not authorized.");
+        assert_eq!(xml_message("<Error/>"), "");
     }
 
     #[test]

@@ -16,18 +16,37 @@
 //! - `timeout_secs` (per request, default 300), `connect_timeout_secs`
 //!   (default 10), `retries` (inside object_store, default 1: cairn's retry
 //!   layer does the real retrying), `connections` (suggested concurrency);
+//! - `create_bucket` (default `true`): whether `create()` (run by `cairn
+//!   init`) creates a missing bucket;
+//! - `profile`: an AWS profile from `~/.aws/credentials` / `~/.aws/config`
+//!   (cargo feature `aws-profile`; `AWS_PROFILE` works too, see
+//!   [`crate::aws_profile`]);
 //! - any other `object_store` S3 key (`access_key_id`, `secret_access_key`,
 //!   `session_token`, `skip_signature`, `checksum_algorithm`, …).
+//!
+//! Bucket creation: `create()` lists the bucket first and, only if that says
+//! `NoSuchBucket`, sends a SigV4-signed `PUT /BUCKET` (path-style or
+//! virtual-hosted as configured) with a `LocationConstraint` for any region
+//! but `us-east-1`. `object_store` has no call for this, but exposes its
+//! signer ([`AwsAuthorizer`]) and the store's credential provider, so the
+//! request is signed with exactly the credentials every other request uses.
+//! `BucketAlreadyOwnedByYou` counts as success; `BucketAlreadyExists` (the
+//! name belongs to another account) is a `PermissionDenied` error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredentialProvider};
+use object_store::client::HttpRequestBody;
 use object_store::ClientConfigKey;
 
+use crate::http_util::status_kind;
 use crate::object_store_backend::{
-    bad_option, client_retry, delegate_backend, map_error, parse_bool, redact_endpoint, split_url,
-    CommonOptions, ObjectStoreBackend, Service,
+    bad_option, client_retry, delegate_backend, is_auth_failure, map_error, parse_bool,
+    redact_endpoint, send_signed, split_url, xml_message, xml_tag, CommonOptions, ContainerCreator,
+    ObjectStoreBackend, Service,
 };
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
@@ -63,18 +82,37 @@ impl S3Backend {
             builder =
                 builder.with_virtual_hosted_style_request(!parse_bool("s3", "path_style", &v)?);
         }
+        let create_bucket = match options.remove("create_bucket") {
+            Some(v) => parse_bool("s3", "create_bucket", &v)?,
+            None => true,
+        };
+        let profile = options.remove("profile");
         for (key, value) in &options {
             let config_key: AmazonS3ConfigKey = key.parse().map_err(|_| {
                 BackendError::new(ErrorKind::Other, format!("unknown s3 option {key:?}"))
             })?;
             builder = builder.with_config(config_key, value);
         }
+        builder = apply_profile(builder, profile)?;
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .map(|e| redact_endpoint(&e));
+        let creation = BucketSite::of(&builder, bucket)?;
         let store = builder
             .build()
             .map_err(|e| map_error(&format!("configure {url}"), bucket, e))?;
+        let creator: std::result::Result<Arc<dyn ContainerCreator>, String> = if !create_bucket {
+            Err("the option create_bucket is false".into())
+        } else if creation.s3_express {
+            Err("cairn does not create S3 Express directory buckets".into())
+        } else {
+            Ok(Arc::new(S3Creator {
+                site: creation,
+                credentials: Arc::clone(store.credentials()),
+                timeout: common.timeout,
+                connect_timeout: common.connect_timeout,
+            }))
+        };
 
         let display = match endpoint {
             Some(e) => format!("s3://{bucket}/{prefix} at {e}"),
@@ -92,6 +130,7 @@ impl S3Backend {
         }
         let inner = ObjectStoreBackend::new(Arc::new(store), Service::S3, bucket, prefix, display)
             .with_storage_class(common.storage_class)
+            .with_creator(creator)
             .with_capabilities(Capabilities {
                 atomic_create: true,
                 max_object_size: Some(MAX_PUT_BYTES),
@@ -107,3 +146,195 @@ impl S3Backend {
 }
 
 delegate_backend!(S3Backend);
+
+/// Use the AWS profile named by `profile` (or `AWS_PROFILE`), when cairn is
+/// built with the `aws-profile` feature.
+#[cfg(feature = "aws-profile")]
+fn apply_profile(builder: AmazonS3Builder, profile: Option<String>) -> Result<AmazonS3Builder> {
+    crate::aws_profile::apply(builder, profile.as_deref())
+}
+
+#[cfg(not(feature = "aws-profile"))]
+fn apply_profile(builder: AmazonS3Builder, profile: Option<String>) -> Result<AmazonS3Builder> {
+    match profile {
+        None => Ok(builder),
+        Some(_) => Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "s3 option profile: this cairn was built without the aws-profile feature \
+             (build with --features aws-profile, or export the profile's keys with \
+             `aws configure export-credentials --format env`)",
+        )),
+    }
+}
+
+/// Where and how a `CreateBucket` request goes, worked out from the builder
+/// the way `object_store` works out its own bucket URL.
+struct BucketSite {
+    bucket: String,
+    /// `https://s3.REGION.amazonaws.com/BUCKET`, `ENDPOINT/BUCKET`, or the
+    /// virtual-hosted equivalent.
+    url: String,
+    region: String,
+    skip_signature: bool,
+    s3_express: bool,
+}
+
+impl BucketSite {
+    fn of(builder: &AmazonS3Builder, bucket: &str) -> Result<BucketSite> {
+        let flag = |key: AmazonS3ConfigKey, name: &str| -> Result<bool> {
+            match builder.get_config_value(&key) {
+                Some(v) => parse_bool("s3", name, &v),
+                None => Ok(false),
+            }
+        };
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let virtual_hosted = flag(
+            AmazonS3ConfigKey::VirtualHostedStyleRequest,
+            "virtual_hosted_style_request",
+        )?;
+        // As in object_store: the S3-specific endpoint wins; with
+        // virtual-hosted requests an endpoint already names the bucket.
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
+        let url = match (endpoint, virtual_hosted) {
+            (Some(e), true) => e,
+            (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        Ok(BucketSite {
+            bucket: bucket.to_string(),
+            url,
+            region,
+            skip_signature: flag(AmazonS3ConfigKey::SkipSignature, "skip_signature")?,
+            s3_express: flag(AmazonS3ConfigKey::S3Express, "s3_express")?,
+        })
+    }
+
+    /// The `CreateBucket` body: none in us-east-1 (which refuses a
+    /// constraint naming itself), else the region.
+    fn body(&self) -> Bytes {
+        if self.region == "us-east-1" {
+            Bytes::new()
+        } else {
+            Bytes::from(format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                self.region
+            ))
+        }
+    }
+}
+
+/// Sends `CreateBucket` (see the module docs).
+struct S3Creator {
+    site: BucketSite,
+    credentials: AwsCredentialProvider,
+    timeout: std::time::Duration,
+    connect_timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl ContainerCreator for S3Creator {
+    async fn create_container(&self, shown: &str) -> Result<()> {
+        let site = &self.site;
+        let what = format!("create bucket {:?} ({shown})", site.bucket);
+        let body = site.body();
+        let mut request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(site.url.as_str())
+            .body(HttpRequestBody::from(body.clone()))
+            .map_err(|e| {
+                BackendError::with_source(ErrorKind::Other, format!("{what}: bad URL"), e)
+            })?;
+        if !site.skip_signature {
+            let credential = self
+                .credentials
+                .get_credential()
+                .await
+                .map_err(|e| map_error(&what, &site.bucket, e))?;
+            AwsAuthorizer::new(&credential, "s3", &site.region)
+                .try_authorize(&mut request, None)
+                .map_err(|e| map_error(&what, &site.bucket, e))?;
+        }
+        let answer = send_signed(&what, request, body, self.timeout, self.connect_timeout).await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        let code = xml_tag(&answer.body, "Code").unwrap_or_default();
+        let message = xml_message(&answer.body);
+        let (kind, hint) = match code {
+            // Created earlier by these credentials (a concurrent init, or a
+            // probe that raced with another client): what we wanted.
+            "BucketAlreadyOwnedByYou" => return Ok(()),
+            "BucketAlreadyExists" => (
+                ErrorKind::PermissionDenied,
+                "; the name belongs to another account (S3 bucket names are global): choose another",
+            ),
+            c if is_auth_failure(c) => (ErrorKind::Unauthenticated, ""),
+            _ => match status_kind(answer.status.as_u16()) {
+                ErrorKind::PermissionDenied => (
+                    ErrorKind::PermissionDenied,
+                    "; these credentials may not create buckets (s3:CreateBucket): create it first, or allow that",
+                ),
+                kind => (kind, ""),
+            },
+        };
+        Err(BackendError::new(
+            kind,
+            format!(
+                "{what}: HTTP {} {code}{}{message}{hint}",
+                answer.status.as_u16(),
+                if message.is_empty() { "" } else { ": " }
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(pairs: &[(&str, &str)]) -> BucketSite {
+        let mut b = AmazonS3Builder::new();
+        for (k, v) in pairs {
+            b = b.with_config(k.parse().unwrap(), *v);
+        }
+        BucketSite::of(&b, "bkt").unwrap()
+    }
+
+    #[test]
+    fn bucket_urls_follow_object_store() {
+        let s = site(&[]);
+        assert_eq!(s.url, "https://s3.us-east-1.amazonaws.com/bkt");
+        assert!(s.body().is_empty());
+        let s = site(&[
+            ("region", "eu-west-1"),
+            ("virtual_hosted_style_request", "true"),
+        ]);
+        assert_eq!(s.url, "https://bkt.s3.eu-west-1.amazonaws.com");
+        assert!(std::str::from_utf8(&s.body())
+            .unwrap()
+            .contains("<LocationConstraint>eu-west-1</LocationConstraint>"));
+        let s = site(&[("endpoint", "http://127.0.0.1:9000/")]);
+        assert_eq!(s.url, "http://127.0.0.1:9000/bkt");
+        let s = site(&[
+            ("endpoint", "http://127.0.0.1:9000"),
+            ("aws_endpoint_url_s3", "http://s3.local:9000"),
+        ]);
+        assert_eq!(s.url, "http://s3.local:9000/bkt");
+        assert!(!s.skip_signature && !s.s3_express);
+    }
+
+    #[cfg(not(feature = "aws-profile"))]
+    #[test]
+    fn profile_needs_the_feature() {
+        let o = BTreeMap::from([("profile".to_string(), "work".to_string())]);
+        let err = S3Backend::from_url("s3://b/p", &o).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.to_string().contains("aws-profile"), "{err}");
+    }
+}

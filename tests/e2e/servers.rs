@@ -306,4 +306,40 @@ fn server_stopped_mid_backup_fails_alone_and_stays_consistent() {
         .assert()
         .success();
     assert_same_tree(&src, &restored(&target_dir, &src));
+
+    // Once the server is back, sync completes the S3 replica.
+    let both = [local.as_path(), direct];
+    let out = env.cairn(&both).args(["sync", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", last_json(&out.stdout));
+    let out = env
+        .cairn(&both)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", last_json(&out.stdout));
+    env.cairn(&[direct])
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+}
+
+/// `init` on an S3 bucket that does not exist yet creates it; backup and
+/// check --read-data then work against it.
+#[test]
+fn init_creates_a_missing_s3_bucket() {
+    let Some(_) = server("CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 1 << 20);
+    let url = format!("s3://cairn-e2e-new-{:016x}/x", rand::random::<u64>());
+    let repo = Path::new(&url);
+    env.init(&[repo]);
+    let (code, sum) = env.backup_json(&[repo], &[src.as_os_str()]);
+    assert_eq!(code, 0, "{sum}");
+    env.cairn(&[repo])
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
 }
