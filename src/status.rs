@@ -50,6 +50,9 @@ pub struct ReplicaStatus {
     /// Time of the newest snapshot complete on the replica: the replica
     /// can restore everything up to then.
     pub latest: Option<Timestamp>,
+    /// When the last backup or sync completed on the replica (when its
+    /// newest snapshot file was written), if the backend reports it.
+    pub last_write: Option<Timestamp>,
     /// Snapshots complete on some replica but not on this one.
     pub behind_snapshots: u64,
     /// Bytes of packs this replica would need to catch up (what
@@ -96,6 +99,11 @@ pub async fn status(repo: &Repository) -> Result<Status> {
             packs: l.as_ref().map_or(0, |l| l.packs.len() as u64),
             pack_bytes: l.as_ref().map_or(0, Listing::pack_bytes),
             latest: None,
+            last_write: l
+                .as_ref()
+                .ok()
+                .and_then(|l| l.last_snapshot_write)
+                .and_then(|t| Timestamp::try_from(t).ok()),
             behind_snapshots: 0,
             behind_bytes: 0,
         })
@@ -168,6 +176,7 @@ pub async fn status(repo: &Repository) -> Result<Status> {
             packs: 0,
             pack_bytes: 0,
             latest: None,
+            last_write: None,
             behind_snapshots: restorable,
             behind_bytes: 0,
         });

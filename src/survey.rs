@@ -28,6 +28,10 @@ pub struct Listing {
     pub index: BTreeSet<String>,
     pub snapshots: BTreeSet<String>,
     pub keys: BTreeSet<String>,
+    /// When the newest snapshot file was written (the end of the last
+    /// backup or sync that completed on this replica), if the backend
+    /// reports modification times.
+    pub last_snapshot_write: Option<std::time::SystemTime>,
 }
 
 impl Listing {
@@ -41,7 +45,9 @@ impl Listing {
             async { r.backend.list(Kind::Snapshot).await.map_err(be) },
             async { r.backend.list(Kind::Key).await.map_err(be) },
         )?;
+        let last_snapshot_write = snaps.iter().filter_map(|m| m.modified).max();
         Ok(Listing {
+            last_snapshot_write,
             packs: packs
                 .into_iter()
                 .filter_map(|m| Some((m.handle.name.parse().ok()?, m.size)))

@@ -1071,10 +1071,7 @@ impl Backend for FtpBackend {
             s.size(&path).await
         })?;
         match size {
-            Some(size) => Ok(ObjectMeta {
-                handle: handle.clone(),
-                size,
-            }),
+            Some(size) => Ok(ObjectMeta::new(handle.clone(), size)),
             None => Err(BackendError::new(
                 ErrorKind::NotFound,
                 format!("{handle} on {}", self.display),
@@ -1090,10 +1087,7 @@ impl Backend for FtpBackend {
                     s.size(&path).await
                 })?;
                 return Ok(size
-                    .map(|size| ObjectMeta {
-                        handle: Handle::config(),
-                        size,
-                    })
+                    .map(|size| ObjectMeta::new(Handle::config(), size))
                     .into_iter()
                     .collect());
             }
@@ -1109,7 +1103,7 @@ impl Backend for FtpBackend {
                     .filter(|(_, _, is_dir)| !is_dir)
                     .filter_map(|(name, size, _)| {
                         let handle = Handle::from_path(k, &format!("{dir}/{name}"))?;
-                        Some(ObjectMeta { handle, size })
+                        Some(ObjectMeta::new(handle, size))
                     })
                     .collect());
             }
@@ -1142,7 +1136,7 @@ impl Backend for FtpBackend {
                     continue;
                 }
                 if let Some(h) = Handle::from_path(kind, &format!("data/{sub}/{name}")) {
-                    out.push(ObjectMeta { handle: h, size });
+                    out.push(ObjectMeta::new(h, size));
                 }
             }
         }

@@ -94,6 +94,16 @@ struct ObjectResource {
     name: String,
     /// The JSON API sends 64-bit numbers as strings.
     size: String,
+    /// RFC 3339 time of the last write.
+    #[serde(default)]
+    updated: Option<String>,
+}
+
+impl ObjectResource {
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        let t: jiff::Timestamp = self.updated.as_deref()?.parse().ok()?;
+        Some(t.into())
+    }
 }
 
 #[derive(Deserialize)]
@@ -566,10 +576,10 @@ impl Backend for GcsBackend {
     }
 
     async fn head(&self, handle: &Handle) -> Result<ObjectMeta> {
-        Ok(ObjectMeta {
-            handle: handle.clone(),
-            size: self.object_size(handle).await?,
-        })
+        Ok(ObjectMeta::new(
+            handle.clone(),
+            self.object_size(handle).await?,
+        ))
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<ObjectMeta>> {
@@ -620,6 +630,7 @@ impl Backend for GcsBackend {
                     found.push(ObjectMeta {
                         handle,
                         size: parse_size(&what, &item.size)?,
+                        modified: item.modified(),
                     });
                 }
             }

@@ -85,6 +85,20 @@ impl Default for Capabilities {
 pub struct ObjectMeta {
     pub handle: Handle,
     pub size: u64,
+    /// When the object was written, where the backend says so cheaply in
+    /// its listings (local, S3, Azure, GCS, SFTP; not FTP or memory).
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl ObjectMeta {
+    /// Metadata without a modification time.
+    pub fn new(handle: Handle, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            handle,
+            size,
+            modified: None,
+        }
+    }
 }
 
 /// An object store holding one cairn repository.

@@ -269,6 +269,7 @@ fn head_blocking(handle: &Handle, path: &Path) -> Result<ObjectMeta> {
     Ok(ObjectMeta {
         handle: handle.clone(),
         size: meta.len(),
+        modified: meta.modified().ok(),
     })
 }
 
@@ -299,6 +300,7 @@ fn list_dir(dir: &Path, rel: &str, kind: Kind, out: &mut Vec<ObjectMeta>) -> Res
             out.push(ObjectMeta {
                 handle,
                 size: meta.len(),
+                modified: meta.modified().ok(),
             });
         }
     }
@@ -315,6 +317,7 @@ fn list_blocking(root: &Path, kind: Kind) -> Result<Vec<ObjectMeta>> {
                 Ok(m) if m.is_file() => out.push(ObjectMeta {
                     handle,
                     size: m.len(),
+                    modified: m.modified().ok(),
                 }),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => check_root(root)?,

@@ -85,10 +85,7 @@ impl Backend for MemoryBackend {
     async fn head(&self, handle: &Handle) -> Result<ObjectMeta> {
         let objects = self.objects.lock().unwrap();
         let data = objects.get(handle).ok_or_else(|| Self::not_found(handle))?;
-        Ok(ObjectMeta {
-            handle: handle.clone(),
-            size: data.len() as u64,
-        })
+        Ok(ObjectMeta::new(handle.clone(), data.len() as u64))
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<ObjectMeta>> {
@@ -96,10 +93,7 @@ impl Backend for MemoryBackend {
         Ok(objects
             .iter()
             .filter(|(h, _)| h.kind == kind)
-            .map(|(h, d)| ObjectMeta {
-                handle: h.clone(),
-                size: d.len() as u64,
-            })
+            .map(|(h, d)| ObjectMeta::new(h.clone(), d.len() as u64))
             .collect())
     }
 

@@ -515,10 +515,10 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn head(&self, handle: &Handle) -> Result<ObjectMeta> {
-        Ok(ObjectMeta {
-            handle: handle.clone(),
-            size: self.head_path(handle).await?,
-        })
+        Ok(ObjectMeta::new(
+            handle.clone(),
+            self.head_path(handle).await?,
+        ))
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<ObjectMeta>> {
@@ -545,6 +545,7 @@ impl Backend for ObjectStoreBackend {
                 Some(ObjectMeta {
                     handle: Handle::from_path(kind, rel)?,
                     size: meta.size,
+                    modified: Some(meta.last_modified.into()),
                 })
             })
             .collect())

@@ -52,8 +52,8 @@ fn print(st: &Status) {
         .unwrap_or(0)
         .max("Replica".len());
     println!(
-        "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  Behind",
-        "", "Replica", "Snapshots", "Complete", "Packs", "Size", "Latest complete"
+        "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  {:<19}  Behind",
+        "", "Replica", "Snapshots", "Complete", "Packs", "Size", "Latest complete", "Last write"
     );
     for (i, r) in st.replicas.iter().enumerate() {
         if let Some(e) = &r.error {
@@ -70,7 +70,7 @@ fn print(st: &Status) {
             )
         };
         println!(
-            "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  {behind}",
+            "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  {:<19}  {behind}",
             letter(i),
             r.name,
             r.snapshots,
@@ -78,6 +78,8 @@ fn print(st: &Status) {
             r.packs,
             bytes(r.pack_bytes),
             r.latest
+                .map_or("-".into(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()),
+            r.last_write
                 .map_or("-".into(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()),
         );
     }

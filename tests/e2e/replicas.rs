@@ -85,6 +85,15 @@ fn status_and_sync_bring_a_lagging_replica_and_a_new_one_up_to_date() {
     assert_eq!(snaps[1]["replicas"][0]["state"], "complete");
     assert_eq!(snaps[1]["replicas"][1]["state"], "missing");
     assert_eq!(st["replicas"][1]["behind_snapshots"], 1);
+    // The last write on a is the second backup, later than b's.
+    let last = |i: usize| -> jiff::Timestamp {
+        st["replicas"][i]["last_write"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(last(0) >= last(1), "{st}");
     assert!(st["replicas"][1]["behind_bytes"].as_u64().unwrap() > 1 << 20);
 
     // A dry run says what it would copy and copies nothing.

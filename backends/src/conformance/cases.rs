@@ -209,6 +209,22 @@ async fn listing(cx: &Ctx, kind: Kind) -> Result<HashMap<String, u64>, String> {
                 e.handle.name
             ));
         }
+        if let Some(t) = e.modified {
+            // Every object here was written moments ago; a day off means a
+            // misread time (wrong unit, time zone, epoch), not clock skew.
+            let now = std::time::SystemTime::now();
+            let off = now
+                .duration_since(t)
+                .or_else(|_| t.duration_since(now))
+                .unwrap_or_default();
+            if off > std::time::Duration::from_secs(86_400) {
+                return Err(format!(
+                    "list {kind} gives {} a modification time {} s away from now",
+                    at(&e.handle),
+                    off.as_secs()
+                ));
+            }
+        }
         if map.insert(e.handle.name.clone(), e.size).is_some() {
             return Err(format!("list {kind} returned {} twice", at(&e.handle)));
         }

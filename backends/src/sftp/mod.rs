@@ -52,7 +52,14 @@ use crate::{
 pub const PIPELINE_DEPTH: usize = 16;
 
 /// A directory entry: name, size, whether it is a directory.
-type Entry = (String, u64, bool);
+/// Name, size, whether it is a directory, modification time.
+type Entry = (String, u64, bool, Option<std::time::SystemTime>);
+
+fn mtime(attrs: &russh_sftp::protocol::FileAttributes) -> Option<std::time::SystemTime> {
+    attrs
+        .mtime
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.into()))
+}
 
 /// Directory listings in flight while listing packs.
 const LIST_PARALLEL: usize = 16;
@@ -520,7 +527,12 @@ impl SftpBackend {
                             continue;
                         }
                         let is_dir = f.attrs.is_dir();
-                        entries.push((f.filename, f.attrs.size.unwrap_or(0), is_dir));
+                        entries.push((
+                            f.filename,
+                            f.attrs.size.unwrap_or(0),
+                            is_dir,
+                            mtime(&f.attrs),
+                        ));
                     }
                 }
                 Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
@@ -545,6 +557,7 @@ impl SftpBackend {
                     Ok(a) if !a.attrs.is_dir() => out.push(ObjectMeta {
                         handle: Handle::config(),
                         size: a.attrs.size.unwrap_or(0),
+                        modified: mtime(&a.attrs),
                     }),
                     Ok(_) => {}
                     Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => {}
@@ -560,7 +573,7 @@ impl SftpBackend {
                     .list_dir(conn, ch, &data)
                     .await?
                     .into_iter()
-                    .filter(|(name, _, is_dir)| *is_dir && name.len() == 2)
+                    .filter(|(name, _, is_dir, _)| *is_dir && name.len() == 2)
                     .map(|(name, ..)| name)
                     .collect();
                 let listed: Vec<(String, Vec<Entry>)> = stream::iter(subs)
@@ -576,24 +589,34 @@ impl SftpBackend {
                     .try_collect()
                     .await?;
                 for (sub, entries) in listed {
-                    for (name, size, is_dir) in entries {
+                    for (name, size, is_dir, modified) in entries {
                         if is_dir {
                             continue;
                         }
                         if let Some(h) = Handle::from_path(kind, &format!("data/{sub}/{name}")) {
-                            out.push(ObjectMeta { handle: h, size });
+                            out.push(ObjectMeta {
+                                handle: h,
+                                size,
+                                modified,
+                            });
                         }
                     }
                 }
             }
             k => {
                 let dir = k.dir();
-                for (name, size, is_dir) in self.list_dir(conn, ch, &self.full(dir)).await? {
+                for (name, size, is_dir, modified) in
+                    self.list_dir(conn, ch, &self.full(dir)).await?
+                {
                     if is_dir {
                         continue;
                     }
                     if let Some(h) = Handle::from_path(k, &format!("{dir}/{name}")) {
-                        out.push(ObjectMeta { handle: h, size });
+                        out.push(ObjectMeta {
+                            handle: h,
+                            size,
+                            modified,
+                        });
                     }
                 }
             }
@@ -720,6 +743,7 @@ impl Backend for SftpBackend {
         Ok(ObjectMeta {
             handle: handle.clone(),
             size: attrs.size.unwrap_or(0),
+            modified: mtime(&attrs),
         })
     }
 
