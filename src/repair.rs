@@ -44,6 +44,16 @@ pub struct RepairReport {
     pub unfixable: Vec<String>,
 }
 
+impl RepairReport {
+    fn new(repo: &Repository, t: usize, opts: &RepairOptions) -> RepairReport {
+        RepairReport {
+            replica: repo.replicas[t].name.clone(),
+            dry_run: opts.dry_run,
+            ..Default::default()
+        }
+    }
+}
+
 fn be(repo: &Repository, i: usize) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
     move |e| Error::backend(&repo.replicas[i].name, e)
 }
@@ -58,11 +68,7 @@ pub async fn repair_packs(
     t: usize,
     opts: &RepairOptions,
 ) -> Result<RepairReport> {
-    let mut rep = RepairReport {
-        replica: repo.replicas[t].name.clone(),
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
+    let mut rep = RepairReport::new(repo, t, opts);
     let mut listings = list_all(repo).await;
     // The target must be listable; keep its own error (exit code).
     if listings[t].is_err() {
@@ -100,11 +106,7 @@ pub async fn repair_packs(
         }
     }
     let replica = &repo.replicas[t];
-    let connections = replica
-        .backend
-        .capabilities()
-        .default_connections
-        .clamp(1, 8);
+    let connections = crate::sync::connections(repo, t);
     let mut reads = futures::stream::iter(to_read.into_iter().map(|p| {
         let h = Handle::new(Kind::Pack, index.packs[p as usize].id.to_hex());
         async move {
@@ -255,17 +257,9 @@ pub async fn repair_index(
     t: usize,
     opts: &RepairOptions,
 ) -> Result<RepairReport> {
-    let mut rep = RepairReport {
-        replica: repo.replicas[t].name.clone(),
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
+    let mut rep = RepairReport::new(repo, t, opts);
     let listing = Listing::take(repo, t).await?;
-    let connections = repo.replicas[t]
-        .backend
-        .capabilities()
-        .default_connections
-        .clamp(1, 8);
+    let connections = crate::sync::connections(repo, t);
     let mut packs: Vec<(Id, u64)> = listing.packs.iter().map(|(k, v)| (*k, *v)).collect();
     packs.sort();
     let mut reads = futures::stream::iter(

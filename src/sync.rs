@@ -148,6 +148,15 @@ async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
     Ok((config, slots))
 }
 
+/// Objects in flight per replica: its backend's connection count, 1 to 8.
+pub(crate) fn connections(repo: &Repository, i: usize) -> usize {
+    repo.replicas[i]
+        .backend
+        .capabilities()
+        .default_connections
+        .clamp(1, 8)
+}
+
 async fn put_create(target: &Replica, h: &Handle, data: Bytes) -> Result<()> {
     match target.backend.put(h, data, PutMode::Create).await {
         Ok(()) => Ok(()),
@@ -271,11 +280,7 @@ impl Shared<'_> {
         p.bytes_total
             .store(todo.iter().map(|(_, s, _)| s).sum(), Relaxed);
         p.phase.store(PHASE_PACKS, Relaxed);
-        let connections = self.repo.replicas[t]
-            .backend
-            .capabilities()
-            .default_connections
-            .clamp(1, 8);
+        let connections = connections(self.repo, t);
         let mut copies = futures::stream::iter(todo.into_iter().map(|(id, size, holders)| {
             let h = Handle::new(Kind::Pack, id.to_hex());
             async move {
@@ -328,15 +333,8 @@ impl Shared<'_> {
             }
             let h = Handle::new(Kind::Index, &f.name);
             let holders = self.holders(src, |l| l.index.contains(&f.name));
-            if !dry_run {
-                match self.copy(&h, &holders, t).await {
-                    Ok(_) => {}
-                    Err(CopyError::Source(msg)) => {
-                        rep.skipped.push(msg);
-                        continue;
-                    }
-                    Err(CopyError::Target(e)) => return Err(e),
-                }
+            if !self.copy_doc(&h, &holders, t, dry_run, rep).await? {
+                continue;
             }
             rep.index_files += 1;
             indexed.extend(f.packs.iter().copied());
@@ -376,19 +374,36 @@ impl Shared<'_> {
             }
             let h = Handle::new(Kind::Snapshot, &name);
             let holders = self.holders(src, |l| l.snapshots.contains(&name));
-            if !dry_run {
-                match self.copy(&h, &holders, t).await {
-                    Ok(_) => {}
-                    Err(CopyError::Source(msg)) => {
-                        rep.skipped.push(msg);
-                        continue;
-                    }
-                    Err(CopyError::Target(e)) => return Err(e),
-                }
+            if !self.copy_doc(&h, &holders, t, dry_run, rep).await? {
+                continue;
             }
             rep.snapshots += 1;
         }
         Ok(())
+    }
+
+    /// Copy an index file or snapshot (unless `dry_run`): `Ok(false)` when
+    /// no source had a good copy (noted in `rep`), an error when the target
+    /// fails.
+    async fn copy_doc(
+        &self,
+        h: &Handle,
+        holders: &[usize],
+        t: usize,
+        dry_run: bool,
+        rep: &mut SyncReport,
+    ) -> Result<bool> {
+        if dry_run {
+            return Ok(true);
+        }
+        match self.copy(h, holders, t).await {
+            Ok(_) => Ok(true),
+            Err(CopyError::Source(msg)) => {
+                rep.skipped.push(msg);
+                Ok(false)
+            }
+            Err(CopyError::Target(e)) => Err(e),
+        }
     }
 
     /// Copy one content-addressed object to replica `t` from the first

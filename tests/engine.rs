@@ -366,7 +366,7 @@ async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut x = 0x2545F4914F6CDD1Du64;
-    let data: Vec<u8> = (0..24_000_000)
+    let data: Vec<u8> = (0..40_000_000)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;

