@@ -89,6 +89,10 @@ impl AzureBackend {
             .with_config(
                 AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
                 format!("{}ms", common.connect_timeout.as_millis()),
+            )
+            .with_config(
+                AzureConfigKey::Client(ClientConfigKey::PoolIdleTimeout),
+                format!("{}ms", common.pool_idle_timeout.as_millis()),
             );
         let endpoint = options.remove("endpoint");
         for (key, value) in &options {

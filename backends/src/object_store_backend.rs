@@ -43,6 +43,12 @@ use crate::{
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default timeout for establishing a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept. Servers close idle
+/// connections on their own schedule (azurite, like any Node.js server,
+/// after 5 s); a request sent on a connection the server is closing at that
+/// moment fails with "connection reset". Dropping idle connections first
+/// costs only a new connection after a pause.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Default number of retries `object_store` does by itself (see module docs).
 pub const DEFAULT_CLIENT_RETRIES: usize = 1;
 
@@ -54,6 +60,8 @@ pub(crate) struct CommonOptions {
     pub timeout: Duration,
     /// Connection timeout (`connect_timeout_secs`).
     pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this (`pool_idle_timeout_secs`).
+    pub pool_idle_timeout: Duration,
     /// Retries inside `object_store` (`retries`).
     pub retries: usize,
     /// Storage class / access tier for new objects (`storage_class`).
@@ -80,6 +88,7 @@ impl CommonOptions {
             };
         let timeout = secs(options, "timeout_secs", DEFAULT_TIMEOUT)?;
         let connect_timeout = secs(options, "connect_timeout_secs", DEFAULT_CONNECT_TIMEOUT)?;
+        let pool_idle_timeout = secs(options, "pool_idle_timeout_secs", DEFAULT_POOL_IDLE_TIMEOUT)?;
         let retries = match options.remove("retries") {
             None => DEFAULT_CLIENT_RETRIES,
             Some(v) => v
@@ -100,6 +109,7 @@ impl CommonOptions {
         Ok(CommonOptions {
             timeout,
             connect_timeout,
+            pool_idle_timeout,
             retries,
             storage_class,
             connections,

@@ -15,7 +15,9 @@
 //! - `storage_class`, e.g. `STANDARD_IA`, for new objects;
 //! - `timeout_secs` (per request, default 300), `connect_timeout_secs`
 //!   (default 10), `retries` (inside object_store, default 1: cairn's retry
-//!   layer does the real retrying), `connections` (suggested concurrency);
+//!   layer does the real retrying), `connections` (suggested concurrency),
+//!   `pool_idle_timeout_secs` (default 4: idle connections are dropped
+//!   before servers close them under a request);
 //! - `create_bucket` (default `true`): whether `create()` (run by `cairn
 //!   init`) creates a missing bucket;
 //! - `profile`: an AWS profile from `~/.aws/credentials` / `~/.aws/config`
@@ -77,6 +79,10 @@ impl S3Backend {
             .with_config(
                 AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
                 format!("{}ms", common.connect_timeout.as_millis()),
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::PoolIdleTimeout),
+                format!("{}ms", common.pool_idle_timeout.as_millis()),
             );
         if let Some(v) = options.remove("path_style") {
             builder =
