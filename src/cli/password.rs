@@ -22,6 +22,13 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
+/// Whether [`get`] would prompt on the terminal (no other source is set).
+pub fn would_prompt(g: &Global) -> bool {
+    std::env::var_os("CAIRN_PASSWORD").is_none()
+        && g.password_file.is_none()
+        && std::env::var_os("CAIRN_PASSWORD_COMMAND").is_none()
+}
+
 pub fn get(g: &Global, fallback: Fallback) -> anyhow::Result<SecretString> {
     if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
         return non_empty(p, "CAIRN_PASSWORD");

@@ -357,6 +357,21 @@ async fn open_with(
     } else {
         Fallback::Prompt { confirm: false }
     };
+    // Before asking someone to type a passphrase, make sure there is a
+    // repository to open it with. Only then: with an unreachable replica
+    // this costs that replica's retries once more.
+    if !sel.default_repo && password::would_prompt(g) {
+        let config = cairn::backends::Handle::config();
+        let heads =
+            futures::future::join_all(sel.replicas.iter().map(|r| r.backend.head(&config))).await;
+        if heads.iter().all(|h| {
+            h.as_ref()
+                .is_err_and(|e| e.kind() == cairn::backends::ErrorKind::NotFound)
+        }) {
+            let names: Vec<&str> = sel.replicas.iter().map(|r| r.name.as_str()).collect();
+            return Err(cairn::Error::NotARepository(names.join(", ")).into());
+        }
+    }
     let pass = password::get(g, fallback)?;
     Ok(Repository::open(sel.replicas, &pass).await?)
 }

@@ -1319,3 +1319,21 @@ fn huge_sparse_file_is_stored_small_and_restored_sparse() {
     );
     eprintln!("comparing: {:?}", started.elapsed());
 }
+
+/// With no passphrase source set, a missing repository is reported before
+/// anyone is asked to type a passphrase.
+#[test]
+fn no_repository_is_reported_before_the_passphrase_is_asked() {
+    let env = Env::new();
+    let nothing = env.path("nothing");
+    let out = env
+        .cairn(&[&nothing])
+        .env_remove("CAIRN_PASSWORD")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no cairn repository"), "{err}");
+    assert!(!err.contains("passphrase"), "{err}");
+}
