@@ -51,6 +51,16 @@ impl Error {
         }
     }
 
+    /// Nothing at `replica`, as `err` (a NotFound) says; when the bucket or
+    /// container itself is missing, the message says so.
+    pub fn not_a_repository(replica: &str, err: &BackendError) -> Error {
+        if err.message().contains("does not exist") {
+            Error::NotARepository(format!("{replica} ({})", err.message()))
+        } else {
+            Error::NotARepository(replica.to_string())
+        }
+    }
+
     pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> Error {
         Error::Io {
             path: path.to_string(),
@@ -84,16 +94,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// e.g. "Not a directory" and not only what cairn was doing. Causes come
 /// from the backends, whose messages never carry credentials.
 pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        // Some errors repeat their cause in their own message.
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+    chain_of(std::iter::successors(Some(err), |e| e.source()))
+}
+
+/// [`chain`] over errors given outermost first (e.g. `anyhow::Error::chain`).
+/// A cause whose text is already part of what was printed is left out:
+/// several errors repeat their cause in their own message, and printing it
+/// again would show every backend error two or three times.
+pub fn chain_of<'a>(errs: impl IntoIterator<Item = &'a dyn std::error::Error>) -> String {
+    let mut out = String::new();
+    for e in errs {
+        let text = e.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
         }
-        source = s.source();
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
     }
     out
 }

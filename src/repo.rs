@@ -272,7 +272,7 @@ impl Repository {
                 Err(e) if e.kind() == ErrorKind::NotFound => unavailable.push(Unavailable {
                     replica: r.clone(),
                     name: r.name.clone(),
-                    error: Error::NotARepository(r.name.clone()),
+                    error: Error::not_a_repository(&r.name, &e),
                 }),
                 Err(e) => unavailable.push(Unavailable {
                     replica: r.clone(),

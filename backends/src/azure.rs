@@ -9,7 +9,9 @@
 //!
 //! Options (all optional):
 //! - `account` (or `account_name`), `access_key`, `sas_token`, …: any
-//!   `object_store` Azure key;
+//!   `object_store` Azure key. A `sas_token` option is used even when the
+//!   environment holds an account key (`credential_type = "sas_token"` is
+//!   implied unless another credential type is given);
 //! - `endpoint`: the blob service URL including the account for path-style
 //!   servers, e.g. `http://127.0.0.1:10000/devstoreaccount1`. Given together
 //!   with emulator mode, it replaces the emulator URL (object_store's emulator
@@ -29,6 +31,15 @@
 //! with the store's credential provider: shared key, SAS or a bearer token
 //! (client secret, managed or workload identity, Azure CLI), exactly as the
 //! other requests. `ContainerAlreadyExists` counts as success.
+//!
+//! Deletion: one object is removed with a plain `DELETE …/CONTAINER/KEY`
+//! signed the same way, not with `object_store`'s Blob Batch request (its
+//! only delete): the answer's status and `x-ms-error-code` then say exactly
+//! what went wrong (404 `BlobNotFound`, 403 `AuthorizationPermissionMismatch`
+//! for a SAS without delete permission), where a batch nests them in a
+//! multipart body, and azurite answers such a batch with a bare 500.
+//! These requests go through a client of cairn's own (reqwest, with the
+//! timeouts of the other requests and the usual `HTTPS_PROXY` variables).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,9 +54,9 @@ use object_store::ClientConfigKey;
 
 use crate::http_util::status_kind;
 use crate::object_store_backend::{
-    client_retry, delegate_backend, is_auth_failure, map_error, parse_bool, redact_endpoint,
-    send_signed, split_url, xml_message, xml_tag, CommonOptions, ContainerCreator,
-    ObjectStoreBackend, Service,
+    client_retry, delegate_backend, http_client, is_auth_failure, map_error, parse_bool,
+    redact_endpoint, send_with, split_url, xml_message, xml_tag, Answer, CommonOptions,
+    ContainerCreator, ObjectDeleter, ObjectStoreBackend, Service,
 };
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
@@ -95,6 +106,22 @@ impl AzureBackend {
                 format!("{}ms", common.pool_idle_timeout.as_millis()),
             );
         let endpoint = options.remove("endpoint");
+        // A SAS given as an option is what the user wants used, even where
+        // the environment also holds an account key (which object_store
+        // would otherwise prefer).
+        let explicit_sas = options
+            .keys()
+            .any(|k| matches!(k.parse::<AzureConfigKey>(), Ok(AzureConfigKey::SasKey)));
+        if explicit_sas
+            && !options.keys().any(|k| {
+                matches!(
+                    k.parse::<AzureConfigKey>(),
+                    Ok(AzureConfigKey::CredentialType)
+                )
+            })
+        {
+            options.insert("credential_type".into(), "sas_token".into());
+        }
         for (key, value) in &options {
             let config_key: AzureConfigKey = key.parse().map_err(|_| {
                 BackendError::new(ErrorKind::Other, format!("unknown azure option {key:?}"))
@@ -117,9 +144,10 @@ impl AzureBackend {
                     {
                         builder = builder.with_account(EMULATOR_ACCOUNT);
                     }
-                    if builder
-                        .get_config_value(&AzureConfigKey::AccessKey)
-                        .is_none()
+                    if !explicit_sas
+                        && builder
+                            .get_config_value(&AzureConfigKey::AccessKey)
+                            .is_none()
                     {
                         builder = builder.with_access_key(EMULATOR_KEY);
                     }
@@ -141,15 +169,22 @@ impl AzureBackend {
         let store = builder
             .build()
             .map_err(|e| map_error(&format!("configure {url}"), container, e))?;
-        let creator: std::result::Result<Arc<dyn ContainerCreator>, String> = match site {
-            _ if !create_container => Err("the option create_container is false".into()),
-            None => Err("the account's endpoint is unknown".into()),
-            Some(site) => Ok(Arc::new(AzureCreator {
+        let rest = match site {
+            None => None,
+            Some(site) => Some(Arc::new(AzureRest {
                 site,
                 credentials: Arc::clone(store.credentials()),
-                timeout: common.timeout,
-                connect_timeout: common.connect_timeout,
+                client: http_client(
+                    &format!("az://{container}"),
+                    common.timeout,
+                    common.connect_timeout,
+                )?,
             })),
+        };
+        let creator: std::result::Result<Arc<dyn ContainerCreator>, String> = match &rest {
+            _ if !create_container => Err("the option create_container is false".into()),
+            None => Err("the account's endpoint is unknown".into()),
+            Some(rest) => Ok(rest.clone()),
         };
 
         let display = match (shown_endpoint, account) {
@@ -157,7 +192,7 @@ impl AzureBackend {
             (None, Some(a)) => format!("az://{container}/{prefix} (account {a})"),
             (None, None) => format!("az://{container}/{prefix}"),
         };
-        let inner =
+        let mut inner =
             ObjectStoreBackend::new(Arc::new(store), Service::Azure, container, prefix, display)
                 .with_storage_class(common.storage_class)
                 .with_creator(creator)
@@ -166,6 +201,9 @@ impl AzureBackend {
                     max_object_size: Some(MAX_PUT_BYTES),
                     default_connections: common.connections,
                 });
+        if let Some(rest) = rest {
+            inner = inner.with_deleter(rest);
+        }
         Ok(AzureBackend { inner })
     }
 
@@ -182,9 +220,32 @@ delegate_backend!(AzureBackend);
 struct ContainerSite {
     container: String,
     account: String,
-    /// `…/CONTAINER?restype=container`
-    url: String,
+    /// `SERVICE/CONTAINER`, without a query.
+    base: String,
     skip_signature: bool,
+}
+
+impl ContainerSite {
+    /// `…/CONTAINER?restype=container`
+    fn container_url(&self) -> String {
+        format!("{}?restype=container", self.base)
+    }
+
+    /// The URL of the blob `key`, each path segment percent-encoded.
+    fn blob_url(&self, key: &str) -> String {
+        let mut url = self.base.clone();
+        for segment in key.split('/') {
+            url.push('/');
+            for b in segment.bytes() {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    url.push(b as char);
+                } else {
+                    url.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+        url
+    }
 }
 
 impl ContainerSite {
@@ -223,32 +284,30 @@ impl ContainerSite {
         };
         Ok(Some(ContainerSite {
             container: container.to_string(),
-            url: format!(
-                "{}/{container}?restype=container",
-                service.trim_end_matches('/')
-            ),
+            base: format!("{}/{container}", service.trim_end_matches('/')),
             account,
             skip_signature: flag(AzureConfigKey::SkipSignature, "skip_signature")?,
         }))
     }
 }
 
-/// Sends Create Container (see the module docs).
-struct AzureCreator {
+/// The requests cairn sends itself, signed by `object_store`'s own
+/// [`AzureAuthorizer`]: Create Container (see the module docs), and Delete
+/// Blob, because `object_store` deletes only through Blob Batch.
+struct AzureRest {
     site: ContainerSite,
     credentials: AzureCredentialProvider,
-    timeout: std::time::Duration,
-    connect_timeout: std::time::Duration,
+    /// Kept, so that deletes reuse connections.
+    client: reqwest::Client,
 }
 
-#[async_trait]
-impl ContainerCreator for AzureCreator {
-    async fn create_container(&self, shown: &str) -> Result<()> {
+impl AzureRest {
+    /// Sign and send `method url`; the answer, whatever its status.
+    async fn send(&self, what: &str, method: http::Method, url: &str) -> Result<Answer> {
         let site = &self.site;
-        let what = format!("create container {:?} ({shown})", site.container);
         let mut request = http::Request::builder()
-            .method(http::Method::PUT)
-            .uri(site.url.as_str())
+            .method(method)
+            .uri(url)
             .header(http::header::CONTENT_LENGTH, "0")
             .body(HttpRequestBody::empty())
             .map_err(|e| {
@@ -259,29 +318,67 @@ impl ContainerCreator for AzureCreator {
                 .credentials
                 .get_credential()
                 .await
-                .map_err(|e| map_error(&what, &site.container, e))?;
+                .map_err(|e| map_error(what, &site.container, e))?;
             AzureAuthorizer::new(&credential, &site.account)
                 .try_authorize(&mut request)
-                .map_err(|e| map_error(&what, &site.container, e))?;
+                .map_err(|e| map_error(what, &site.container, e))?;
         }
-        let answer = send_signed(
-            &what,
-            request,
-            Bytes::new(),
-            self.timeout,
-            self.connect_timeout,
-        )
-        .await?;
+        send_with(&self.client, what, request, Bytes::new()).await
+    }
+}
+
+/// The service's error code of an answer (`x-ms-error-code`, or the
+/// `<Code>` of its body).
+fn error_code(answer: &Answer) -> String {
+    answer
+        .headers
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| xml_tag(&answer.body, "Code").map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The kind of a failed answer: auth failures (which Azure sends as 403,
+/// like a missing permission) are `Unauthenticated`.
+fn answer_kind(answer: &Answer, code: &str, message: &str) -> ErrorKind {
+    if is_auth_failure(code) || is_auth_failure(message) {
+        ErrorKind::Unauthenticated
+    } else {
+        status_kind(answer.status.as_u16())
+    }
+}
+
+fn answer_error(
+    what: &str,
+    answer: &Answer,
+    code: &str,
+    message: &str,
+    kind: ErrorKind,
+    hint: &str,
+) -> BackendError {
+    BackendError::new(
+        kind,
+        format!(
+            "{what}: HTTP {} {code}{}{message}{hint}",
+            answer.status.as_u16(),
+            if message.is_empty() { "" } else { ": " }
+        ),
+    )
+}
+
+#[async_trait]
+impl ContainerCreator for AzureRest {
+    async fn create_container(&self, shown: &str) -> Result<()> {
+        let site = &self.site;
+        let what = format!("create container {:?} ({shown})", site.container);
+        let answer = self
+            .send(&what, http::Method::PUT, &site.container_url())
+            .await?;
         if answer.status.is_success() {
             return Ok(());
         }
-        let code = answer
-            .headers
-            .get("x-ms-error-code")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| xml_tag(&answer.body, "Code").map(str::to_string))
-            .unwrap_or_default();
+        let code = error_code(&answer);
         let message = xml_message(&answer.body);
         let (kind, hint) = match code.as_str() {
             // Made in the meantime (a concurrent init): what we wanted.
@@ -290,10 +387,7 @@ impl ContainerCreator for AzureCreator {
                 ErrorKind::Other,
                 "; a container of this name is being deleted: try again in a minute",
             ),
-            c if is_auth_failure(c) || is_auth_failure(&message) => {
-                (ErrorKind::Unauthenticated, "")
-            }
-            _ => match status_kind(answer.status.as_u16()) {
+            _ => match answer_kind(&answer, &code, &message) {
                 ErrorKind::PermissionDenied => (
                     ErrorKind::PermissionDenied,
                     "; these credentials may not create containers (an account key, an account \
@@ -303,14 +397,32 @@ impl ContainerCreator for AzureCreator {
                 kind => (kind, ""),
             },
         };
-        Err(BackendError::new(
-            kind,
-            format!(
-                "{what}: HTTP {} {code}{}{message}{hint}",
-                answer.status.as_u16(),
-                if message.is_empty() { "" } else { ": " }
-            ),
-        ))
+        Err(answer_error(&what, &answer, &code, &message, kind, hint))
+    }
+}
+
+#[async_trait]
+impl ObjectDeleter for AzureRest {
+    async fn delete_object(&self, key: &str, what: &str) -> Result<()> {
+        let answer = self
+            .send(what, http::Method::DELETE, &self.site.blob_url(key))
+            .await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        let code = error_code(&answer);
+        let message = xml_message(&answer.body);
+        if code == "ContainerNotFound" {
+            return Err(BackendError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{what}: bucket/container {:?} does not exist",
+                    self.site.container
+                ),
+            ));
+        }
+        let kind = answer_kind(&answer, &code, &message);
+        Err(answer_error(what, &answer, &code, &message, kind, ""))
     }
 }
 

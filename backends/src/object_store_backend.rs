@@ -210,6 +210,17 @@ pub(crate) trait ContainerCreator: Send + Sync {
     async fn create_container(&self, shown: &str) -> Result<()>;
 }
 
+/// Deletes one object with one plain request of its own, where the store's
+/// only delete call is a batch (Azure's Blob Batch, whose per-blob errors
+/// come back inside a multipart answer, and which azurite answers with 500
+/// when a SAS lacks the delete permission).
+#[async_trait]
+pub(crate) trait ObjectDeleter: Send + Sync {
+    /// Delete the object at `key` (the full key in the container); a
+    /// missing object is `NotFound`. `what` names the operation for messages.
+    async fn delete_object(&self, key: &str, what: &str) -> Result<()>;
+}
+
 /// The answer to a request sent with [`send_signed`].
 pub(crate) struct Answer {
     pub status: reqwest::StatusCode,
@@ -227,13 +238,31 @@ pub(crate) async fn send_signed(
     timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<Answer> {
-    let client = reqwest::Client::builder()
+    let client = http_client(what, timeout, connect_timeout)?;
+    send_with(&client, what, request, body).await
+}
+
+/// A client for [`send_with`].
+pub(crate) fn http_client(
+    what: &str,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect_timeout)
         .build()
-        .map_err(|e| {
-            BackendError::with_source(ErrorKind::Other, format!("{what}: HTTP client"), e)
-        })?;
+        .map_err(|e| BackendError::with_source(ErrorKind::Other, format!("{what}: HTTP client"), e))
+}
+
+/// [`send_signed`] on a client the caller keeps (and whose connections are
+/// reused).
+pub(crate) async fn send_with(
+    client: &reqwest::Client,
+    what: &str,
+    request: object_store::client::HttpRequest,
+    body: Bytes,
+) -> Result<Answer> {
     // URLs can carry a SAS token: errors must not repeat them.
     let response = client
         .request(request.method().clone(), request.uri().to_string())
@@ -269,6 +298,8 @@ pub struct ObjectStoreBackend {
     capabilities: Capabilities,
     /// How `create()` makes a missing container, or why it cannot.
     creator: std::result::Result<Arc<dyn ContainerCreator>, String>,
+    /// How `delete()` removes one object, when not through the store.
+    deleter: Option<Arc<dyn ObjectDeleter>>,
 }
 
 impl ObjectStoreBackend {
@@ -295,7 +326,14 @@ impl ObjectStoreBackend {
                 default_connections: 8,
             },
             creator: Err("this backend does not create it".into()),
+            deleter: None,
         }
+    }
+
+    /// Delete single objects with `deleter` instead of the store's call.
+    pub(crate) fn with_deleter(mut self, deleter: Arc<dyn ObjectDeleter>) -> Self {
+        self.deleter = Some(deleter);
+        self
     }
 
     /// Let `create()` make a missing bucket / container with `creator`, or
@@ -438,6 +476,11 @@ impl ObjectStoreBackend {
 
     async fn delete_path(&self, handle: &Handle) -> Result<()> {
         let path = self.path(handle);
+        if let Some(deleter) = &self.deleter {
+            return deleter
+                .delete_object(path.as_ref(), &format!("delete {handle} ({self})"))
+                .await;
+        }
         let mut results = self
             .store
             .delete_stream(stream::once(async { Ok(path) }).boxed());
@@ -645,41 +688,44 @@ impl ObjectStoreBackend {
 
 /// Map an `object_store` error onto a [`BackendError`] for operation `what`
 /// in `container`.
+///
+/// The message is complete on its own (status, the service's error code and
+/// the first line of its message, or the transport failure), so the
+/// object_store error is not kept as the source: its text repeats the whole
+/// XML answer of the server, which buried the useful part. It goes to the
+/// debug log instead (`-vv`).
 pub(crate) fn map_error(what: &str, container: &str, err: object_store::Error) -> BackendError {
     let kind = classify(&err);
-    let detail = summary(&err);
+    tracing::debug!("{what}: {}", chain_text(&err));
     let message = if kind == ErrorKind::NotFound && is_missing_container(&err) {
         format!("{what}: bucket/container {container:?} does not exist")
     } else {
-        format!("{what}: {detail}")
+        format!("{what}: {}", summary(&err))
     };
-    BackendError::with_source(kind, message, err)
+    BackendError::new(kind, message)
 }
 
-/// The service's error code (S3 `<Code>`, Azure `x-ms-error-code` body) or
-/// status line, to keep messages short; the full text stays in the source.
+/// The service's answer in short: `HTTP 403 SignatureDoesNotMatch: The
+/// request signature …` (S3 `<Code>`/`<Message>`, Azure likewise), or the
+/// innermost transport failure when there was no answer.
 fn summary(err: &object_store::Error) -> String {
     let text = chain_text(err);
     let code = xml_tag(&text, "Code");
     let status = status_code(&text);
-    match (status, code) {
+    let head = match (status, code) {
         (Some(s), Some(c)) => format!("HTTP {s} {c}"),
         (Some(s), None) => format!("HTTP {s}"),
         (None, Some(c)) => c.to_string(),
         (None, None) => {
             // No answer from the server: the innermost cause ("Connection
             // refused (os error 111)", "operation timed out") says most.
-            let mut t = innermost(err).unwrap_or_else(|| err.to_string());
-            if t.len() > 300 {
-                let mut cut = 300;
-                while !t.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                t.truncate(cut);
-                t.push('…');
-            }
-            t
+            let inner = innermost(err).unwrap_or_else(|| err.to_string());
+            return crate::http_util::shorten(inner);
         }
+    };
+    match xml_message(&text) {
+        m if m.is_empty() => head,
+        m => format!("{head}: {m}"),
     }
 }
 
@@ -711,6 +757,16 @@ fn classify(err: &object_store::Error) -> ErrorKind {
 fn classify_generic(err: &object_store::Error, text: &str) -> ErrorKind {
     if is_auth_failure(text) {
         return ErrorKind::Unauthenticated;
+    }
+    // Per-key errors of a bulk delete carry the service's code but no
+    // status: "Access Denied (code: AccessDenied)".
+    if status_code(text).is_none() {
+        if text.contains("code: AccessDenied") || text.contains("code: AllAccessDisabled") {
+            return ErrorKind::PermissionDenied;
+        }
+        if text.contains("code: NoSuchKey") {
+            return ErrorKind::NotFound;
+        }
     }
     if let Some(status) = status_code(text) {
         return match status {

@@ -121,6 +121,7 @@ async fn stacked_layers_conform() {
         large_object_bytes: 1 << 20,
         many_objects: 300,
         concurrency: 8,
+        ..SuiteOptions::default()
     };
     assert_conformance(retry, &opts).await;
 }
@@ -197,4 +198,69 @@ async fn suite_catches_a_create_that_overwrites() {
         ["create_only_put", "concurrent_writers"],
         "{results:#?}"
     );
+}
+
+/// A view of `inner` on which every `ops` call fails with `kind`.
+fn failing_view(inner: &Arc<dyn Backend>, ops: Vec<Op>, kind: ErrorKind) -> Arc<dyn Backend> {
+    Arc::new(FaultyBackend::new(
+        inner.clone(),
+        FaultPlan {
+            fail_fraction: 1.0,
+            fail_kind: kind,
+            fail_ops: ops,
+            ..FaultPlan::default()
+        },
+    ))
+}
+
+fn outcome<'a>(
+    results: &'a [cairn_backends::conformance::CaseResult],
+    name: &str,
+) -> &'a Result<(), String> {
+    &results
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("case {name} did not run: {results:#?}"))
+        .outcome
+}
+
+/// The error-mapping cases pass for views that map errors as the contract
+/// says, and catch views that do not: rejected credentials reported as
+/// NotFound (which would make `init` overwrite a repository it cannot
+/// see), and "read-only" credentials that can write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_checks_error_mapping_when_given_other_credentials() {
+    let store = memory();
+    let good = SuiteOptions {
+        rejected_credentials: Some(failing_view(
+            &store,
+            Op::ALL.to_vec(),
+            ErrorKind::Unauthenticated,
+        )),
+        read_only: Some(failing_view(
+            &store,
+            vec![Op::Put, Op::Delete],
+            ErrorKind::PermissionDenied,
+        )),
+        ..small()
+    };
+    assert_conformance(store, &good).await;
+
+    let store = memory();
+    let bad = SuiteOptions {
+        rejected_credentials: Some(failing_view(&store, Op::ALL.to_vec(), ErrorKind::NotFound)),
+        // Reads fine, but writes go through.
+        read_only: Some(store.clone()),
+        ..small()
+    };
+    let results = run(store, &bad).await;
+    let unauth = outcome(&results, "unauthenticated").as_ref().unwrap_err();
+    assert!(unauth.contains("expected unauthenticated"), "{unauth}");
+    let denied = outcome(&results, "permission_denied").as_ref().unwrap_err();
+    assert!(denied.contains("expected permission denied"), "{denied}");
+    // Without the views, the cases do not run.
+    let results = run(memory(), &small()).await;
+    assert!(!results
+        .iter()
+        .any(|r| r.name == "unauthenticated" || r.name == "permission_denied"));
 }

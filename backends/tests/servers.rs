@@ -175,9 +175,28 @@ async fn s3_conforms() {
     let Some(base) = configured("s3", "CAIRN_TEST_REPO_S3") else {
         return;
     };
-    let backend = S3Backend::from_url(&fresh(&base, "conformance"), &BTreeMap::new()).unwrap();
+    let Some(reader_id) = configured("s3 read-only user", "CAIRN_TEST_S3_READER_KEY_ID") else {
+        return;
+    };
+    let reader_secret = std::env::var("CAIRN_TEST_S3_READER_SECRET").unwrap_or_default();
+    let url = fresh(&base, "conformance");
+    let backend = S3Backend::from_url(&url, &BTreeMap::new()).unwrap();
     backend.create().await.unwrap();
-    assert_conformance(Arc::new(backend), &suite()).await;
+    let view = |o: &[(&str, &str)]| -> Arc<dyn Backend> {
+        Arc::new(S3Backend::from_url(&url, &options(o)).unwrap())
+    };
+    let opts = SuiteOptions {
+        rejected_credentials: Some(view(&[(
+            "secret_access_key",
+            "not-the-secret-0123456789abcdefghijklmn",
+        )])),
+        read_only: Some(view(&[
+            ("access_key_id", &reader_id),
+            ("secret_access_key", &reader_secret),
+        ])),
+        ..suite()
+    };
+    assert_conformance(Arc::new(backend), &opts).await;
 }
 
 #[tokio::test]
@@ -283,9 +302,27 @@ async fn azure_conforms() {
     let Some(base) = configured("azure", "CAIRN_TEST_REPO_AZURE") else {
         return;
     };
-    let backend = AzureBackend::from_url(&fresh(&base, "conformance"), &BTreeMap::new()).unwrap();
+    let Some(sas) = configured("azure read-only SAS", "CAIRN_TEST_AZURE_READER_SAS") else {
+        return;
+    };
+    let endpoint = std::env::var("AZURE_STORAGE_ENDPOINT").unwrap_or_default();
+    let url = fresh(&base, "conformance");
+    let backend = AzureBackend::from_url(&url, &BTreeMap::new()).unwrap();
     backend.create().await.unwrap();
-    assert_conformance(Arc::new(backend), &suite()).await;
+    let view = |o: &[(&str, &str)]| -> Arc<dyn Backend> {
+        Arc::new(AzureBackend::from_url(&url, &options(o)).unwrap())
+    };
+    let opts = SuiteOptions {
+        // A well-formed (base64) key that is not the account's.
+        rejected_credentials: Some(view(&[(
+            "access_key",
+            "d3JvbmctYWNjb3VudC1rZXktZm9yLWNhaXJuLXRlc3Rz",
+        )])),
+        // The SAS wins over the account key in the environment.
+        read_only: Some(view(&[("endpoint", &endpoint), ("sas_token", &sas)])),
+        ..suite()
+    };
+    assert_conformance(Arc::new(backend), &opts).await;
 }
 
 #[tokio::test]

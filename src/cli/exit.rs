@@ -30,7 +30,17 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
                 Error::Key(KeyError::WrongPassphrase) => WRONG_PASSPHRASE,
                 Error::NotARepository(_) => NO_REPOSITORY,
                 Error::Invalid(_) => USAGE,
-                Error::Backend { source, .. } if source.kind() == ErrorKind::Unreachable => {
+                // The replica answered nothing, or refused these
+                // credentials: it cannot be used, whatever it holds.
+                Error::Backend { source, .. }
+                    if matches!(
+                        source.kind(),
+                        ErrorKind::Unreachable
+                            | ErrorKind::Transient
+                            | ErrorKind::Unauthenticated
+                            | ErrorKind::PermissionDenied
+                    ) =>
+                {
                     UNREACHABLE
                 }
                 Error::AllReplicasFailed(_) => UNREACHABLE,

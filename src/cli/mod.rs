@@ -141,13 +141,14 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             let code = exit::code_for(&e);
+            let message = cairn::error::chain_of(e.chain().map(|c| c as &dyn std::error::Error));
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"type": "error", "message": format!("{e:#}"), "exit_code": code})
+                    serde_json::json!({"type": "error", "message": message, "exit_code": code})
                 );
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {message}");
             }
             code
         }

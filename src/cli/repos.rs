@@ -364,10 +364,19 @@ async fn open_with(
         let config = cairn::backends::Handle::config();
         let heads =
             futures::future::join_all(sel.replicas.iter().map(|r| r.backend.head(&config))).await;
-        if heads.iter().all(|h| {
-            h.as_ref()
-                .is_err_and(|e| e.kind() == cairn::backends::ErrorKind::NotFound)
-        }) {
+        let missing: Vec<_> = sel
+            .replicas
+            .iter()
+            .zip(&heads)
+            .filter_map(|(r, h)| match h {
+                Err(e) if e.kind() == cairn::backends::ErrorKind::NotFound => Some((r, e)),
+                _ => None,
+            })
+            .collect();
+        if missing.len() == sel.replicas.len() {
+            if let [(r, e)] = missing[..] {
+                return Err(cairn::Error::not_a_repository(&r.name, e).into());
+            }
             let names: Vec<&str> = sel.replicas.iter().map(|r| r.name.as_str()).collect();
             return Err(cairn::Error::NotARepository(names.join(", ")).into());
         }

@@ -988,3 +988,106 @@ impl fmt::Debug for Ctx {
             .finish_non_exhaustive()
     }
 }
+
+/// Every call through `rejected` (the same location, credentials the
+/// service refuses) fails with `Unauthenticated`: not NotFound (which would
+/// make `init` think the repository is new), not a transient error (which
+/// would be retried). The object written with good credentials stays.
+pub(super) async fn unauthenticated(cx: Arc<Ctx>, rejected: Arc<dyn Backend>) -> Outcome {
+    let h = Handle::new(Kind::Key, cx.name("auth"));
+    let data = pattern(&h.path(), 321);
+    cx.put(&h, data.clone(), PutMode::Create)
+        .await
+        .ctx(|| format!("put {} with good credentials", at(&h)))?;
+    let other = Handle::new(Kind::Key, cx.name("auth-new"));
+    cx.written().insert(other.clone());
+    let want = ErrorKind::Unauthenticated;
+    let what = |op: &str, h: &Handle| format!("{op} {} with rejected credentials", at(h));
+    expect_kind(
+        rejected
+            .put(&other, Bytes::from_static(b"x"), PutMode::Create)
+            .await,
+        want,
+        || what("put (create)", &other),
+    )?;
+    expect_kind(rejected.get(&h, None).await, want, || what("get", &h))?;
+    expect_kind(rejected.get(&h, Some(0..10)).await, want, || {
+        what("ranged get", &h)
+    })?;
+    expect_kind(rejected.head(&h).await, want, || what("head", &h))?;
+    expect_kind(rejected.list(Kind::Key).await.map(|_| ()), want, || {
+        format!("list {} with rejected credentials", Kind::Key)
+    })?;
+    expect_kind(rejected.delete(&h).await, want, || what("delete", &h))?;
+    let got = cx.backend.get(&h, None).await.ctx(|| {
+        format!(
+            "get {} with good credentials after the rejected calls",
+            at(&h)
+        )
+    })?;
+    same(&got, &data, || {
+        format!("{} after the rejected calls", at(&h))
+    })?;
+    expect_kind(cx.backend.head(&other).await, ErrorKind::NotFound, || {
+        format!("{} must not exist after a rejected put", at(&other))
+    })
+}
+
+/// Through `reader` (the same location, credentials that may read and list
+/// but not write or delete): reads work, every write and delete fails with
+/// `PermissionDenied`, and nothing changes.
+pub(super) async fn permission_denied(cx: Arc<Ctx>, reader: Arc<dyn Backend>) -> Outcome {
+    let h = Handle::new(Kind::Snapshot, cx.name("ro"));
+    let data = pattern(&h.path(), 4321);
+    cx.put(&h, data.clone(), PutMode::Create)
+        .await
+        .ctx(|| format!("put {} with good credentials", at(&h)))?;
+    let got = reader
+        .get(&h, None)
+        .await
+        .ctx(|| format!("get {} with read-only credentials", at(&h)))?;
+    same(&got, &data, || {
+        format!("{} read with read-only credentials", at(&h))
+    })?;
+    let listed = reader
+        .list(h.kind)
+        .await
+        .ctx(|| format!("list {} with read-only credentials", h.kind))?;
+    ensure(listed.iter().any(|m| m.handle == h), || {
+        format!(
+            "list {} with read-only credentials does not return {}",
+            h.kind,
+            at(&h)
+        )
+    })?;
+    let other = Handle::new(Kind::Snapshot, cx.name("ro-new"));
+    cx.written().insert(other.clone());
+    let want = ErrorKind::PermissionDenied;
+    let what = |op: &str, h: &Handle| format!("{op} {} with read-only credentials", at(h));
+    expect_kind(
+        reader
+            .put(&other, Bytes::from_static(b"new"), PutMode::Create)
+            .await,
+        want,
+        || what("put (create)", &other),
+    )?;
+    expect_kind(
+        reader
+            .put(&h, Bytes::from_static(b"replaced"), PutMode::Overwrite)
+            .await,
+        want,
+        || what("put (overwrite)", &h),
+    )?;
+    expect_kind(reader.delete(&h).await, want, || what("delete", &h))?;
+    let got = cx.backend.get(&h, None).await.ctx(|| {
+        format!(
+            "get {} with good credentials after the denied calls",
+            at(&h)
+        )
+    })?;
+    same(&got, &data, || format!("{} after the denied calls", at(&h)))?;
+    expect_kind(cx.backend.head(&other).await, ErrorKind::NotFound, || {
+        format!("{} must not exist after a denied put", at(&other))
+    })?;
+    not_listed(&cx, &other).await
+}

@@ -28,8 +28,9 @@ use crate::{Backend, Kind};
 
 use cases::Ctx;
 
-/// Sizes of the suite's workload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Sizes of the suite's workload, and the extra views of the same location
+/// that the error-mapping cases need.
+#[derive(Clone, Debug)]
 pub struct SuiteOptions {
     /// Size of the object of the `large_object` case.
     pub large_object_bytes: usize,
@@ -39,6 +40,14 @@ pub struct SuiteOptions {
     /// Concurrent requests in the `many_objects` and `concurrent_writers`
     /// cases.
     pub concurrency: usize,
+    /// The same location opened with credentials the service rejects
+    /// (wrong secret, unknown key). When given, the `unauthenticated` case
+    /// checks that every call through it says `Unauthenticated`.
+    pub rejected_credentials: Option<Arc<dyn Backend>>,
+    /// The same location opened with credentials that may read and list
+    /// but not write or delete. When given, the `permission_denied` case
+    /// checks reads work and writes say `PermissionDenied`.
+    pub read_only: Option<Arc<dyn Backend>>,
 }
 
 impl Default for SuiteOptions {
@@ -47,6 +56,8 @@ impl Default for SuiteOptions {
             large_object_bytes: 100 * 1024 * 1024,
             many_objects: 1100,
             concurrency: 8,
+            rejected_credentials: None,
+            read_only: None,
         }
     }
 }
@@ -120,6 +131,16 @@ pub async fn run(backend: Arc<dyn Backend>, opts: &SuiteOptions) -> Vec<CaseResu
         )
         .await,
     );
+    // Error mapping beyond NotFound needs other credentials for the same
+    // location; without them the cases are not run (and not listed).
+    if let Some(rejected) = opts.rejected_credentials.clone() {
+        let case = cases::unauthenticated(cx.clone(), rejected);
+        results.push(run_case(&cx, "unauthenticated", case).await);
+    }
+    if let Some(reader) = opts.read_only.clone() {
+        let case = cases::permission_denied(cx.clone(), reader);
+        results.push(run_case(&cx, "permission_denied", case).await);
+    }
     results.push(
         run_case(
             &cx,
