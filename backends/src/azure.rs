@@ -435,13 +435,17 @@ mod tests {
         let b = MicrosoftAzureBuilder::new().with_account("acct");
         let s = ContainerSite::of(&b, "c").unwrap().unwrap();
         assert_eq!(
-            s.url,
+            s.container_url(),
             "https://acct.blob.core.windows.net/c?restype=container"
+        );
+        assert_eq!(
+            s.blob_url("repo dir/data/ab/ab12"),
+            "https://acct.blob.core.windows.net/c/repo%20dir/data/ab/ab12"
         );
         let b = b.with_endpoint("http://127.0.0.1:10000/devstoreaccount1/".into());
         let s = ContainerSite::of(&b, "c").unwrap().unwrap();
         assert_eq!(
-            s.url,
+            s.container_url(),
             "http://127.0.0.1:10000/devstoreaccount1/c?restype=container"
         );
         assert!(ContainerSite::of(&MicrosoftAzureBuilder::new(), "c")
