@@ -285,6 +285,22 @@ fn reply_text(e: &FtpError) -> String {
     }
 }
 
+/// Whether a (lower-case) reply text says the action is not allowed, as
+/// opposed to the file being missing.
+fn says_not_allowed(text: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "permission",
+        "denied",
+        "privilege",
+        "not permitted",
+        "not allowed",
+        "forbidden",
+        "read-only",
+        "read only",
+    ];
+    WORDS.iter().any(|w| text.contains(w))
+}
+
 /// Kind of a failure, and whether the connection is unusable after it.
 fn classify(e: &FtpError) -> (ErrorKind, bool) {
     match e {
@@ -318,9 +334,10 @@ fn classify(e: &FtpError) -> (ErrorKind, bool) {
             let kind = match code {
                 530 | 332 | 532 => ErrorKind::Unauthenticated,
                 552 | 452 => ErrorKind::StorageFull,
-                550 | 553 | 450 if text.contains("permission") || text.contains("denied") => {
-                    ErrorKind::PermissionDenied
-                }
+                // Servers word it differently: vsftpd "Permission denied",
+                // pyftpdlib "Not enough privileges", ProFTPD "Operation
+                // not permitted", others "Access denied", "read-only".
+                550 | 553 | 450 if says_not_allowed(&text) => ErrorKind::PermissionDenied,
                 550 => ErrorKind::NotFound,
                 // 421: the server is closing the connection.
                 421 => return (ErrorKind::Transient, true),
@@ -1190,6 +1207,14 @@ mod tests {
         );
         assert_eq!(
             classify(&resp(550, "Permission denied.")),
+            (ErrorKind::PermissionDenied, false)
+        );
+        assert_eq!(
+            classify(&resp(550, "Not enough privileges.")),
+            (ErrorKind::PermissionDenied, false)
+        );
+        assert_eq!(
+            classify(&resp(553, "Could not create file: read-only file system")),
             (ErrorKind::PermissionDenied, false)
         );
         assert_eq!(

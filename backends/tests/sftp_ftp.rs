@@ -14,8 +14,11 @@
 //!   `CAIRN_SFTP_KEY`, `CAIRN_SFTP_KNOWN_HOSTS` (read by the backend itself);
 //! - FTP: `CAIRN_TEST_REPO_FTP`, `CAIRN_TEST_REPO_FTPS`, `CAIRN_FTP_PASSWORD`
 //!   (read by the backend), `CAIRN_FTPS_CA_FILE`;
-//! - optional, not provided by the script: `CAIRN_TEST_REPO_FTPS_IMPLICIT`
-//!   (an implicit-TLS server using the same CA).
+//! - `CAIRN_TEST_REPO_FTPS_IMPLICIT` (implicit TLS, same CA);
+//! - for the error-mapping cases: `CAIRN_TEST_SFTP_READER_KEY` (a key whose
+//!   sessions are read-only), `CAIRN_TEST_FTP_READER_USER` (a read-only
+//!   FTP user with the same password), and for password logins
+//!   `CAIRN_TEST_REPO_SFTP_PASSWORD` with `CAIRN_TEST_SFTP_PASSWORD_FILE`.
 //!
 //! A test whose server is not configured prints a loud `SKIPPED` line and
 //! passes, except under `CI=true`, where it fails. The "not running" tests
@@ -214,15 +217,82 @@ mod sftp {
             .to_string()
     }
 
+    /// A fresh ed25519 key the server does not know, in `dir`.
+    fn unknown_key(dir: &std::path::Path) -> std::path::PathBuf {
+        let key = dir.join("id_ed25519");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (installed by scripts/test-servers)");
+        assert!(status.success(), "ssh-keygen failed");
+        key
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sftp_conformance() {
         let Some(base) = base() else { return };
+        let Some(reader_key) = configured("sftp read-only key", "CAIRN_TEST_SFTP_READER_KEY")
+        else {
+            return;
+        };
         let url = fresh(&base, "conformance");
         let backend = SftpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
         assert!(backend.capabilities().atomic_create);
         backend.create().await.unwrap();
-        conformance(Arc::new(backend), &SuiteOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let wrong_key = unknown_key(dir.path());
+        let opts = SuiteOptions {
+            rejected_credentials: Some(Arc::new(
+                SftpBackend::from_url(&url, &options(&[("key_file", wrong_key.to_str().unwrap())]))
+                    .await
+                    .unwrap(),
+            )),
+            // sshd gives this key's sessions `internal-sftp -R`.
+            read_only: Some(Arc::new(
+                SftpBackend::from_url(&url, &options(&[("key_file", &reader_key)]))
+                    .await
+                    .unwrap(),
+            )),
+            ..SuiteOptions::default()
+        };
+        conformance(Arc::new(backend), &opts).await;
         remove_local_dir(&split(&url).2);
+    }
+
+    /// Password authentication, for an account that has no authorized key
+    /// (the test key, offered first from `CAIRN_SFTP_KEY`, is refused): the
+    /// right password logs in and the suite passes; a wrong one does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sftp_password_login() {
+        let Some(base) = configured("sftp password user", "CAIRN_TEST_REPO_SFTP_PASSWORD") else {
+            return;
+        };
+        let pwfile = std::env::var("CAIRN_TEST_SFTP_PASSWORD_FILE").unwrap();
+        let url = fresh(&base, "password");
+        let o = options(&[("password_file", &pwfile)]);
+        let backend = SftpBackend::from_url(&url, &o).await.unwrap();
+        backend.create().await.unwrap();
+        let small = SuiteOptions {
+            large_object_bytes: 4 << 20,
+            many_objects: 50,
+            concurrency: 4,
+            ..SuiteOptions::default()
+        };
+        conformance(Arc::new(backend), &small).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let wrong = dir.path().join("pw");
+        std::fs::write(&wrong, "not-the-password\n").unwrap();
+        let o = options(&[("password_file", wrong.to_str().unwrap())]);
+        let backend = SftpBackend::from_url(&url, &o).await.unwrap();
+        let err = expect_fast(
+            "wrong password",
+            ErrorKind::Unauthenticated,
+            backend.list(Kind::Key),
+        )
+        .await;
+        assert!(chain(&err).contains("password"), "{err}");
     }
 
     /// Key slots are readable by their owner only (checked on the server's
@@ -467,12 +537,35 @@ mod ftp {
         let Some(base) = configured("ftp", "CAIRN_TEST_REPO_FTP") else {
             return;
         };
-        let backend = FtpBackend::from_url(&fresh(&base, "conformance"), &BTreeMap::new())
-            .await
-            .unwrap();
+        let Some(reader) = configured("ftp read-only user", "CAIRN_TEST_FTP_READER_USER") else {
+            return;
+        };
+        let url = fresh(&base, "conformance");
+        let backend = FtpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
         assert!(!backend.capabilities().atomic_create);
         backend.create().await.unwrap();
-        conformance(Arc::new(backend), &SuiteOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let wrong = dir.path().join("pw");
+        std::fs::write(&wrong, "wrong-password-5e1d\n").unwrap();
+        let view = |url: String, o: BTreeMap<String, String>| async move {
+            Arc::new(FtpBackend::from_url(&url, &o).await.unwrap()) as Arc<dyn Backend>
+        };
+        // The URL's user wins over the `user` option.
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let hostpath = rest.split_once('@').map_or(rest, |(_, r)| r);
+        let reader_url = format!("{scheme}://{reader}@{hostpath}");
+        let opts = SuiteOptions {
+            rejected_credentials: Some(
+                view(
+                    url.clone(),
+                    options(&[("password_file", wrong.to_str().unwrap())]),
+                )
+                .await,
+            ),
+            read_only: Some(view(reader_url, BTreeMap::new()).await),
+            ..SuiteOptions::default()
+        };
+        conformance(Arc::new(backend), &opts).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -487,14 +580,10 @@ mod ftp {
         conformance(Arc::new(backend), &SuiteOptions::default()).await;
     }
 
-    /// Implicit TLS, when a server for it is configured (the test-servers
-    /// script has none; see docs/backends-sftp-ftp.md).
+    /// Implicit TLS (TLS from the first byte; the test server's third port).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn ftps_implicit_roundtrip() {
-        let Ok(base) = std::env::var("CAIRN_TEST_REPO_FTPS_IMPLICIT") else {
-            eprintln!(
-                "\n*** SKIPPED: no implicit-TLS FTP server (CAIRN_TEST_REPO_FTPS_IMPLICIT) ***\n"
-            );
+    async fn ftps_implicit_conformance() {
+        let Some(base) = configured("implicit ftps", "CAIRN_TEST_REPO_FTPS_IMPLICIT") else {
             return;
         };
         let mut o = ca_options();
@@ -506,6 +595,7 @@ mod ftp {
             large_object_bytes: 8 << 20,
             many_objects: 50,
             concurrency: 4,
+            ..SuiteOptions::default()
         };
         backend.create().await.unwrap();
         conformance(Arc::new(backend), &small).await;

@@ -15,6 +15,9 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// or into the user's default repository.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Variables set (`Some`) or removed (`None`) in every command, after
+    /// the ones passed through.
+    overrides: std::cell::RefCell<Vec<(String, Option<std::ffi::OsString>)>>,
 }
 
 impl Env {
@@ -24,7 +27,15 @@ impl Env {
                 .prefix("cairn-e2e-")
                 .tempdir()
                 .unwrap(),
+            overrides: Default::default(),
         }
+    }
+
+    /// Set `var` in every later command (`None`: remove it).
+    pub fn set_var(&self, var: &str, value: Option<&std::ffi::OsStr>) {
+        self.overrides
+            .borrow_mut()
+            .push((var.to_string(), value.map(|v| v.to_os_string())));
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -56,6 +67,12 @@ impl Env {
             {
                 c.env(k, v);
             }
+        }
+        for (k, v) in self.overrides.borrow().iter() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
         }
         for r in repos {
             c.arg("--repo").arg(r);

@@ -21,10 +21,13 @@ fn fresh(base: &str, name: &str) -> String {
 
 fn round_trip(var: &str, name: &str) {
     let Some(base) = server(var) else { return };
-    let env = Env::new();
+    round_trip_at(&Env::new(), &base, name);
+}
+
+fn round_trip_at(env: &Env, base: &str, name: &str) {
     let src = env.path("src");
     make_tree(&src, 3 << 20);
-    let url = fresh(&base, name);
+    let url = fresh(base, name);
     let repo = Path::new(&url);
     env.init(&[repo]);
     let (code, sum) = env.backup_json(&[repo], &[src.as_os_str()]);
@@ -70,6 +73,75 @@ fn gcs_round_trip() {
 #[test]
 fn sftp_round_trip() {
     round_trip("CAIRN_TEST_REPO_SFTP", "e2e");
+}
+
+/// SFTP with the key in an ssh-agent (no key file configured, no default
+/// keys in `~/.ssh`): what a user with `ssh-add` does.
+#[test]
+fn sftp_round_trip_with_ssh_agent() {
+    let Some(base) = server("CAIRN_TEST_REPO_SFTP") else {
+        return;
+    };
+    let key = std::env::var_os("CAIRN_SFTP_KEY").expect("CAIRN_SFTP_KEY");
+    let env = Env::new();
+    let sock = env.path("agent.sock");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client, installed by scripts/test-servers)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()
+        .unwrap();
+    assert!(added.success(), "ssh-add failed");
+    env.set_var("CAIRN_SFTP_KEY", None);
+    env.set_var("SSH_AUTH_SOCK", Some(sock.as_os_str()));
+    round_trip_at(&env, &base, "agent");
+
+    // Without the agent, nothing is offered: a clear error, not a hang.
+    env.set_var("SSH_AUTH_SOCK", None);
+    let out = env
+        .cairn(&[Path::new(&fresh(&base, "agent"))])
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("no credentials to offer"), "{err}");
+}
+
+/// SFTP with a password only (`CAIRN_SFTP_PASSWORD`), for an account that
+/// has no authorized key.
+#[test]
+fn sftp_round_trip_with_password() {
+    let Some(base) = server("CAIRN_TEST_REPO_SFTP_PASSWORD") else {
+        return;
+    };
+    let file = std::env::var("CAIRN_TEST_SFTP_PASSWORD_FILE").unwrap();
+    let password = std::fs::read_to_string(file).unwrap();
+    let env = Env::new();
+    env.set_var("CAIRN_SFTP_KEY", None);
+    env.set_var("CAIRN_SFTP_PASSWORD", Some(password.trim().as_ref()));
+    round_trip_at(&env, &base, "password");
 }
 
 #[test]
