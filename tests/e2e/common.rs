@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: running the binary in an
 //! isolated environment, generating source trees, and comparing trees.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -259,4 +260,50 @@ pub fn flip_byte(p: &Path, at: usize) {
     let i = at % d.len();
     d[i] ^= 0x40;
     fs::write(p, d).unwrap();
+}
+
+/// Compare a restore with its source. Entries the restore named as failed
+/// in `stderr` (`error: PATH: …`) are skipped, a directory with everything
+/// below it; every other entry must be identical in content and metadata,
+/// and every error must name an entry of the source. Returns the failed
+/// entries relative to the source.
+pub fn compare_restore(src: &Path, target: &Path, stderr: &str) -> Vec<PathBuf> {
+    let root = restored(target, src);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .collect();
+    let shown = |rel: &Path| format!("{}: ", root.join(rel).display());
+    let actual: BTreeMap<PathBuf, Entry> = snapshot_of(&root).into_iter().collect();
+    let expected = snapshot_of(src);
+    for e in &errors {
+        assert!(
+            expected.iter().any(|(rel, _)| e.starts_with(&shown(rel))),
+            "restore reported an error for something not in the source: {e}"
+        );
+    }
+    let mut broken: Vec<PathBuf> = Vec::new();
+    for (rel, want) in &expected {
+        if broken.iter().any(|b| rel.starts_with(b)) {
+            continue;
+        }
+        if errors.iter().any(|e| e.starts_with(&shown(rel))) {
+            broken.push(rel.clone());
+            continue;
+        }
+        assert_eq!(
+            actual.get(rel),
+            Some(want),
+            "{} was not restored correctly (stderr: {stderr})",
+            rel.display()
+        );
+    }
+    for rel in actual.keys() {
+        assert!(
+            expected.iter().any(|(p, _)| p == rel),
+            "{} was restored but is not in the source",
+            rel.display()
+        );
+    }
+    broken
 }

@@ -183,52 +183,6 @@ fn name_of(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-/// Compare a restore with its source. Entries the restore named as failed
-/// in `stderr` (`error: PATH: …`) are skipped, a directory with everything
-/// below it; every other entry must be identical in content and metadata,
-/// and every error must name an entry of the source. Returns the failed
-/// entries relative to the source.
-fn compare_restore(src: &Path, target: &Path, stderr: &str) -> Vec<PathBuf> {
-    let root = restored(target, src);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("error: "))
-        .collect();
-    let shown = |rel: &Path| format!("{}: ", root.join(rel).display());
-    let actual: BTreeMap<PathBuf, Entry> = snapshot_of(&root).into_iter().collect();
-    let expected = snapshot_of(src);
-    for e in &errors {
-        assert!(
-            expected.iter().any(|(rel, _)| e.starts_with(&shown(rel))),
-            "restore reported an error for something not in the source: {e}"
-        );
-    }
-    let mut broken: Vec<PathBuf> = Vec::new();
-    for (rel, want) in &expected {
-        if broken.iter().any(|b| rel.starts_with(b)) {
-            continue;
-        }
-        if errors.iter().any(|e| e.starts_with(&shown(rel))) {
-            broken.push(rel.clone());
-            continue;
-        }
-        assert_eq!(
-            actual.get(rel),
-            Some(want),
-            "{} was not restored correctly (stderr: {stderr})",
-            rel.display()
-        );
-    }
-    for rel in actual.keys() {
-        assert!(
-            expected.iter().any(|(p, _)| p == rel),
-            "{} was restored but is not in the source",
-            rel.display()
-        );
-    }
-    broken
-}
-
 /// Sum of allocated bytes below `root` (what `du` reports).
 fn disk_usage(root: &Path) -> u64 {
     let mut total = 0;

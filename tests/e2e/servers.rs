@@ -415,3 +415,124 @@ fn init_creates_a_missing_s3_bucket() {
         .assert()
         .success();
 }
+
+/// The backend behind a test server URL, reached directly (as an attacker
+/// or a broken server would change it, beneath cairn).
+async fn open_direct(url: &str) -> std::sync::Arc<dyn cairn::backends::Backend> {
+    use cairn::backends as b;
+    let none = Default::default();
+    match url.split_once("://").map(|(s, _)| s) {
+        Some("s3") => std::sync::Arc::new(b::s3::S3Backend::from_url(url, &none).unwrap()),
+        Some("az") => std::sync::Arc::new(b::azure::AzureBackend::from_url(url, &none).unwrap()),
+        Some("gs") => std::sync::Arc::new(b::gcs::GcsBackend::from_url(url, &none).unwrap()),
+        Some("sftp") => {
+            std::sync::Arc::new(b::sftp::SftpBackend::from_url(url, &none).await.unwrap())
+        }
+        Some("ftp") => std::sync::Arc::new(b::ftp::FtpBackend::from_url(url, &none).await.unwrap()),
+        other => panic!("no direct backend for {other:?}"),
+    }
+}
+
+/// On every server: a pack cut to half its length on the server is caught
+/// by `check --read-data` (naming it), is never restored as data (a
+/// restore from that server alone names the files it could not restore and
+/// every file it did restore is right), is read around from local disk by
+/// `restore --from SERVER`, and is rewritten by `repair packs`.
+#[test]
+fn an_object_truncated_on_a_server_is_never_taken_as_valid() {
+    use cairn::backends::{Handle, Kind, PutMode};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for var in [
+        "CAIRN_TEST_REPO_S3",
+        "CAIRN_TEST_REPO_AZURE",
+        "CAIRN_TEST_REPO_GCS",
+        "CAIRN_TEST_REPO_SFTP",
+        "CAIRN_TEST_REPO_FTP",
+    ] {
+        let Some(base) = server(var) else { continue };
+        let env = Env::new();
+        let src = env.path("src");
+        make_tree(&src, 3 << 20);
+        let local = env.path("local");
+        let url = fresh(&base, "truncated");
+        let repos = [local.as_path(), Path::new(&url)];
+        env.cairn(&repos)
+            .args(["init", "--pack-size-mib", "1", "--kdf-memory-kib", "8192"])
+            .args(["--kdf-iterations", "1"])
+            .assert()
+            .success();
+        let (code, sum) = env.backup_json(&repos, &[src.as_os_str()]);
+        assert_eq!(code, 0, "{var}: {sum}");
+
+        // The largest pack holds file data; cut it in half on the server.
+        let pack = packs(&local)
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+        let h = Handle::new(Kind::Pack, &name);
+        rt.block_on(async {
+            let b = open_direct(&url).await;
+            let data = b.get(&h, None).await.unwrap();
+            b.put(&h, data.slice(..data.len() / 2), PutMode::Overwrite)
+                .await
+                .unwrap();
+        });
+
+        let out = env
+            .cairn(&repos)
+            .args(["check", "--read-data", "--json"])
+            .output()
+            .unwrap();
+        let report = last_json(&out.stdout);
+        assert_eq!(out.status.code(), Some(5), "{var}: {report}");
+        assert!(
+            report["replicas"][1]["errors"].to_string().contains(&name),
+            "{var}: check does not name {name}: {report}"
+        );
+        assert_eq!(
+            report["replicas"][0]["errors"].as_array().map(Vec::len),
+            Some(0),
+            "{var}: {report}"
+        );
+
+        // The server alone: what it cannot give is named, the rest is right.
+        let target = env.path("alone");
+        let out = env
+            .cairn(&[Path::new(&url)])
+            .args(["restore", "latest", "--verify", "--target"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{var}: {stderr}");
+        let broken = compare_restore(&src, &target, &stderr);
+        assert!(!broken.is_empty(), "{var}: nothing named: {stderr}");
+
+        // With local disk as the other replica, everything comes back.
+        let target = env.path("both");
+        let out = env
+            .cairn(&repos)
+            .args(["restore", "latest", "--verify", "--json", "--from", &url])
+            .arg("--target")
+            .arg(&target)
+            .output()
+            .unwrap();
+        let summary = last_json(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{var}: {summary}");
+        assert_same_tree(&src, &restored(&target, &src));
+        assert!(
+            summary["fallbacks"].to_string().contains(&name),
+            "{var}: {summary}"
+        );
+
+        env.cairn(&repos)
+            .args(["repair", "packs", "--read-data", "--backend", &url])
+            .assert()
+            .success();
+        env.cairn(&repos)
+            .args(["check", "--read-data"])
+            .assert()
+            .success();
+    }
+}
