@@ -116,16 +116,10 @@ pub fn open_backend(
     options: &BTreeMap<String, toml::Value>,
     limits: Limits,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let opts: BTreeMap<String, String> = options
+    let opts = options
         .iter()
-        .map(|(k, v)| {
-            let s = match v {
-                toml::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), s)
-        })
-        .collect();
+        .map(|(k, v)| Ok((k.clone(), option_value(url, k, v)?)))
+        .collect::<anyhow::Result<BTreeMap<String, String>>>()?;
     let raw = open_raw(url, &opts)?;
     let connections = raw.capabilities().default_connections.max(1);
     let mut b: Arc<dyn Backend> = Arc::new(RetryBackend::new(raw));
@@ -139,6 +133,46 @@ pub fn open_backend(
         ));
     }
     Ok(Arc::new(LimitBackend::new(b, connections)))
+}
+
+/// The text of one backend option from `cairn.toml`. A secret need not
+/// be written into the file: `{ env = "VAR" }` takes the value from an
+/// environment variable, `{ file = "PATH" }` from the first line of a file
+/// (`~/` is the home directory). Messages name the variable or file, never
+/// the value.
+fn option_value(url: &str, key: &str, value: &toml::Value) -> anyhow::Result<String> {
+    use toml::Value;
+    let fail = |why: String| -> anyhow::Error {
+        UsageError(format!("{}: option {key}: {why}", redact(url))).into()
+    };
+    let table = match value {
+        Value::String(s) => return Ok(s.clone()),
+        Value::Table(t) => t,
+        other => return Ok(other.to_string()),
+    };
+    match (table.get("env"), table.get("file"), table.len()) {
+        (Some(Value::String(var)), None, 1) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(v),
+            _ => Err(fail(format!("environment variable {var} is not set"))),
+        },
+        (None, Some(Value::String(path)), 1) => {
+            let path = match path.strip_prefix("~/") {
+                Some(rest) => {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest)
+                }
+                None => PathBuf::from(path),
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+            match text.lines().next().map(str::trim_end) {
+                Some(line) if !line.is_empty() => Ok(line.to_string()),
+                _ => Err(fail(format!("{} is empty", path.display()))),
+            }
+        }
+        _ => Err(fail(
+            "a table must be { env = \"VARIABLE\" } or { file = \"PATH\" }".into(),
+        )),
+    }
 }
 
 #[allow(dead_code)] // used only by the network backends' arms
@@ -388,6 +422,40 @@ async fn open_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_values_come_from_the_file_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cr3t\nignored\n").unwrap();
+        let v = |text: &str| -> toml::Value {
+            toml::from_str::<toml::Table>(&format!("k = {text}")).unwrap()["k"].clone()
+        };
+        let get = |text: &str| option_value("s3://b/p", "secret", &v(text));
+        assert_eq!(get("\"plain\"").unwrap(), "plain");
+        assert_eq!(get("8").unwrap(), "8");
+        assert_eq!(get("true").unwrap(), "true");
+        assert_eq!(
+            get(&format!("{{ file = {:?} }}", secret.to_str().unwrap())).unwrap(),
+            "s3cr3t"
+        );
+        // PATH is set in every test environment.
+        assert_eq!(
+            get("{ env = \"PATH\" }").unwrap(),
+            std::env::var("PATH").unwrap()
+        );
+        let err = get("{ env = \"CAIRN_TEST_SURELY_UNSET_VARIABLE\" }").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CAIRN_TEST_SURELY_UNSET_VARIABLE is not set"),
+            "{err}"
+        );
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        let err = get("{ file = \"/nonexistent/secret\" }").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/secret"), "{err}");
+        let err = get("{ env = \"A\", file = \"B\" }").unwrap_err();
+        assert!(err.to_string().contains("a table must be"), "{err}");
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -536,3 +536,79 @@ fn an_object_truncated_on_a_server_is_never_taken_as_valid() {
             .success();
     }
 }
+
+/// Credentials by reference in `cairn.toml`: the S3 key id from a variable
+/// of the user's choosing, the secret from a file, nothing in the standard
+/// AWS variables. A missing variable is a usage error naming it; a wrong
+/// secret in the file is refused and never printed.
+#[test]
+fn config_takes_credentials_from_named_variables_and_files() {
+    let Some(base) = server("CAIRN_TEST_REPO_S3") else {
+        return;
+    };
+    let id = std::env::var("AWS_ACCESS_KEY_ID").unwrap();
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap();
+    let env = Env::new();
+    let secret_file = env.path("s3.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let url = fresh(&base, "by-reference");
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.offsite]\nurl = \"{url}\"\n\
+             access_key_id = {{ env = \"OFFSITE_KEY_ID\" }}\n\
+             secret_access_key = {{ file = \"{}\" }}\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    env.set_var("AWS_ACCESS_KEY_ID", None);
+    env.set_var("AWS_SECRET_ACCESS_KEY", None);
+    env.set_var("OFFSITE_KEY_ID", Some(id.as_ref()));
+    let src = env.path("src");
+    make_tree(&src, 1 << 20);
+    let with_config = || {
+        let mut c = env.cairn(&[]);
+        c.arg("--config").arg(&config);
+        c
+    };
+    with_config()
+        .args(["init", "--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+    with_config().arg("backup").arg(&src).assert().success();
+    let out = with_config()
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 1);
+
+    env.set_var("OFFSITE_KEY_ID", None);
+    let out = with_config().arg("snapshots").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("access_key_id") && err.contains("OFFSITE_KEY_ID is not set"),
+        "{err}"
+    );
+
+    env.set_var("OFFSITE_KEY_ID", Some(id.as_ref()));
+    let wrong = "wrong-secret-in-the-file-0123456789abcdef";
+    std::fs::write(&secret_file, wrong).unwrap();
+    let out = with_config()
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(text.contains("unauthenticated"), "{text}");
+    assert!(
+        !text.contains(wrong) && !text.contains(&secret),
+        "a secret was printed: {text}"
+    );
+}
