@@ -54,10 +54,18 @@ impl Error {
     /// Nothing at `replica`, as `err` (a NotFound) says; when the bucket or
     /// container itself is missing, the message says so.
     pub fn not_a_repository(replica: &str, err: &BackendError) -> Error {
-        if err.message().contains("does not exist") {
-            Error::NotARepository(format!("{replica} ({})", err.message()))
-        } else {
-            Error::NotARepository(replica.to_string())
+        const GONE: &str = "does not exist";
+        let msg = err.message();
+        // `… bucket "NAME" does not exist` (or `bucket/container "NAME"`):
+        // from the word before the quoted name to the end of the phrase.
+        let phrase = msg.find(GONE).and_then(|end| {
+            let quote = msg[..end].trim_end().strip_suffix('"')?.rfind('"')?;
+            let word = msg[..quote].trim_end().rfind(' ').map_or(0, |i| i + 1);
+            Some(&msg[word..end + GONE.len()])
+        });
+        match phrase {
+            Some(p) => Error::NotARepository(format!("{replica}: {p}")),
+            None => Error::NotARepository(replica.to_string()),
         }
     }
 
@@ -89,6 +97,32 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_bucket_is_named() {
+        let e = |m: &str| {
+            Error::not_a_repository("s3://b/p", &BackendError::new(ErrorKind::NotFound, m))
+                .to_string()
+        };
+        assert_eq!(
+            e("get config (s3://b/p at http://x): bucket/container \"nobucket\" does not exist"),
+            "no cairn repository at s3://b/p: bucket/container \"nobucket\" does not exist \
+             (run `cairn init` first)"
+        );
+        assert_eq!(
+            e("get config: HTTP 404: bucket \"b\" does not exist (gs://b/p)"),
+            "no cairn repository at s3://b/p: bucket \"b\" does not exist (run `cairn init` first)"
+        );
+        assert_eq!(
+            e("get config: HTTP 404 NoSuchKey"),
+            "no cairn repository at s3://b/p (run `cairn init` first)"
+        );
+    }
+}
 
 /// An error with its causes, `outer: cause: root cause`, so a user sees
 /// e.g. "Not a directory" and not only what cairn was doing. Causes come

@@ -555,7 +555,8 @@ impl Backend for GcsBackend {
         url.query_pairs_mut().append_pair("alt", "media");
         let response = self.send(&what, &|| self.client.get(url.clone())).await?;
         if !response.status().is_success() {
-            return Err(self.status_error(&what, response).await);
+            let err = self.status_error(&what, response).await;
+            return Err(self.explain_missing_config(handle, err).await);
         }
         // The stored size, when the server says it, catches a cut-off body.
         let stored = response
@@ -576,10 +577,10 @@ impl Backend for GcsBackend {
     }
 
     async fn head(&self, handle: &Handle) -> Result<ObjectMeta> {
-        Ok(ObjectMeta::new(
-            handle.clone(),
-            self.object_size(handle).await?,
-        ))
+        match self.object_size(handle).await {
+            Ok(size) => Ok(ObjectMeta::new(handle.clone(), size)),
+            Err(e) => Err(self.explain_missing_config(handle, e).await),
+        }
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<ObjectMeta>> {
@@ -742,6 +743,23 @@ impl Backend for GcsBackend {
 }
 
 impl GcsBackend {
+    /// A missing `config` is how cairn finds that there is no repository;
+    /// GCS answers a read in a missing bucket with the same 404 as a
+    /// missing object, so then one more request tells which it was, and the
+    /// error says "bucket … does not exist" when it is the bucket.
+    async fn explain_missing_config(&self, handle: &Handle, err: BackendError) -> BackendError {
+        if handle.kind != Kind::Config || err.kind() != ErrorKind::NotFound {
+            return err;
+        }
+        match self.probe_bucket().await {
+            Err(e) if e.kind() == ErrorKind::NotFound => BackendError::new(
+                ErrorKind::NotFound,
+                format!("{}: {}", err.message(), e.message()),
+            ),
+            _ => err,
+        }
+    }
+
     /// `Ok` when the bucket exists and these credentials may list it; a
     /// `NotFound` error naming the bucket when it does not exist.
     async fn probe_bucket(&self) -> Result<()> {

@@ -71,15 +71,22 @@ pub struct Global {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Limit uploads to this many KiB/s per backend.
-    #[arg(long, global = true, env = "CAIRN_LIMIT_UPLOAD", value_name = "KiB/s")]
+    /// Limit uploads to this many KiB/s per backend (at least 1).
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_LIMIT_UPLOAD",
+        value_name = "KiB/s",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub limit_upload: Option<u64>,
-    /// Limit downloads to this many KiB/s per backend.
+    /// Limit downloads to this many KiB/s per backend (at least 1).
     #[arg(
         long,
         global = true,
         env = "CAIRN_LIMIT_DOWNLOAD",
-        value_name = "KiB/s"
+        value_name = "KiB/s",
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub limit_download: Option<u64>,
     /// More log output (repeat for more).

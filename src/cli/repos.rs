@@ -177,7 +177,18 @@ fn option_value(url: &str, key: &str, value: &toml::Value) -> anyhow::Result<Str
 
 #[allow(dead_code)] // used only by the network backends' arms
 fn backend_error(url: &str, e: cairn::backends::BackendError) -> anyhow::Error {
-    UsageError(format!("{}: {e}", redact(url))).into()
+    // A configuration error is "error: …" by kind, which says nothing; the
+    // message usually names the URL already.
+    let shown = redact(url);
+    let text = match e.kind() {
+        cairn::backends::ErrorKind::Other => e.message().to_string(),
+        _ => e.to_string(),
+    };
+    if text.contains(&shown) {
+        UsageError(text).into()
+    } else {
+        UsageError(format!("{shown}: {text}")).into()
+    }
 }
 
 /// The concrete backend for a URL (or a plain path). Network backends

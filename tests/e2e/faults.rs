@@ -401,6 +401,25 @@ fn missing_passphrase_without_tty_exits_2() {
     assert_eq!(snapshot_of(&repo), before);
 }
 
+/// A bandwidth limit of 0 would never send a byte: refused up front, with
+/// a usage error naming the flag, for the flag and its variable alike.
+#[test]
+fn zero_bandwidth_limit_is_a_usage_error() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    for (flag, var) in [
+        ("--limit-upload", "CAIRN_LIMIT_UPLOAD"),
+        ("--limit-download", "CAIRN_LIMIT_DOWNLOAD"),
+    ] {
+        let (code, _, err) = run(env.cairn(&[&repo]).args(["init", flag, "0"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(flag), "{err}");
+        let (code, _, err) = run(env.cairn(&[&repo]).env(var, "0").arg("init"));
+        assert_eq!(code, 2, "{err}");
+    }
+    assert!(!repo.exists());
+}
+
 // ---------------------------------------------------------------------------
 // 3: corruption of one replica
 // ---------------------------------------------------------------------------
