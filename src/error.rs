@@ -98,32 +98,6 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_bucket_is_named() {
-        let e = |m: &str| {
-            Error::not_a_repository("s3://b/p", &BackendError::new(ErrorKind::NotFound, m))
-                .to_string()
-        };
-        assert_eq!(
-            e("get config (s3://b/p at http://x): bucket/container \"nobucket\" does not exist"),
-            "no cairn repository at s3://b/p: bucket/container \"nobucket\" does not exist \
-             (run `cairn init` first)"
-        );
-        assert_eq!(
-            e("get config: HTTP 404: bucket \"b\" does not exist (gs://b/p)"),
-            "no cairn repository at s3://b/p: bucket \"b\" does not exist (run `cairn init` first)"
-        );
-        assert_eq!(
-            e("get config: HTTP 404 NoSuchKey"),
-            "no cairn repository at s3://b/p (run `cairn init` first)"
-        );
-    }
-}
-
 /// An error with its causes, `outer: cause: root cause`, so a user sees
 /// e.g. "Not a directory" and not only what cairn was doing. Causes come
 /// from the backends, whose messages never carry credentials.
@@ -148,4 +122,30 @@ pub fn chain_of<'a>(errs: impl IntoIterator<Item = &'a dyn std::error::Error>) -
         out.push_str(&text);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_bucket_is_named() {
+        let e = |m: &str| {
+            Error::not_a_repository("s3://b/p", &BackendError::new(ErrorKind::NotFound, m))
+                .to_string()
+        };
+        assert_eq!(
+            e("get config (s3://b/p at http://x): bucket/container \"nobucket\" does not exist"),
+            "no cairn repository at s3://b/p: bucket/container \"nobucket\" does not exist \
+             (run `cairn init` first)"
+        );
+        assert_eq!(
+            e("get config: HTTP 404: bucket \"b\" does not exist (gs://b/p)"),
+            "no cairn repository at s3://b/p: bucket \"b\" does not exist (run `cairn init` first)"
+        );
+        assert_eq!(
+            e("get config: HTTP 404 NoSuchKey"),
+            "no cairn repository at s3://b/p (run `cairn init` first)"
+        );
+    }
 }
