@@ -13,11 +13,27 @@ pub async fn run(g: &Global, _a: StatusArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
     let st = status(&repo).await?;
     if g.json {
-        output::print_json(&serde_json::to_value(&st).expect("status serializes"));
+        output::print_json(&to_json(&st));
     } else {
         print(&st);
     }
     Ok(code(&st))
+}
+
+/// The status as JSON, each snapshot's per-replica entry carrying the
+/// replica's name so a reader need not match positions.
+fn to_json(st: &Status) -> serde_json::Value {
+    let mut v = serde_json::to_value(st).expect("status serializes");
+    if let Some(snaps) = v["snapshots"].as_array_mut() {
+        for snap in snaps {
+            if let Some(entries) = snap["replicas"].as_array_mut() {
+                for (entry, r) in entries.iter_mut().zip(&st.replicas) {
+                    entry["name"] = r.name.clone().into();
+                }
+            }
+        }
+    }
+    v
 }
 
 /// 0 all complete, 6 a replica unreachable, 5 data lost everywhere, 4 a

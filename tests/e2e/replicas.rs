@@ -84,6 +84,7 @@ fn status_and_sync_bring_a_lagging_replica_and_a_new_one_up_to_date() {
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1]["replicas"][0]["state"], "complete");
     assert_eq!(snaps[1]["replicas"][1]["state"], "missing");
+    assert_eq!(snaps[1]["replicas"][1]["name"], name(&b));
     assert_eq!(st["replicas"][1]["behind_snapshots"], 1);
     // The last write on a is the second backup, later than b's.
     let last = |i: usize| -> jiff::Timestamp {
