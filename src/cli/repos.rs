@@ -116,10 +116,27 @@ pub fn open_backend(
     options: &BTreeMap<String, toml::Value>,
     limits: Limits,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let opts = options
+    let mut opts = options
         .iter()
         .map(|(k, v)| Ok((k.clone(), option_value(url, k, v)?)))
         .collect::<anyhow::Result<BTreeMap<String, String>>>()?;
+    // Per-backend limits in cairn.toml win over the global flags: a thin
+    // off-site link can be limited while a local disk runs at full speed.
+    let mut limits = limits;
+    for (key, slot) in [
+        ("limit_upload", &mut limits.upload_kib),
+        ("limit_download", &mut limits.download_kib),
+    ] {
+        if let Some(v) = opts.remove(key) {
+            match v.parse::<u64>() {
+                Ok(n) if n > 0 => *slot = Some(n),
+                _ => bail!(UsageError(format!(
+                    "{}: option {key}: {v:?} is not a positive number of KiB/s",
+                    redact(url)
+                ))),
+            }
+        }
+    }
     let raw = open_raw(url, &opts)?;
     let connections = raw.capabilities().default_connections.max(1);
     let mut b: Arc<dyn Backend> = Arc::new(RetryBackend::new(raw));

@@ -402,7 +402,8 @@ fn missing_passphrase_without_tty_exits_2() {
 }
 
 /// A bandwidth limit of 0 would never send a byte: refused up front, with
-/// a usage error naming the flag, for the flag and its variable alike.
+/// a usage error naming the flag, for the flag, its variable and the
+/// per-backend option in cairn.toml alike.
 #[test]
 fn zero_bandwidth_limit_is_a_usage_error() {
     let env = Env::new();
@@ -417,7 +418,37 @@ fn zero_bandwidth_limit_is_a_usage_error() {
         let (code, _, err) = run(env.cairn(&[&repo]).env(var, "0").arg("init"));
         assert_eq!(code, 2, "{err}");
     }
+    // The same in cairn.toml, per backend.
+    let cfg = env.path("cairn.toml");
+    for bad in ["0", "\"fast\""] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[backends.r]\nurl = \"{}\"\nlimit_upload = {bad}\n",
+                repo.display()
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = run(env.cairn(&[]).arg("--config").arg(&cfg).arg("init"));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("limit_upload"), "{err}");
+    }
     assert!(!repo.exists());
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backends.r]\nurl = \"{}\"\nlimit_upload = 100000\nlimit_download = 100000\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) =
+        run(env
+            .cairn(&[])
+            .arg("--config")
+            .arg(&cfg)
+            .args(["init", "--kdf-memory-kib", "8192"]));
+    assert_eq!(code, 0, "{err}");
 }
 
 // ---------------------------------------------------------------------------
