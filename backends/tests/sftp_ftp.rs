@@ -422,7 +422,7 @@ mod sftp {
             .arg(&key)
             .status();
         if !status.is_ok_and(|s| s.success()) {
-            eprintln!("*** SKIPPED: sftp wrong-key test needs ssh-keygen ***");
+            cairn_backends::conformance::loud_skip("SKIPPED: sftp wrong-key test needs ssh-keygen");
             return;
         }
         let pwfile = dir.path().join("pw");

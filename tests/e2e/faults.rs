@@ -994,7 +994,7 @@ fn disk_full_on_one_replica() {
             .status()
             .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("\n***** SKIPPED: disk-full test needs root + tmpfs *****\n");
+        cairn::backends::conformance::loud_skip("SKIPPED: disk-full test needs root + tmpfs");
         return;
     }
     let _unmount = Unmount(mnt.clone());
@@ -1105,7 +1105,9 @@ fn unreadable_files_make_a_partial_snapshot() {
             .status()
             .is_ok_and(|s| s.success());
     if root && !nobody {
-        eprintln!("\n***** SKIPPED: unreadable-files test as root needs setpriv *****\n");
+        cairn::backends::conformance::loud_skip(
+            "SKIPPED: unreadable-files test as root needs setpriv",
+        );
         return;
     }
     let cmd = |repos: &[&Path]| {
@@ -1284,7 +1286,9 @@ fn huge_sparse_file_is_stored_small_and_restored_sparse() {
     assert_eq!(fs::metadata(&img).unwrap().len(), SIZE);
     let allocated = fs::metadata(&img).unwrap().blocks() * 512;
     if allocated > SIZE / 64 {
-        eprintln!("\n***** SKIPPED: the temporary file system does not keep files sparse *****\n");
+        cairn::backends::conformance::loud_skip(
+            "SKIPPED: the temporary file system does not keep files sparse",
+        );
         return;
     }
 

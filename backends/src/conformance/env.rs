@@ -15,7 +15,7 @@ pub fn server_from_env(what: &str, var: &str) -> Option<String> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{msg} — CI=true, so this is a failure");
             }
-            eprintln!("\n*** {msg} ***\n");
+            loud_skip(&msg);
             None
         }
     }
@@ -28,4 +28,13 @@ pub fn fresh_location(base: &str, test: &str) -> String {
         base.trim_end_matches('/'),
         rand::random::<u64>()
     )
+}
+
+/// Say on the terminal that a test skipped something, even while the test
+/// harness captures output: `eprintln!` inside a test is captured and shown
+/// only for failures, and a skip must be seen. Writing to the `stderr`
+/// handle goes past the capture.
+pub fn loud_skip(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n*** {msg} ***\n");
 }

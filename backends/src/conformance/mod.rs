@@ -17,7 +17,7 @@
 mod cases;
 mod env;
 
-pub use env::{fresh_location, server_from_env};
+pub use env::{fresh_location, loud_skip, server_from_env};
 
 use std::fmt::{self, Write as _};
 use std::future::Future;
