@@ -246,9 +246,7 @@ impl ContainerSite {
         }
         url
     }
-}
 
-impl ContainerSite {
     /// `None` when the builder lacks an account (the build fails then).
     fn of(builder: &MicrosoftAzureBuilder, container: &str) -> Result<Option<ContainerSite>> {
         let flag = |key: AzureConfigKey, name: &str| -> Result<bool> {
