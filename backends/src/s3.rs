@@ -24,7 +24,10 @@
 //!   (cargo feature `aws-profile`; `AWS_PROFILE` works too, see
 //!   [`crate::aws_profile`]);
 //! - any other `object_store` S3 key (`access_key_id`, `secret_access_key`,
-//!   `session_token`, `skip_signature`, `checksum_algorithm`, …).
+//!   `session_token`, `skip_signature`, `checksum_algorithm`, …);
+//!   `disable_bulk_delete` defaults to `true` here (one `DELETE /key` per
+//!   object: cairn deletes one at a time), unless `AWS_DISABLE_BULK_DELETE`
+//!   or the option says otherwise.
 //!
 //! Bucket creation: `create()` lists the bucket first and, only if that says
 //! `NoSuchBucket`, sends a SigV4-signed `PUT /BUCKET` (path-style or
@@ -93,6 +96,14 @@ impl S3Backend {
             None => true,
         };
         let profile = options.remove("profile");
+        // cairn deletes one object per call: a plain `DELETE /key` answers
+        // with a status of its own (403, 404, 5xx) where `DeleteObjects`
+        // nests per-key errors in an XML body, and it works on S3-compatible
+        // stores without `DeleteObjects`. Still an option (and env var) for
+        // those who want the bulk request.
+        if std::env::var_os("AWS_DISABLE_BULK_DELETE").is_none() {
+            builder = builder.with_disable_bulk_delete(true);
+        }
         for (key, value) in &options {
             let config_key: AmazonS3ConfigKey = key.parse().map_err(|_| {
                 BackendError::new(ErrorKind::Other, format!("unknown s3 option {key:?}"))
