@@ -359,11 +359,19 @@ fn parse_process_output(
         None => None,
         Some(t) => Some(parse_rfc3339(t).ok_or_else(|| format!("bad Expiration {t:?}"))?),
     };
+    let token = out.session_token.filter(|t| !t.is_empty());
+    // These go into HTTP headers, which object_store builds with unwrap.
+    let header_safe = |v: &str| http::HeaderValue::from_str(v).is_ok();
+    if !header_safe(&out.access_key_id) || !token.as_deref().is_none_or(header_safe) {
+        return Err(
+            "AccessKeyId or SessionToken contains a line break or control character".into(),
+        );
+    }
     Ok((
         AwsCredential {
             key_id: out.access_key_id,
             secret_key: out.secret_access_key,
-            token: out.session_token.filter(|t| !t.is_empty()),
+            token,
         },
         expires,
     ))

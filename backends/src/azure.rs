@@ -54,9 +54,9 @@ use object_store::ClientConfigKey;
 
 use crate::http_util::status_kind;
 use crate::object_store_backend::{
-    client_retry, delegate_backend, http_client, is_auth_failure, map_error, parse_bool,
-    redact_endpoint, send_with, split_url, xml_message, xml_tag, Answer, CommonOptions,
-    ContainerCreator, ObjectDeleter, ObjectStoreBackend, Service,
+    client_retry, delegate_backend, header_safe, http_client, is_auth_failure, map_error,
+    parse_bool, redact_endpoint, send_with, split_url, unsafe_credential, xml_message, xml_tag,
+    Answer, CommonOptions, ContainerCreator, ObjectDeleter, ObjectStoreBackend, Service,
 };
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
@@ -165,6 +165,13 @@ impl AzureBackend {
             None => None,
         };
         let account = builder.get_config_value(&AzureConfigKey::AccountName);
+        // object_store unwraps the Authorization header it builds from the
+        // account name: a line break in it would panic there.
+        if account.as_deref().is_some_and(|a| !header_safe(a)) {
+            return Err(unsafe_credential(
+                "the Azure account name (AZURE_STORAGE_ACCOUNT_NAME or account)",
+            ));
+        }
         let site = ContainerSite::of(&builder, container)?;
         let store = builder
             .build()

@@ -59,7 +59,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 
-use crate::net_url::{read_secret_file, temp_name, Options, UrlParts};
+use crate::net_url::{has_control, read_secret_file, temp_name, Options, UrlParts};
 use crate::{
     clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
     Result,
@@ -452,6 +452,16 @@ impl FtpBackend {
             (None, Some(f)) => read_secret_file("ftp", "password_file", &f)?,
             (None, None) => env_nonempty("CAIRN_FTP_PASSWORD").unwrap_or_default(),
         };
+        // A line break would end the USER/PASS command and start another.
+        if has_control(&user) || has_control(&password) {
+            return Err(BackendError::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "{display}: the user name or password (URL, password_file or \
+                     CAIRN_FTP_PASSWORD) contains a control character (line break?)"
+                ),
+            ));
+        }
         let ca_file = opts.path("ca_file");
         let tls_config = match tls {
             Tls::None => None,

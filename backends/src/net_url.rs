@@ -98,13 +98,28 @@ impl UrlParts {
                     invalid(&format!("{scheme}://{host}:{p}"), "port is not a number")
                 })?),
             };
+        let path = percent_decode(path)?;
+        // FTP is a line protocol: a CR or LF (or `%0d%0a`) in a name would
+        // end a command and start another.
+        for (what, value) in [
+            ("the user name", user.as_deref()),
+            ("the password", password.as_deref()),
+            ("the path", Some(path.as_str())),
+        ] {
+            if value.is_some_and(has_control) {
+                return Err(invalid(
+                    &format!("{scheme}://{host}"),
+                    &format!("{what} contains a control character (line break?)"),
+                ));
+            }
+        }
         Ok(UrlParts {
             scheme,
             user: user.filter(|u| !u.is_empty()),
             password,
             host,
             port,
-            path: percent_decode(path)?,
+            path,
         })
     }
 
@@ -134,6 +149,11 @@ impl UrlParts {
         s.push_str(&self.path);
         s
     }
+}
+
+/// Whether `s` holds a control character (CR, LF, NUL, …).
+pub(crate) fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 /// Decode `%XX` escapes; anything else is kept as is.
@@ -266,6 +286,19 @@ pub(crate) fn temp_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_refused() {
+        for url in [
+            "ftp://bob:pw%0d%0aDELE%20x@host/p",
+            "ftp://bo%0ab@host/p",
+            "ftp://bob@host/p%0aq",
+        ] {
+            let err = UrlParts::parse(url, &["ftp"]).err().unwrap();
+            assert!(err.to_string().contains("control character"), "{err}");
+            assert!(!err.to_string().contains("DELE"), "{err}");
+        }
+    }
 
     #[test]
     fn parses_and_redacts() {

@@ -686,6 +686,25 @@ impl ObjectStoreBackend {
     }
 }
 
+/// Whether `value` can be sent in an HTTP header. `object_store` unwraps
+/// the header values it builds from credentials, so a key id or token with
+/// a line break in it (pasted from a file, say) would panic there.
+pub(crate) fn header_safe(value: &str) -> bool {
+    http::HeaderValue::from_str(value).is_ok()
+}
+
+/// A configuration error for a credential that [`header_safe`] refuses;
+/// names where it came from, never the value.
+pub(crate) fn unsafe_credential(what: &str) -> BackendError {
+    BackendError::new(
+        ErrorKind::Unauthenticated,
+        format!(
+            "{what} contains a line break or control character (a trailing newline?): \
+             give the value alone"
+        ),
+    )
+}
+
 /// Map an `object_store` error onto a [`BackendError`] for operation `what`
 /// in `container`.
 ///

@@ -49,14 +49,67 @@ use object_store::ClientConfigKey;
 
 use crate::http_util::status_kind;
 use crate::object_store_backend::{
-    bad_option, client_retry, delegate_backend, is_auth_failure, map_error, parse_bool,
-    redact_endpoint, send_signed, split_url, xml_message, xml_tag, CommonOptions, ContainerCreator,
-    ObjectStoreBackend, Service,
+    bad_option, client_retry, delegate_backend, header_safe, is_auth_failure, map_error,
+    parse_bool, redact_endpoint, send_signed, split_url, unsafe_credential, xml_message, xml_tag,
+    CommonOptions, ContainerCreator, ObjectStoreBackend, Service,
 };
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
 /// Largest object one S3 PUT accepts (cairn does not use multipart uploads).
 pub const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Credentials that are not valid HTTP header values (the key id, the
+/// session token, a container credentials token (EKS Pod Identity)),
+/// typically ones with a trailing newline, make `object_store` panic when it
+/// builds a request; refuse them here with a message instead.
+fn check_credentials(builder: &AmazonS3Builder) -> Result<(), BackendError> {
+    for (key, what) in [
+        (
+            AmazonS3ConfigKey::AccessKeyId,
+            "the S3 access key id (AWS_ACCESS_KEY_ID or access_key_id)",
+        ),
+        (
+            AmazonS3ConfigKey::Token,
+            "the S3 session token (AWS_SESSION_TOKEN or session_token)",
+        ),
+        (
+            AmazonS3ConfigKey::Region,
+            "the S3 region (AWS_REGION or region)",
+        ),
+    ] {
+        if builder
+            .get_config_value(&key)
+            .is_some_and(|v| !header_safe(&v))
+        {
+            return Err(unsafe_credential(what));
+        }
+    }
+    let (Some(_), Some(path)) = (
+        builder.get_config_value(&AmazonS3ConfigKey::ContainerCredentialsFullUri),
+        builder.get_config_value(&AmazonS3ConfigKey::ContainerAuthorizationTokenFile),
+    ) else {
+        return Ok(());
+    };
+    // Unreadable: object_store reports that itself, at the first request.
+    let Ok(token) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    if header_safe(&token) {
+        return Ok(());
+    }
+    Err(BackendError::new(
+        ErrorKind::Unauthenticated,
+        format!(
+            "the container credentials token in {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) \
+             contains a line break or control character{}: write the token alone",
+            if token.ends_with('\n') {
+                " (a trailing newline)"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
 
 /// A repository in an S3 bucket.
 pub struct S3Backend {
@@ -111,6 +164,7 @@ impl S3Backend {
             builder = builder.with_config(config_key, value);
         }
         builder = apply_profile(builder, profile)?;
+        check_credentials(&builder)?;
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .map(|e| redact_endpoint(&e));

@@ -295,6 +295,38 @@ fn s3_rejects_bad_urls_and_options() {
     assert!(S3Backend::from_url("s3://bucket/p", &options(&[("timeout_secs", "soon")])).is_err());
 }
 
+/// Credentials with a line break (a value pasted with its newline) are a
+/// configuration error naming the setting, not a panic in object_store's
+/// header code at the first request, and the value is not shown.
+#[test]
+fn credentials_with_line_breaks_are_refused_up_front() {
+    for (key, value) in [
+        ("access_key_id", "AKIAEXAMPLE\n"),
+        ("session_token", "FwoGZXIv\r\nmore"),
+        ("region", "us-east-1\n"),
+    ] {
+        let o = options(&[
+            ("access_key_id", "AKIAEXAMPLE"),
+            ("secret_access_key", "secret"),
+            (key, value),
+        ]);
+        let err = S3Backend::from_url("s3://bucket/p", &o).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+        assert!(err.to_string().contains(key), "{key}: {err}");
+        assert!(
+            !err.to_string().contains(value.trim()) || key == "region",
+            "{err}"
+        );
+    }
+    let err = AzureBackend::from_url(
+        "az://container/p",
+        &options(&[("account", "acct\n"), ("access_key", "a2V5")]),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("account"), "{err}");
+}
+
 // ---------------------------------------------------------------- Azure
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

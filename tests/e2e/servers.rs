@@ -612,3 +612,237 @@ fn config_takes_credentials_from_named_variables_and_files() {
         "a secret was printed: {text}"
     );
 }
+
+/// A minimal HTTP/1.1 server on loopback for credential endpoints: every
+/// request is answered by `answer(method, path, headers)` (status, body),
+/// and recorded. One request per connection.
+struct CredentialServer {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+}
+
+/// Method, path and headers (names in lower case) of one request.
+type Request = (String, String, Vec<(String, String)>);
+
+impl CredentialServer {
+    fn start(
+        answer: impl Fn(&str, &str, &[(String, String)]) -> (u16, String) + Send + 'static,
+    ) -> CredentialServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let path = parts.next().unwrap_or_default().to_string();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let (status, body) = answer(&method, &path, &headers);
+                log.lock().unwrap().push((method, path, headers));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        CredentialServer { port, seen }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The temporary credentials `scripts/test-servers` made (an assumed
+/// role), as the JSON an instance or container credentials endpoint sends.
+fn session_credentials_json() -> Option<String> {
+    let id = server("CAIRN_TEST_S3_SESSION_KEY_ID")?;
+    let secret = std::env::var("CAIRN_TEST_S3_SESSION_SECRET").unwrap();
+    let token = std::env::var("CAIRN_TEST_S3_SESSION_TOKEN").unwrap();
+    let expiration = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    Some(
+        serde_json::json!({
+            "Code": "Success",
+            "Type": "AWS-HMAC",
+            "AccessKeyId": id,
+            "SecretAccessKey": secret,
+            "Token": token,
+            "Expiration": expiration.to_string(),
+        })
+        .to_string(),
+    )
+}
+
+/// Init, back up, list and restore through `config`, with no AWS key in
+/// the environment.
+fn s3_round_trip_with_config(env: &Env, config: &Path) {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        env.set_var(var, None);
+    }
+    let with_config = || {
+        let mut c = env.cairn(&[]);
+        c.arg("--config").arg(config);
+        c
+    };
+    let src = env.path("src");
+    make_tree(&src, 1 << 20);
+    with_config()
+        .args(["init", "--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+    with_config().arg("backup").arg(&src).assert().success();
+    let target = env.path("restore");
+    with_config()
+        .args(["restore", "latest", "--verify", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// S3 credentials from the EC2 instance metadata service (IMDSv2: a
+/// session token first, then the role's credentials with it), pointed at a
+/// local endpoint with the `metadata_endpoint` option.
+#[test]
+fn s3_credentials_from_the_instance_metadata_service() {
+    let (Some(base), Some(creds)) = (server("CAIRN_TEST_REPO_S3"), session_credentials_json())
+    else {
+        return;
+    };
+    const ROLE: &str = "cairn-role";
+    const IMDS_TOKEN: &str = "imds-session-token-for-the-test";
+    let imds = CredentialServer::start(move |method, path, headers| {
+        let has = |k: &str, v: &str| headers.iter().any(|(hk, hv)| hk == k && hv == v);
+        match (method, path) {
+            ("PUT", "/latest/api/token")
+                if headers
+                    .iter()
+                    .any(|(k, _)| k == "x-aws-ec2-metadata-token-ttl-seconds") =>
+            {
+                (200, IMDS_TOKEN.to_string())
+            }
+            (_, _) if !has("x-aws-ec2-metadata-token", IMDS_TOKEN) => (401, String::new()),
+            ("GET", "/latest/meta-data/iam/security-credentials/") => (200, ROLE.to_string()),
+            ("GET", p) if p == format!("/latest/meta-data/iam/security-credentials/{ROLE}") => {
+                (200, creds.clone())
+            }
+            _ => (404, String::new()),
+        }
+    });
+    let env = Env::new();
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.ec2]\nurl = \"{}\"\nmetadata_endpoint = \"http://127.0.0.1:{}\"\n",
+            fresh(&base, "imds"),
+            imds.port
+        ),
+    )
+    .unwrap();
+    s3_round_trip_with_config(&env, &config);
+    let asked = imds.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|(m, p, _)| m == "PUT" && p == "/latest/api/token"),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|(_, p, _)| p.ends_with(ROLE)),
+        "the role's credentials were never fetched: {asked:?}"
+    );
+}
+
+/// S3 credentials from a container credentials endpoint (EKS Pod Identity:
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI` with the bearer token in
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`; ECS task roles use the same
+/// answer). A wrong token gets no credentials and cairn says so.
+#[test]
+fn s3_credentials_from_a_container_credentials_endpoint() {
+    let (Some(base), Some(creds)) = (server("CAIRN_TEST_REPO_S3"), session_credentials_json())
+    else {
+        return;
+    };
+    const BEARER: &str = "pod-identity-token-for-the-test";
+    let endpoint = CredentialServer::start(move |_, path, headers| {
+        let authorized = headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v == BEARER);
+        match path {
+            "/v1/credentials" if authorized => (200, creds.clone()),
+            "/v1/credentials" => (403, "{\"Message\":\"bad token\"}".into()),
+            _ => (404, String::new()),
+        }
+    });
+    let env = Env::new();
+    let token_file = env.path("pod-token");
+    std::fs::write(&token_file, BEARER).unwrap();
+    env.set_var(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        Some(format!("http://127.0.0.1:{}/v1/credentials", endpoint.port).as_ref()),
+    );
+    env.set_var(
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        Some(token_file.as_os_str()),
+    );
+    let config = env.path("cairn.toml");
+    let url = fresh(&base, "pod");
+    std::fs::write(&config, format!("[backends.pod]\nurl = \"{url}\"\n")).unwrap();
+    s3_round_trip_with_config(&env, &config);
+    assert!(!endpoint.requests().is_empty());
+
+    // A token written with a trailing newline is refused with a message
+    // (object_store would panic building the request header).
+    std::fs::write(&token_file, format!("{BEARER}\n")).unwrap();
+    let out = env
+        .cairn(&[])
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("trailing newline") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    std::fs::write(&token_file, "not-the-token").unwrap();
+    let out = env
+        .cairn(&[])
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains(BEARER) && !err.contains("not-the-token"),
+        "{err}"
+    );
+}
