@@ -38,6 +38,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
 use object_store::{CredentialProvider, StaticCredentialProvider};
 use serde::Deserialize;
 
+use crate::object_store_backend::header_safe;
 use crate::{BackendError, ErrorKind, Result};
 
 /// Credentials from `credential_process` are fetched again this long before
@@ -360,8 +361,6 @@ fn parse_process_output(
         Some(t) => Some(parse_rfc3339(t).ok_or_else(|| format!("bad Expiration {t:?}"))?),
     };
     let token = out.session_token.filter(|t| !t.is_empty());
-    // These go into HTTP headers, which object_store builds with unwrap.
-    let header_safe = |v: &str| http::HeaderValue::from_str(v).is_ok();
     if !header_safe(&out.access_key_id) || !token.as_deref().is_none_or(header_safe) {
         return Err(
             "AccessKeyId or SessionToken contains a line break or control character".into(),

@@ -456,10 +456,8 @@ impl FtpBackend {
         if has_control(&user) || has_control(&password) {
             return Err(BackendError::new(
                 ErrorKind::Unauthenticated,
-                format!(
-                    "{display}: the user name or password (URL, password_file or \
-                     CAIRN_FTP_PASSWORD) contains a control character (line break?)"
-                ),
+                "the user name or password (URL, user, password_file, CAIRN_FTP_USER or \
+                 CAIRN_FTP_PASSWORD) contains a control character (line break?)",
             ));
         }
         let ca_file = opts.path("ca_file");

@@ -97,18 +97,9 @@ fn check_credentials(builder: &AmazonS3Builder) -> Result<(), BackendError> {
     if header_safe(&token) {
         return Ok(());
     }
-    Err(BackendError::new(
-        ErrorKind::Unauthenticated,
-        format!(
-            "the container credentials token in {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) \
-             contains a line break or control character{}: write the token alone",
-            if token.ends_with('\n') {
-                " (a trailing newline)"
-            } else {
-                ""
-            }
-        ),
-    ))
+    Err(unsafe_credential(&format!(
+        "the container credentials token in {path} (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"
+    )))
 }
 
 /// A repository in an S3 bucket.

@@ -452,7 +452,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn option_values_come_from_the_file_the_environment_or_a_file() {
+    fn option_values_come_from_cairn_toml_a_variable_or_a_secret_file() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "s3cr3t\nignored\n").unwrap();

@@ -81,6 +81,14 @@ impl Env {
         c
     }
 
+    /// The binary with `--config FILE` and no `--repo`: the backends named
+    /// in the file.
+    pub fn cairn_with_config(&self, config: &Path) -> Command {
+        let mut c = self.cairn(&[]);
+        c.arg("--config").arg(config);
+        c
+    }
+
     /// `init` with a cheap key derivation (tests open the repository often).
     pub fn init(&self, repos: &[&Path]) {
         self.cairn(repos)

@@ -337,9 +337,7 @@ fn server_stopped_mid_backup_fails_alone_and_stays_consistent() {
     .unwrap();
     let started = std::time::Instant::now();
     let out = env
-        .cairn(&[])
-        .arg("--config")
-        .arg(&config)
+        .cairn_with_config(&config)
         .args(["backup", "--json"])
         .arg(&src)
         .output()
@@ -568,11 +566,7 @@ fn config_takes_credentials_from_named_variables_and_files() {
     env.set_var("OFFSITE_KEY_ID", Some(id.as_ref()));
     let src = env.path("src");
     make_tree(&src, 1 << 20);
-    let with_config = || {
-        let mut c = env.cairn(&[]);
-        c.arg("--config").arg(&config);
-        c
-    };
+    let with_config = || env.cairn_with_config(&config);
     with_config()
         .args(["init", "--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
         .assert()
@@ -701,11 +695,7 @@ fn s3_round_trip_with_config(env: &Env, config: &Path) {
     ] {
         env.set_var(var, None);
     }
-    let with_config = || {
-        let mut c = env.cairn(&[]);
-        c.arg("--config").arg(config);
-        c
-    };
+    let with_config = || env.cairn_with_config(config);
     let src = env.path("src");
     make_tree(&src, 1 << 20);
     with_config()
@@ -818,9 +808,7 @@ fn s3_credentials_from_a_container_credentials_endpoint() {
     // (object_store would panic building the request header).
     std::fs::write(&token_file, format!("{BEARER}\n")).unwrap();
     let out = env
-        .cairn(&[])
-        .arg("--config")
-        .arg(&config)
+        .cairn_with_config(&config)
         .arg("snapshots")
         .output()
         .unwrap();
@@ -833,9 +821,7 @@ fn s3_credentials_from_a_container_credentials_endpoint() {
 
     std::fs::write(&token_file, "not-the-token").unwrap();
     let out = env
-        .cairn(&[])
-        .arg("--config")
-        .arg(&config)
+        .cairn_with_config(&config)
         .arg("snapshots")
         .output()
         .unwrap();

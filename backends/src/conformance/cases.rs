@@ -1019,18 +1019,23 @@ pub(super) async fn unauthenticated(cx: Arc<Ctx>, rejected: Arc<dyn Backend>) ->
         format!("list {} with rejected credentials", Kind::Key)
     })?;
     expect_kind(rejected.delete(&h).await, want, || what("delete", &h))?;
-    let got = cx.backend.get(&h, None).await.ctx(|| {
-        format!(
-            "get {} with good credentials after the rejected calls",
-            at(&h)
-        )
+    unchanged_after(&cx, &h, &data, &other, "rejected").await
+}
+
+/// After calls that must have failed (`how`: "rejected", "denied"): `h`
+/// still holds `data` and `other` was not created, as seen with good
+/// credentials, also in the listing (no temporary file under its name).
+async fn unchanged_after(cx: &Ctx, h: &Handle, data: &[u8], other: &Handle, how: &str) -> Outcome {
+    let got = cx
+        .backend
+        .get(h, None)
+        .await
+        .ctx(|| format!("get {} with good credentials after the {how} calls", at(h)))?;
+    same(&got, data, || format!("{} after the {how} calls", at(h)))?;
+    expect_kind(cx.backend.head(other).await, ErrorKind::NotFound, || {
+        format!("{} must not exist after a {how} put", at(other))
     })?;
-    same(&got, &data, || {
-        format!("{} after the rejected calls", at(&h))
-    })?;
-    expect_kind(cx.backend.head(&other).await, ErrorKind::NotFound, || {
-        format!("{} must not exist after a rejected put", at(&other))
-    })
+    not_listed(cx, other).await
 }
 
 /// Through `reader` (the same location, credentials that may read and list
@@ -1079,15 +1084,5 @@ pub(super) async fn permission_denied(cx: Arc<Ctx>, reader: Arc<dyn Backend>) ->
         || what("put (overwrite)", &h),
     )?;
     expect_kind(reader.delete(&h).await, want, || what("delete", &h))?;
-    let got = cx.backend.get(&h, None).await.ctx(|| {
-        format!(
-            "get {} with good credentials after the denied calls",
-            at(&h)
-        )
-    })?;
-    same(&got, &data, || format!("{} after the denied calls", at(&h)))?;
-    expect_kind(cx.backend.head(&other).await, ErrorKind::NotFound, || {
-        format!("{} must not exist after a denied put", at(&other))
-    })?;
-    not_listed(&cx, &other).await
+    unchanged_after(&cx, &h, &data, &other, "denied").await
 }
