@@ -201,11 +201,15 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         for r in &out.replicas {
             match &r.error {
                 None => println!("  {}: ok ({} packs, {})", r.name, r.packs, bytes(r.bytes)),
-                Some(e) => println!("  {}: FAILED: {}", r.name, output::chain(e)),
+                Some(e) => println!("  {}: FAILED: {}", r.name, output::chain_for(&r.name, e)),
             }
         }
         for u in &repo.unavailable {
-            println!("  {}: FAILED: {}", u.name, output::chain(&u.error));
+            println!(
+                "  {}: FAILED: {}",
+                u.name,
+                output::chain_for(&u.name, &u.error)
+            );
         }
         match out.id {
             Some(id) => println!("snapshot {} saved", id.short()),

@@ -120,7 +120,11 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
             println!("across replicas: warning: {w}");
         }
         for u in &repo.unavailable {
-            println!("{}: UNUSABLE: {}", u.name, output::chain(&u.error));
+            println!(
+                "{}: UNUSABLE: {}",
+                u.name,
+                output::chain_for(&u.name, &u.error)
+            );
         }
     }
     Ok(if damaged {

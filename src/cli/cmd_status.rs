@@ -73,6 +73,11 @@ fn print(st: &Status) {
     );
     for (i, r) in st.replicas.iter().enumerate() {
         if let Some(e) = &r.error {
+            // The message names the replica too; the row says it already.
+            let e = e
+                .strip_prefix(r.name.as_str())
+                .and_then(|t| t.strip_prefix(": "))
+                .unwrap_or(e);
             println!("{:<3} {:<w$} UNUSABLE: {e}", letter(i), r.name);
             continue;
         }

@@ -157,7 +157,11 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
         }
         for u in &repo.unavailable {
             if !matches!(u.error, Error::NotARepository(_)) {
-                println!("{}: UNUSABLE: {}", u.name, output::chain(&u.error));
+                println!(
+                    "{}: UNUSABLE: {}",
+                    u.name,
+                    output::chain_for(&u.name, &u.error)
+                );
             }
         }
     }

@@ -144,6 +144,16 @@ impl Drop for Ticker {
 
 pub use cairn::error::chain;
 
+/// [`chain`] for a line that already starts with the replica's name: the
+/// name the error itself begins with is not said twice.
+pub fn chain_for(name: &str, err: &dyn std::error::Error) -> String {
+    let text = chain(err);
+    match text.strip_prefix(name).and_then(|t| t.strip_prefix(": ")) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
 /// Per replica, what a command read from it, as JSON.
 pub fn sources_json(repo: &cairn::repo::Repository) -> serde_json::Value {
     let per = repo.reads.per_replica();
