@@ -2,8 +2,8 @@
 
 use cairn_backends::{BackendError, ErrorKind};
 
-use crate::crypto::CryptoError;
-use crate::keys::KeyError;
+use crate::format::crypto::CryptoError;
+use crate::format::keys::KeyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

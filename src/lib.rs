@@ -1,30 +1,24 @@
 //! cairn: encrypted, deduplicating backups written to several backends in
 //! one run.
 //!
-//! The engine reaches storage only through [`cairn_backends::Backend`].
-//! Pure stages — [`chunker`], [`codec`], [`crypto`], [`pack`], [`index`]
-//! encoding — do no I/O; [`backup`], [`restore`] and [`check`] wire them to
-//! the replicas of a [`repo::Repository`].
+//! The crate is layered; each layer only uses the ones above it:
+//!
+//! - [`format`]: the on-disk format, pure code with no I/O — ids, crypto,
+//!   the codec, the chunker, packs, index files, trees, snapshots, keys and
+//!   the repository config.
+//! - [`repo`]: a repository open on several replicas — init and open, key
+//!   slots, verified reads with fallback across replicas, writes, locks,
+//!   listings and the tree walker. It reaches storage only through
+//!   [`cairn_backends::Backend`].
+//! - [`ops`]: one module per operation (backup, restore, check, sync,
+//!   repair, status), each returning a typed report.
+//! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
-pub mod backup;
-pub mod check;
-pub mod chunker;
-pub mod codec;
-pub mod crypto;
 pub mod error;
-pub mod id;
-pub mod index;
-pub mod keys;
-pub mod pack;
-pub mod repair;
+pub mod format;
+pub mod ops;
 pub mod repo;
-pub mod restore;
-pub mod snapshot;
-pub mod status;
-pub mod survey;
-pub mod sync;
 pub mod sys;
-pub mod tree;
 
 pub use cairn_backends as backends;
 pub use error::{Error, Result};

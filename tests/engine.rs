@@ -7,12 +7,12 @@ use std::sync::Arc;
 use cairn::backends::layer::{FaultPlan, FaultyBackend, Op};
 use cairn::backends::memory::MemoryBackend;
 use cairn::backends::{Backend, ErrorKind, Kind};
-use cairn::backup::progress::Progress;
-use cairn::backup::{backup, BackupOptions};
-use cairn::check::{check, CheckOptions, CheckProgress};
-use cairn::keys::KdfParams;
+use cairn::format::keys::KdfParams;
+use cairn::ops::backup::progress::Progress;
+use cairn::ops::backup::{backup, BackupOptions};
+use cairn::ops::check::{check, CheckOptions, CheckProgress};
+use cairn::ops::restore::{restore, RestoreOptions, RestoreProgress};
 use cairn::repo::{InitOptions, Replica, Repository};
-use cairn::restore::{restore, RestoreOptions, RestoreProgress};
 use secrecy::SecretString;
 
 fn pass() -> SecretString {
@@ -53,10 +53,12 @@ fn source(dir: &Path) {
     std::fs::write(dir.join("text.txt"), "some text\n".repeat(5000)).unwrap();
 }
 
-async fn run_backup(repo: &Repository, src: &Path) -> cairn::backup::BackupOutcome {
+async fn run_backup(repo: &Repository, src: &Path) -> cairn::ops::backup::BackupOutcome {
     let mut opts = BackupOptions::new(vec![src.to_path_buf()]);
     opts.workers = 2;
-    let progress = Arc::new(Progress::new(repo.replicas.iter().map(|r| r.name.clone())));
+    let progress = Arc::new(Progress::new(
+        repo.replicas().iter().map(|r| r.name.clone()),
+    ));
     backup(repo, &opts, progress).await.unwrap()
 }
 
@@ -227,8 +229,8 @@ async fn failing_writes_and_unreachable_replicas_are_isolated() {
     )
     .await
     .unwrap();
-    assert_eq!(repo.replicas.len(), 1);
-    assert_eq!(repo.unavailable[0].name, "b");
+    assert_eq!(repo.replicas().len(), 1);
+    assert_eq!(repo.unavailable()[0].name, "b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,8 +287,8 @@ async fn reads_fall_back_to_another_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_failed_every_write_is_completed_by_sync() {
-    use cairn::status::status;
-    use cairn::sync::{sync, SyncOptions, SyncProgress};
+    use cairn::ops::status::status;
+    use cairn::ops::sync::{sync, SyncOptions, SyncProgress};
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     source(&src);
@@ -316,7 +318,7 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
 
     // While b still fails, sync reports it and leaves it consistent.
     let opts = SyncOptions {
-        from: repo.all_mask(),
+        from: repo.all(),
         to: vec![1],
         dry_run: false,
     };
@@ -403,7 +405,9 @@ async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
     };
     let mut opts = BackupOptions::new(vec![src.clone()]);
     opts.workers = 2;
-    let progress = Arc::new(Progress::new(repo.replicas.iter().map(|r| r.name.clone())));
+    let progress = Arc::new(Progress::new(
+        repo.replicas().iter().map(|r| r.name.clone()),
+    ));
     let out = backup(&repo, &opts, progress).await.unwrap();
     done.store(true, Relaxed);
     sampler.await.unwrap();

@@ -47,8 +47,8 @@ pub async fn run(g: &Global, a: BackendArgs) -> anyhow::Result<i32> {
         anyhow::bail!(UsageError("no location given".into()));
     }
     let mut r = [0u8; 6];
-    cairn::crypto::fill_random(&mut r);
-    let prefix = format!("cairn-verify-{}", cairn::id::hex_encode(&r));
+    cairn::format::crypto::fill_random(&mut r);
+    let prefix = format!("cairn-verify-{}", cairn::format::id::hex_encode(&r));
     let test_url = format!("{}/{prefix}", url.trim_end_matches('/'));
     let backend = repos::open_backend(&test_url, &options, repos::Limits::default())?;
     let opts = SuiteOptions {

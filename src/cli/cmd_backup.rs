@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cairn::backup::progress::Progress;
-use cairn::backup::{backup, BackupOptions};
+use cairn::ops::backup::progress::Progress;
+use cairn::ops::backup::{backup, BackupOptions};
 use clap::Args;
 use serde_json::json;
 
@@ -96,7 +96,9 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     opts.queue = a.queue;
     opts.connections = a.connections;
 
-    let progress = Arc::new(Progress::new(repo.replicas.iter().map(|r| r.name.clone())));
+    let progress = Arc::new(Progress::new(
+        repo.replicas().iter().map(|r| r.name.clone()),
+    ));
     let ticker = {
         let (p1, p2) = (progress.clone(), progress.clone());
         Ticker::start(
@@ -161,7 +163,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|r| r.error.as_ref().map(|e| (r.name.clone(), output::chain(e))))
         .chain(
-            repo.unavailable
+            repo.unavailable()
                 .iter()
                 .map(|u| (u.name.clone(), output::chain(&u.error))),
         )
@@ -180,7 +182,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
                 "error": r.error.as_ref().map(|e| output::chain(e)),
                 "packs": r.packs,
                 "bytes": r.bytes,
-            })).chain(repo.unavailable.iter().map(|u| json!({
+            })).chain(repo.unavailable().iter().map(|u| json!({
                 "name": u.name, "ok": false, "error": output::chain(&u.error), "packs": 0, "bytes": 0,
             }))).collect::<Vec<_>>(),
         }));
@@ -204,7 +206,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
                 Some(e) => println!("  {}: FAILED: {}", r.name, output::chain_for(&r.name, e)),
             }
         }
-        for u in &repo.unavailable {
+        for u in repo.unavailable() {
             println!(
                 "  {}: FAILED: {}",
                 u.name,

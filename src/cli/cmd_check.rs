@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use cairn::check::{check, cross_check, CheckOptions, CheckProgress, Subset};
+use cairn::ops::check::{check, cross_check, CheckOptions, CheckProgress, Subset};
 use clap::Args;
 use serde_json::json;
 
@@ -72,14 +72,14 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
     ticker.stop();
     let damaged = reports.iter().any(|r| !r.errors.is_empty()) || !cross.errors.is_empty();
     let unreachable =
-        reports.iter().any(|r| r.unreachable.is_some()) || !repo.unavailable.is_empty();
+        reports.iter().any(|r| r.unreachable.is_some()) || !repo.unavailable().is_empty();
     if g.json {
         output::print_json(&json!({
             "type": "check",
             "ok": !damaged && !unreachable,
             "replicas": reports,
             "across_replicas": cross,
-            "unavailable": repo.unavailable.iter().map(|u| json!({"name": u.name, "error": output::chain(&u.error)})).collect::<Vec<_>>(),
+            "unavailable": repo.unavailable().iter().map(|u| json!({"name": u.name, "error": output::chain(&u.error)})).collect::<Vec<_>>(),
         }));
     } else {
         for r in &reports {
@@ -119,7 +119,7 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
         for w in &cross.warnings {
             println!("across replicas: warning: {w}");
         }
-        for u in &repo.unavailable {
+        for u in repo.unavailable() {
             println!(
                 "{}: UNUSABLE: {}",
                 u.name,

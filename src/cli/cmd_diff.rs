@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use cairn::format::tree::{Node, NodeKind};
 use cairn::repo::Repository;
-use cairn::tree::{Node, NodeKind};
 use clap::Args;
 use serde_json::json;
 
@@ -46,7 +46,7 @@ pub async fn run(g: &Global, a: DiffArgs) -> anyhow::Result<i32> {
         if t1 == t2 {
             continue;
         }
-        let load = |ids: Option<Vec<cairn::id::Id>>| {
+        let load = |ids: Option<Vec<cairn::format::id::Id>>| {
             let (repo, index) = (&repo, &index);
             async move {
                 match ids {

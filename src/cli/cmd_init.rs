@@ -1,8 +1,8 @@
 //! `cairn init`.
 
 use anyhow::Context;
-use cairn::chunker::ChunkerParams;
-use cairn::keys::KdfParams;
+use cairn::format::chunker::ChunkerParams;
+use cairn::format::keys::KdfParams;
 use cairn::repo::{InitOptions, Repository};
 use clap::Args;
 
@@ -69,12 +69,15 @@ pub async fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
     if g.json {
         output::print_json(&serde_json::json!({
             "type": "init",
-            "id": repo.config.id.to_hex(),
+            "id": repo.config().id.to_hex(),
             "replicas": names,
         }));
     } else if !g.quiet {
         for n in &names {
-            println!("created cairn repository {} at {n}", repo.config.id.short());
+            println!(
+                "created cairn repository {} at {n}",
+                repo.config().id.short()
+            );
         }
         println!("Keep the passphrase safe: without it the data cannot be restored.");
     }

@@ -1,7 +1,7 @@
 //! `cairn snapshots` and `cairn ls`.
 
-use cairn::repo::Repository;
-use cairn::tree::NodeKind;
+use cairn::format::tree::NodeKind;
+use cairn::repo::{ReplicaSet, Repository};
 use clap::Args;
 use serde_json::json;
 
@@ -27,13 +27,8 @@ pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
         .filter(|s| a.host.as_ref().is_none_or(|h| &s.snapshot.host == h))
         .filter(|s| a.tag.as_ref().is_none_or(|t| s.snapshot.tags.contains(t)))
         .collect();
-    let names = |mask: u64| -> Vec<String> {
-        repo.replicas
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, r)| r.name.clone())
-            .collect()
+    let names = |set: ReplicaSet| -> Vec<String> {
+        set.iter().map(|i| repo.replica(i).name.clone()).collect()
     };
     if g.json {
         output::print_json(&serde_json::Value::Array(
@@ -56,7 +51,7 @@ pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
     );
     for s in &snaps {
         let t = s.snapshot.time.strftime("%Y-%m-%d %H:%M:%S").to_string();
-        let missing = repo.all_mask() & !s.replicas;
+        let missing = repo.all().difference(s.replicas);
         println!(
             "{:<9} {:<20} {:<12} {:<10} {:>10}  {}{}{}",
             s.id.short(),
@@ -70,7 +65,7 @@ pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
             } else {
                 ""
             },
-            if missing != 0 {
+            if !missing.is_empty() {
                 format!("  (missing on: {})", names(missing).join(", "))
             } else {
                 String::new()

@@ -1,6 +1,8 @@
 //! `cairn repair packs|index|snapshots`.
 
-use cairn::repair::{repair_index, repair_packs, repair_snapshots, RepairOptions, RepairReport};
+use cairn::ops::repair::{
+    repair_index, repair_packs, repair_snapshots, RepairOptions, RepairReport,
+};
 use clap::{Args, Subcommand};
 use serde_json::json;
 

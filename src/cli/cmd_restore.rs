@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use cairn::ops::restore::{restore, RestoreOptions, RestoreProgress};
 use cairn::repo::Repository;
-use cairn::restore::{restore, RestoreOptions, RestoreProgress};
 use clap::Args;
 use serde_json::json;
 
@@ -73,7 +73,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
     if g.json {
         output::print_json(
             &json!({"type": "summary", "snapshot": snap.id.to_hex(), "result": out,
-                    "sources": output::sources_json(&repo), "fallbacks": repo.reads.fallbacks()}),
+                    "sources": output::sources_json(&repo), "fallbacks": repo.reads().fallbacks()}),
         );
     } else {
         for e in &out.errors {

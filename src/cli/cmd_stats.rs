@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use anyhow::bail;
 use cairn::backends::{Handle, Kind};
-use cairn::crypto::ObjectKind;
+use cairn::format::crypto::ObjectKind;
+use cairn::format::tree::NodeKind;
 use cairn::repo::{open_doc, Repository};
-use cairn::tree::NodeKind;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
@@ -58,7 +58,7 @@ pub async fn stats(g: &Global, a: StatsArgs) -> anyhow::Result<i32> {
         }
     }
     let mut per_replica = Vec::new();
-    for r in &repo.replicas {
+    for r in repo.replicas() {
         let packs = r
             .backend
             .list(Kind::Pack)
@@ -152,7 +152,7 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
                     .get(&m.handle, None)
                     .await
                     .map_err(|e| cairn::Error::backend(&r.name, e))?;
-                let slot: cairn::keys::KeySlot = serde_json::from_slice(&d)?;
+                let slot: cairn::format::keys::KeySlot = serde_json::from_slice(&d)?;
                 out.push(
                     json!({"id": m.handle.name, "created": slot.created, "host": slot.host,
                                 "username": slot.username, "kdf": slot.kdf, "params": slot.params}),
@@ -176,10 +176,10 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
             };
             let repo = repos::open_from(g, a.from.as_deref()).await?;
             let h = Handle::new(Kind::Index, &id);
-            let data = repo.get_verified(&h, repo.all_mask()).await?;
-            let plain = open_doc(&repo.keyring, ObjectKind::Index, &h.to_string(), &data)?;
-            let packs =
-                cairn::index::decode(&plain).map_err(|e| cairn::Error::Corrupt(e.to_string()))?;
+            let data = repo.get_verified(&h, repo.all()).await?;
+            let plain = open_doc(&repo.keyring(), ObjectKind::Index, &h.to_string(), &data)?;
+            let packs = cairn::format::index::decode(&plain)
+                .map_err(|e| cairn::Error::Corrupt(e.to_string()))?;
             let v: Vec<_> = packs
                 .iter()
                 .map(|p| json!({"pack": p.id.to_hex(), "size": p.size, "epoch": p.header.epoch,

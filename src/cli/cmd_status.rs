@@ -1,6 +1,6 @@
 //! `cairn status`: the snapshot × replica matrix.
 
-use cairn::status::{short, status, Presence, Status};
+use cairn::ops::status::{short, status, Presence, Status};
 use clap::Args;
 
 use super::output::{self, bytes};

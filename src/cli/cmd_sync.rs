@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use cairn::sync::{
+use cairn::ops::sync::{
     seed, sync, SyncOptions, SyncProgress, PHASE_DONE, PHASE_INDEX, PHASE_PACKS, PHASE_PLAN,
 };
 use cairn::Error;
@@ -34,7 +34,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
     let mut seeded = Vec::new();
     for name in &a.to {
         let empty = repo
-            .unavailable
+            .unavailable()
             .iter()
             .any(|u| &u.name == name && matches!(u.error, Error::NotARepository(_)));
         if empty && !a.dry_run {
@@ -45,7 +45,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
         }
     }
     if a.to.is_empty() {
-        for u in &repo.unavailable {
+        for u in repo.unavailable() {
             if matches!(u.error, Error::NotARepository(_)) {
                 eprintln!(
                     "note: {} holds no repository; `cairn sync --to {}` makes it a replica",
@@ -55,7 +55,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
         }
     }
     let to: Vec<usize> = if a.to.is_empty() {
-        (0..repo.replicas.len()).collect()
+        (0..repo.replicas().len()).collect()
     } else {
         let names: Vec<String> =
             a.to.iter()
@@ -65,11 +65,9 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
         repos::positions(&repo, &names)?
     };
     let from = if a.from.is_empty() {
-        repo.all_mask()
+        repo.all()
     } else {
-        repos::positions(&repo, &a.from)?
-            .into_iter()
-            .fold(0u64, |m, i| m | 1 << i)
+        repos::positions(&repo, &a.from)?.into_iter().collect()
     };
     let progress = Arc::new(SyncProgress::new(&repo, &to));
     let (p1, p2) = (progress.clone(), progress.clone());
@@ -155,7 +153,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
                 println!("  FAILED: {e} (what it holds is consistent; run sync again)");
             }
         }
-        for u in &repo.unavailable {
+        for u in repo.unavailable() {
             if !matches!(u.error, Error::NotARepository(_)) {
                 println!(
                     "{}: UNUSABLE: {}",
@@ -167,7 +165,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
     }
     let unusable = a.to.is_empty()
         && repo
-            .unavailable
+            .unavailable()
             .iter()
             .any(|u| !matches!(u.error, Error::NotARepository(_)));
     Ok(if failed {

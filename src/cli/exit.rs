@@ -1,7 +1,7 @@
 //! Exit codes, documented in docs/exit-codes.md.
 
 use cairn::backends::ErrorKind;
-use cairn::keys::KeyError;
+use cairn::format::keys::KeyError;
 use cairn::Error;
 
 pub const OK: i32 = 0;

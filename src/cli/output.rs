@@ -156,9 +156,9 @@ pub fn chain_for(name: &str, err: &dyn std::error::Error) -> String {
 
 /// Per replica, what a command read from it, as JSON.
 pub fn sources_json(repo: &cairn::repo::Repository) -> serde_json::Value {
-    let per = repo.reads.per_replica();
+    let per = repo.reads().per_replica();
     serde_json::Value::Array(
-        repo.replicas
+        repo.replicas()
             .iter()
             .enumerate()
             .map(|(i, r)| {
@@ -172,9 +172,9 @@ pub fn sources_json(repo: &cairn::repo::Repository) -> serde_json::Value {
 /// "read from …" lines: where the data came from, and every read that a
 /// replica could not serve and another did.
 pub fn sources_lines(repo: &cairn::repo::Repository) -> Vec<String> {
-    let per = repo.reads.per_replica();
+    let per = repo.reads().per_replica();
     let used: Vec<String> = repo
-        .replicas
+        .replicas()
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
@@ -183,7 +183,7 @@ pub fn sources_lines(repo: &cairn::repo::Repository) -> Vec<String> {
         })
         .collect();
     let mut out = Vec::new();
-    let fallbacks = repo.reads.fallbacks();
+    let fallbacks = repo.reads().fallbacks();
     if used.len() > 1 || !fallbacks.is_empty() {
         out.push(format!("read from: {}", used.join(", ")));
     }
@@ -203,7 +203,7 @@ pub fn sources_lines(repo: &cairn::repo::Repository) -> Vec<String> {
 /// On stderr (so listings on stdout stay clean): reads that fell back to
 /// another replica.
 pub fn report_fallbacks(g: &Global, repo: &cairn::repo::Repository) {
-    if g.quiet || repo.reads.fallbacks().is_empty() {
+    if g.quiet || repo.reads().fallbacks().is_empty() {
         return;
     }
     for line in sources_lines(repo) {

@@ -99,8 +99,8 @@ fn key_file(path: &Path, create: bool) -> anyhow::Result<SecretString> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut raw = [0u8; 32];
-    cairn::crypto::fill_random(&mut raw);
-    let pass = Zeroizing::new(cairn::id::hex_encode(&raw));
+    cairn::format::crypto::fill_random(&mut raw);
+    let pass = Zeroizing::new(cairn::format::id::hex_encode(&raw));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -312,7 +312,7 @@ pub async fn open(g: &Global, autoinit: bool) -> anyhow::Result<cairn::repo::Rep
 /// Warn about replicas that cannot be used, except those named in `quiet`
 /// (a command that handles them itself, such as `sync --to` seeding one).
 pub fn warn_unavailable(repo: &cairn::repo::Repository, quiet: &[String]) {
-    for u in &repo.unavailable {
+    for u in repo.unavailable() {
         if !quiet.contains(&u.name) {
             tracing::warn!("replica {} is not usable: {}", u.name, u.error);
         }
@@ -365,16 +365,16 @@ pub fn positions(repo: &cairn::repo::Repository, names: &[String]) -> anyhow::Re
     names
         .iter()
         .map(|n| {
-            repo.replicas
+            repo.replicas()
                 .iter()
                 .position(|r| &r.name == n)
-                .ok_or_else(|| match repo.unavailable.iter().find(|u| &u.name == n) {
+                .ok_or_else(|| match repo.unavailable().iter().find(|u| &u.name == n) {
                     Some(u) => super::ReplicaUnusable(format!(
                         "{n} cannot be used: {}",
                         cairn::error::chain(&u.error)
                     ))
                     .into(),
-                    None => unknown_replica(n, repo.replicas.iter().map(|r| &r.name)),
+                    None => unknown_replica(n, repo.replicas().iter().map(|r| &r.name)),
                 })
         })
         .collect()

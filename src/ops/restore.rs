@@ -18,10 +18,10 @@ use std::sync::Mutex;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::MasterIndex;
+use crate::format::id::Id;
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::repo::MasterIndex;
 use crate::repo::{Repository, SnapshotEntry};
-use crate::tree::{Node, NodeKind, Tree};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -273,7 +273,7 @@ struct Piece {
     file: usize,
     offset: u64,
     id: Id,
-    loc: crate::index::BlobLoc,
+    loc: crate::repo::BlobLoc,
 }
 
 /// Write state of one file, guarded so that writes from different packs
@@ -576,7 +576,7 @@ fn verify_file(repo: &Repository, index: &MasterIndex, f: &FileItem) -> Result<(
         let mut buf = vec![0u8; loc.raw_len as usize];
         file.read_exact(&mut buf)
             .map_err(|e| Error::io(f.path.display(), e))?;
-        if repo.keyring.chunk_id(&buf) != *id {
+        if repo.keyring().chunk_id(&buf) != *id {
             return Err(Error::Corrupt(format!(
                 "content differs from blob {}",
                 id.short()

@@ -1,4 +1,4 @@
-//! Index files (which blob lives where) and the in-memory master index.
+//! Index files: which blob lives where, in which pack.
 //!
 //! An index file lists packs and, for each, its size, its header (epoch and
 //! salt, so one ranged read fetches a blob) and its blobs. Encoding (then
@@ -7,17 +7,11 @@
 //! `id[32] ‖ size u64 ‖ epoch u32 ‖ salt[32] ‖ blob_count u32 ‖ blobs…`, each
 //! blob `id[32] ‖ kind u8 ‖ codec u8 ‖ seq u32 ‖ offset u32 ‖ stored_len u32 ‖
 //! raw_len u32`. All integers little-endian.
-//!
-//! The master index merges the index files of every replica and remembers,
-//! per pack, which replicas list it (a bit mask), so the backup can
-//! deduplicate only against blobs that every target replica already holds.
 
-use std::collections::HashMap;
-
-use crate::codec::Codec;
-use crate::crypto::{Header, ObjectKind};
-use crate::id::Id;
-use crate::pack::{BlobKind, PackEntry};
+use crate::format::codec::Codec;
+use crate::format::crypto::{Header, ObjectKind};
+use crate::format::id::Id;
+use crate::format::pack::{BlobKind, PackEntry};
 
 /// A pack as described by an index file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,100 +119,6 @@ pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>, IndexError> {
     Ok(packs)
 }
 
-/// A pack known to the master index.
-#[derive(Clone, Debug)]
-pub struct PackInfo {
-    pub id: Id,
-    pub size: u64,
-    pub header: Header,
-    /// Bit r set: replica r lists this pack in one of its index files.
-    pub replicas: u64,
-}
-
-/// Location of a blob, compact: the pack is an index into `packs`.
-#[derive(Clone, Copy, Debug)]
-pub struct BlobLoc {
-    pub pack: u32,
-    pub seq: u32,
-    pub offset: u32,
-    pub stored_len: u32,
-    pub raw_len: u32,
-    pub kind: BlobKind,
-    pub codec: Codec,
-}
-
-/// Every blob of every loaded index file. Memory is about 100 bytes per
-/// unique blob plus 100 per pack.
-#[derive(Default)]
-pub struct MasterIndex {
-    pub packs: Vec<PackInfo>,
-    pack_pos: HashMap<Id, u32>,
-    blobs: HashMap<Id, BlobLoc>,
-}
-
-impl MasterIndex {
-    /// Add the packs of one index file, listed by replica `replica`.
-    pub fn add(&mut self, replica: usize, packs: &[IndexPack]) {
-        for p in packs {
-            let pos = *self.pack_pos.entry(p.id).or_insert_with(|| {
-                self.packs.push(PackInfo {
-                    id: p.id,
-                    size: p.size,
-                    header: p.header.clone(),
-                    replicas: 0,
-                });
-                (self.packs.len() - 1) as u32
-            });
-            self.packs[pos as usize].replicas |= 1 << replica;
-            for b in &p.blobs {
-                let loc = BlobLoc {
-                    pack: pos,
-                    seq: b.seq,
-                    offset: b.offset,
-                    stored_len: b.stored_len,
-                    raw_len: b.raw_len,
-                    kind: b.kind,
-                    codec: b.codec,
-                };
-                match self.blobs.get(&b.id) {
-                    // Prefer the copy held by more replicas.
-                    Some(old)
-                        if self.packs[old.pack as usize].replicas.count_ones()
-                            >= self.packs[pos as usize].replicas.count_ones() => {}
-                    _ => {
-                        self.blobs.insert(b.id, loc);
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn get(&self, id: &Id) -> Option<(&PackInfo, &BlobLoc)> {
-        self.blobs
-            .get(id)
-            .map(|l| (&self.packs[l.pack as usize], l))
-    }
-
-    /// Whether every replica in `mask` holds the blob.
-    pub fn has_on_all(&self, id: &Id, mask: u64) -> bool {
-        self.blobs
-            .get(id)
-            .is_some_and(|l| self.packs[l.pack as usize].replicas & mask == mask)
-    }
-
-    pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
-        self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
-    }
-
-    pub fn blob_count(&self) -> usize {
-        self.blobs.len()
-    }
-
-    pub fn blobs(&self) -> impl Iterator<Item = (&Id, &BlobLoc)> {
-        self.blobs.iter()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,15 +161,5 @@ mod tests {
         for n in 0..e.len() {
             assert!(decode(&e[..n]).is_err());
         }
-    }
-
-    #[test]
-    fn replica_masks() {
-        let mut m = MasterIndex::default();
-        m.add(0, &[pack(1, 2)]);
-        m.add(1, &[pack(1, 2), pack(50, 1)]);
-        assert!(m.has_on_all(&Id([2; 32]), 0b11));
-        assert!(!m.has_on_all(&Id([51; 32]), 0b11));
-        assert!(m.has_on_all(&Id([51; 32]), 0b10));
     }
 }

@@ -9,18 +9,17 @@
 //! file.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use cairn_backends::{Handle, Kind};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::MasterIndex;
-use crate::pack;
+use crate::format::id::Id;
+use crate::format::pack;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{NodeKind, Tree};
+use crate::repo::MasterIndex;
 use crate::repo::{open_doc, Repository};
-use crate::snapshot::Snapshot;
-use crate::tree::{NodeKind, Tree};
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -172,14 +171,14 @@ pub async fn check(
 ) -> Vec<ReplicaCheck> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = Vec::new();
-    let all: Vec<usize> = (0..repo.replicas.len()).collect();
+    let all: Vec<usize> = (0..repo.replicas().len()).collect();
     for &i in opts.only.as_ref().unwrap_or(&all) {
-        *progress.replica.lock().unwrap() = repo.replicas[i].name.clone();
+        *progress.replica.lock().unwrap() = repo.replicas()[i].name.clone();
         progress.packs_done.store(0, Relaxed);
         progress.bytes_done.store(0, Relaxed);
         progress.snapshots_done.store(0, Relaxed);
         let mut rc = ReplicaCheck {
-            replica: repo.replicas[i].name.clone(),
+            replica: repo.replicas()[i].name.clone(),
             ..Default::default()
         };
         if let Err(e) = check_replica(repo, i, opts, &mut rc, progress).await {
@@ -226,7 +225,7 @@ async fn check_replica(
     progress: &CheckProgress,
 ) -> Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
-    let replica = &repo.replicas[i];
+    let replica = &repo.replicas()[i];
     let one = repo.single(i);
     let be = |e| Error::backend(&replica.name, e);
     let packs_listed = replica.backend.list(Kind::Pack).await.map_err(be)?;
@@ -242,14 +241,15 @@ async fn check_replica(
     // Index files.
     let mut index = MasterIndex::default();
     for m in &index_files {
-        match one.get_verified(&m.handle, 1).await.and_then(|d| {
+        match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
-                &repo.keyring,
-                crate::crypto::ObjectKind::Index,
+                &repo.keyring(),
+                crate::format::crypto::ObjectKind::Index,
                 &m.handle.to_string(),
                 &d,
             )?;
-            crate::index::decode(&plain).map_err(|e| Error::Corrupt(format!("{}: {e}", m.handle)))
+            crate::format::index::decode(&plain)
+                .map_err(|e| Error::Corrupt(format!("{}: {e}", m.handle)))
         }) {
             Ok(packs) => index.add(0, &packs),
             Err(e) => rc.errors.push(format!("{}: unreadable: {e}", m.handle)),
@@ -356,10 +356,10 @@ async fn check_replica(
     // Snapshots and the trees below them.
     let mut seen_trees: HashSet<Vec<Id>> = HashSet::new();
     for m in &snap_files {
-        let snap: Snapshot = match one.get_verified(&m.handle, 1).await.and_then(|d| {
+        let snap: Snapshot = match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
-                &repo.keyring,
-                crate::crypto::ObjectKind::Snapshot,
+                &repo.keyring(),
+                crate::format::crypto::ObjectKind::Snapshot,
                 &m.handle.to_string(),
                 &d,
             )?;
@@ -425,7 +425,7 @@ async fn check_replica(
     Ok(())
 }
 
-fn blobs_by_pack(index: &MasterIndex) -> HashMap<Id, Vec<(Id, crate::index::BlobLoc)>> {
+fn blobs_by_pack(index: &MasterIndex) -> HashMap<Id, Vec<(Id, crate::repo::BlobLoc)>> {
     let mut m: HashMap<Id, Vec<_>> = HashMap::new();
     for (id, loc) in index.blobs() {
         m.entry(index.packs[loc.pack as usize].id)
@@ -442,14 +442,14 @@ fn verify_pack(
     h: &Handle,
     id: Id,
     data: &[u8],
-    expected: &[(Id, crate::index::BlobLoc)],
+    expected: &[(Id, crate::repo::BlobLoc)],
 ) -> (Vec<String>, Vec<(Id, String)>) {
     let mut pack_errs = Vec::new();
     let mut blob_errs = Vec::new();
     if Id::of_stored(data) != id {
         pack_errs.push(format!("{h}: content does not match its name (damaged)"));
     }
-    let keyring = Arc::clone(&repo.keyring);
+    let keyring = repo.shared_keyring();
     match pack::read_footer(data, &keyring.repo_id, |e| keyring.epoch_key(e).cloned()) {
         Ok((_, entries)) => {
             let footer: HashMap<Id, _> = entries.iter().map(|e| (e.id, e)).collect();
@@ -498,13 +498,13 @@ pub struct CrossCheck {
 /// Compare the replicas in `only` (all when `None`) with each other.
 pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossCheck {
     let mut out = CrossCheck::default();
-    let all: Vec<usize> = (0..repo.replicas.len()).collect();
+    let all: Vec<usize> = (0..repo.replicas().len()).collect();
     let which = only.unwrap_or(&all);
     if which.len() < 2 {
         return out;
     }
-    let listings = crate::survey::list_all(repo).await;
-    let ok: Vec<(usize, &crate::survey::Listing)> = which
+    let listings = crate::repo::survey::list_all(repo).await;
+    let ok: Vec<(usize, &crate::repo::survey::Listing)> = which
         .iter()
         .filter_map(|&i| listings[i].as_ref().ok().map(|l| (i, l)))
         .collect();
@@ -524,12 +524,12 @@ pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossChec
             "data/{}: copies differ in size ({}); the one that does not hash to its name is damaged (`cairn check --read-data` names it)",
             id.to_hex(),
             v.iter()
-                .map(|(i, s)| format!("{} {s} bytes", repo.replicas[*i].name))
+                .map(|(i, s)| format!("{} {s} bytes", repo.replicas()[*i].name))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
     }
-    let union = |f: fn(&crate::survey::Listing) -> &std::collections::BTreeSet<String>| {
+    let union = |f: fn(&crate::repo::survey::Listing) -> &std::collections::BTreeSet<String>| {
         ok.iter()
             .flat_map(|(_, l)| f(l).iter().cloned())
             .collect::<HashSet<String>>()
@@ -542,7 +542,7 @@ pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossChec
         if lacks > 0 {
             out.warnings.push(format!(
                 "{} lacks {lacks} snapshot(s) other replicas hold (`cairn status` shows which; `cairn sync` copies them)",
-                repo.replicas[*i].name
+                repo.replicas()[*i].name
             ));
         }
     }

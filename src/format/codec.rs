@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn incompressible_is_stored_raw() {
         let mut d = vec![0u8; 4096];
-        crate::crypto::fill_random(&mut d);
+        crate::format::crypto::fill_random(&mut d);
         assert_eq!(compress(&d, 3).0, Codec::Raw);
         assert_eq!(compress(&vec![7u8; 4096], 3).0, Codec::Zstd);
     }

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::progress::Progress;
 use crate::error::Error;
-use crate::id::Id;
+use crate::format::id::Id;
 use crate::repo::Replica;
 
 /// A pack ready to upload: name and bytes shared by every queue.

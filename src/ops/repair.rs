@@ -14,15 +14,16 @@ use cairn_backends::{Handle, Kind, PutMode};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::crypto::{ObjectKind, HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::{IndexPack, MasterIndex};
-use crate::pack;
-use crate::repo::{seal_doc, Repository};
-use crate::snapshot::Snapshot;
-use crate::survey::{list_all, Listing, NeedsCache};
-use crate::tree::NodeKind;
+use crate::format::crypto::{ObjectKind, HEADER_LEN};
+use crate::format::id::Id;
+use crate::format::index::IndexPack;
+use crate::format::pack;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::NodeKind;
+use crate::repo::survey::{list_all, Listing, NeedsCache};
+use crate::repo::MasterIndex;
+use crate::repo::{seal_doc, ReplicaSet, Repository};
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairOptions {
@@ -47,7 +48,7 @@ pub struct RepairReport {
 impl RepairReport {
     fn new(repo: &Repository, t: usize, opts: &RepairOptions) -> RepairReport {
         RepairReport {
-            replica: repo.replicas[t].name.clone(),
+            replica: repo.replicas()[t].name.clone(),
             dry_run: opts.dry_run,
             ..Default::default()
         }
@@ -55,7 +56,7 @@ impl RepairReport {
 }
 
 fn be(repo: &Repository, i: usize) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
-    move |e| Error::backend(&repo.replicas[i].name, e)
+    move |e| Error::backend(&repo.replicas()[i].name, e)
 }
 
 /// Rewrite packs of replica `t` that are missing, have the wrong size or
@@ -78,7 +79,7 @@ pub async fn repair_packs(
     let index = repo.load_index().await?;
     // What t must hold: packs of its own index, and packs its snapshots need.
     let mut wanted: HashSet<u32> = (0..index.packs.len() as u32)
-        .filter(|&p| index.packs[p as usize].replicas & (1 << t) != 0)
+        .filter(|&p| index.packs[p as usize].replicas.contains(t))
         .collect();
     let mut cache = NeedsCache::default();
     for e in repo.list_snapshots().await? {
@@ -105,8 +106,8 @@ pub async fn repair_packs(
             Some(_) => {}
         }
     }
-    let replica = &repo.replicas[t];
-    let connections = crate::sync::connections(repo, t);
+    let replica = &repo.replicas()[t];
+    let connections = crate::ops::sync::connections(repo, t);
     let mut reads = futures::stream::iter(to_read.into_iter().map(|p| {
         let h = Handle::new(Kind::Pack, index.packs[p as usize].id.to_hex());
         async move {
@@ -133,7 +134,7 @@ pub async fn repair_packs(
     for (p, why) in bad {
         let info = &index.packs[p as usize];
         let h = Handle::new(Kind::Pack, info.id.to_hex());
-        let holders: Vec<usize> = (0..repo.replicas.len())
+        let holders: ReplicaSet = (0..repo.replicas().len())
             .filter(|&i| i != t)
             .filter(|&i| {
                 listings[i]
@@ -141,28 +142,19 @@ pub async fn repair_packs(
                     .is_ok_and(|l| l.packs.contains_key(&info.id))
             })
             .collect();
-        let mut good = None;
-        let mut tried = Vec::new();
-        for s in holders {
-            match repo.replicas[s].backend.get(&h, None).await {
-                Ok(d) if Id::of_stored(&d) == info.id => {
-                    good = Some((s, d));
-                    break;
-                }
-                Ok(_) => tried.push(format!("{}: damaged", repo.replicas[s].name)),
-                Err(e) => tried.push(format!("{}: {e}", repo.replicas[s].name)),
+        let (data, s) = match repo.get_verified_from(&h, holders).await {
+            Ok(got) => got,
+            Err(f) => {
+                rep.unfixable.push(format!(
+                    "{h}: {why}; no good copy on another replica{}",
+                    if f.tried.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", f.reasons())
+                    }
+                ));
+                continue;
             }
-        }
-        let Some((s, data)) = good else {
-            rep.unfixable.push(format!(
-                "{h}: {why}; no good copy on another replica{}",
-                if tried.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", tried.join("; "))
-                }
-            ));
-            continue;
         };
         if !opts.dry_run {
             replica
@@ -174,16 +166,16 @@ pub async fn repair_packs(
         rep.actions.push(format!(
             "{h}: {why}; {} from {}",
             if opts.dry_run { "would copy" } else { "copied" },
-            repo.replicas[s].name
+            repo.replicas()[s].name
         ));
-        if info.replicas & (1 << t) == 0 {
+        if !info.replicas.contains(t) {
             new_entries.push(index_pack(repo, info.id, &data, &data, data.len() as u64)?);
         }
     }
     // Packs t's snapshots need that t has but its index does not describe.
     for &p in &wanted {
         let info = &index.packs[p as usize];
-        if info.replicas & (1 << t) == 0
+        if !info.replicas.contains(t)
             && tl.packs.get(&info.id) == Some(&info.size)
             && !new_entries.iter().any(|e| e.id == info.id)
         {
@@ -215,7 +207,7 @@ pub async fn repair_packs(
 
 /// Index entry of a pack from its first bytes and its last bytes.
 fn index_pack(repo: &Repository, id: Id, head: &[u8], tail: &[u8], size: u64) -> Result<IndexPack> {
-    let keyring = &repo.keyring;
+    let keyring = &repo.keyring();
     let (header, blobs) = pack::read_footer_parts(head, tail, size, &keyring.repo_id, |e| {
         keyring.epoch_key(e).cloned()
     })
@@ -232,7 +224,7 @@ fn index_pack(repo: &Repository, id: Id, head: &[u8], tail: &[u8], size: u64) ->
 /// reads, not the whole pack).
 async fn read_pack_index(repo: &Repository, t: usize, id: Id, size: u64) -> Result<IndexPack> {
     const GUESS: u64 = 64 << 10;
-    let b = &repo.replicas[t].backend;
+    let b = &repo.replicas()[t].backend;
     let h = Handle::new(Kind::Pack, id.to_hex());
     let err = be(repo, t);
     if size <= GUESS + HEADER_LEN as u64 {
@@ -259,7 +251,7 @@ pub async fn repair_index(
 ) -> Result<RepairReport> {
     let mut rep = RepairReport::new(repo, t, opts);
     let listing = Listing::take(repo, t).await?;
-    let connections = crate::sync::connections(repo, t);
+    let connections = crate::ops::sync::connections(repo, t);
     let mut packs: Vec<(Id, u64)> = listing.packs.iter().map(|(k, v)| (*k, *v)).collect();
     packs.sort();
     let mut reads = futures::stream::iter(
@@ -295,7 +287,7 @@ pub async fn repair_index(
             continue;
         }
         if !opts.dry_run {
-            repo.put_doc(&repo.replicas[t], Kind::Index, name, data.clone())
+            repo.put_doc(&repo.replicas()[t], Kind::Index, name, data.clone())
                 .await?;
         }
         rep.actions.push(format!(
@@ -308,7 +300,7 @@ pub async fn repair_index(
             continue;
         }
         if !opts.dry_run {
-            repo.replicas[t]
+            repo.replicas()[t]
                 .backend
                 .delete(&Handle::new(Kind::Index, old))
                 .await
@@ -368,7 +360,7 @@ pub async fn repair_snapshots(
         // that data is gone needs every replica.
         return Err(Error::Invalid(format!(
             "{} cannot be listed, so lost data cannot be told from unreachable data: {}",
-            repo.replicas[i].name,
+            repo.replicas()[i].name,
             crate::error::chain(e)
         )));
     }
@@ -381,7 +373,7 @@ pub async fn repair_snapshots(
     let mut cache = NeedsCache::default();
     for e in repo.list_snapshots().await? {
         let needs = cache.of_snapshot(repo, &index, &e.snapshot).await;
-        let lost = |n: &crate::survey::Needs| {
+        let lost = |n: &crate::repo::survey::Needs| {
             n.is_broken()
                 || n.packs
                     .iter()
@@ -392,22 +384,22 @@ pub async fn repair_snapshots(
         }
         let affected = affected_paths(repo, &index, &stored, &mut cache, &e.snapshot).await;
         let name = e.id.to_hex();
-        let holders: Vec<usize> = (0..repo.replicas.len())
-            .filter(|&i| e.replicas & (1 << i) != 0)
+        let holders: Vec<usize> = (0..repo.replicas().len())
+            .filter(|&i| e.replicas.contains(i))
             .collect();
         let action = if e.snapshot.tags.iter().any(|t| t == "damaged") && !forget {
             "already marked damaged".to_string()
         } else if forget {
             if !opts.dry_run {
                 for &i in &holders {
-                    if let Err(err) = repo.replicas[i]
+                    if let Err(err) = repo.replicas()[i]
                         .backend
                         .delete(&Handle::new(Kind::Snapshot, &name))
                         .await
                     {
                         out.errors.push(format!(
                             "{}: snapshots/{name}: {err}",
-                            repo.replicas[i].name
+                            repo.replicas()[i].name
                         ));
                     }
                 }
@@ -427,14 +419,14 @@ pub async fn repair_snapshots(
                     .map(|p| format!("{p}: data lost from every replica")),
             );
             let sealed = Bytes::from(seal_doc(
-                &repo.keyring,
+                &repo.keyring(),
                 ObjectKind::Snapshot,
                 &serde_json::to_vec(&marked).expect("snapshot serializes"),
             ));
             let new_name = Id::of_stored(&sealed).to_hex();
             if !opts.dry_run {
                 for &i in &holders {
-                    let r = &repo.replicas[i];
+                    let r = &repo.replicas()[i];
                     // The marked copy first, then the original goes.
                     let res = match repo
                         .put_doc(r, Kind::Snapshot, &new_name, sealed.clone())

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::id::{hex_decode, hex_encode, Id};
+use crate::format::id::{hex_decode, hex_encode, Id};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

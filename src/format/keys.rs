@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::{open_document, seal_document, CryptoError, Key32, ObjectKind};
-use crate::id::{hex_decode, hex_encode, Id};
+use crate::format::crypto::{open_document, seal_document, CryptoError, Key32, ObjectKind};
+use crate::format::id::{hex_decode, hex_encode, Id};
 
 /// One data-key epoch.
 #[derive(Clone)]
@@ -239,7 +239,7 @@ impl KeySlot {
         params: KdfParams,
     ) -> Result<KeySlot, KeyError> {
         let mut salt = [0u8; 32];
-        crate::crypto::fill_random(&mut salt);
+        crate::format::crypto::fill_random(&mut salt);
         let kek = derive_kek(pass, &salt, params)?;
         let sealed = seal_document(
             0,

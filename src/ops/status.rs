@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::repo::survey::{list_all, Listing, NeedsCache};
 use crate::repo::Repository;
-use crate::survey::{list_all, Listing, NeedsCache};
 
 /// Whether one replica holds one snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -86,9 +86,9 @@ pub async fn status(repo: &Repository) -> Result<Status> {
     let (index, _) = repo.load_index_files().await?;
     let snaps = repo.list_snapshots().await?;
     let mut cache = NeedsCache::default();
-    let n = repo.replicas.len();
+    let n = repo.replicas().len();
     let mut replicas: Vec<ReplicaStatus> = repo
-        .replicas
+        .replicas()
         .iter()
         .zip(&listings)
         .map(|(r, l)| ReplicaStatus {
@@ -167,7 +167,7 @@ pub async fn status(repo: &Repository) -> Result<Status> {
         .iter()
         .filter(|s| s.replicas.contains(&Presence::Complete))
         .count() as u64;
-    for u in &repo.unavailable {
+    for u in repo.unavailable() {
         replicas.push(ReplicaStatus {
             name: u.name.clone(),
             error: Some(crate::error::chain(&u.error)),

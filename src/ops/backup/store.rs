@@ -13,11 +13,12 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::fanout::{FanOut, PackUpload};
 use super::progress::Progress;
-use crate::codec;
-use crate::id::Id;
-use crate::index::{IndexPack, MasterIndex};
-use crate::keys::Keyring;
-use crate::pack::{BlobKind, PackBuilder};
+use crate::format::codec;
+use crate::format::id::Id;
+use crate::format::index::IndexPack;
+use crate::format::keys::Keyring;
+use crate::format::pack::{BlobKind, PackBuilder};
+use crate::repo::{MasterIndex, ReplicaSet};
 
 struct Job {
     id: Id,
@@ -69,7 +70,7 @@ struct Shared {
 /// The blob store; cheap to share by reference between threads.
 pub struct BlobStore {
     index: Arc<MasterIndex>,
-    mask: u64,
+    targets: ReplicaSet,
     seen: Mutex<HashSet<Id>>,
     tx: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -79,7 +80,7 @@ pub struct BlobStore {
 /// How the store packs blobs.
 pub struct StoreConfig {
     /// Replicas that must all hold a blob for it to count as known.
-    pub mask: u64,
+    pub targets: ReplicaSet,
     /// zstd level.
     pub level: i32,
     /// Target pack size in bytes.
@@ -97,7 +98,7 @@ impl BlobStore {
         progress: Arc<Progress>,
     ) -> BlobStore {
         let StoreConfig {
-            mask,
+            targets,
             level,
             pack_size,
             workers,
@@ -128,7 +129,7 @@ impl BlobStore {
             .collect();
         BlobStore {
             index,
-            mask,
+            targets,
             seen: Mutex::new(HashSet::new()),
             tx: Some(tx),
             workers,
@@ -142,7 +143,7 @@ impl BlobStore {
 
     /// Whether every target replica already has the blob (from the index).
     pub fn known(&self, id: &Id) -> bool {
-        self.index.has_on_all(id, self.mask)
+        self.index.has_on_all(id, self.targets)
     }
 
     /// Store a blob unless it is known; returns its id. The data is only

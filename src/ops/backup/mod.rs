@@ -22,13 +22,14 @@ use cairn_backends::Kind;
 use crossbeam_channel::bounded;
 use jiff::Timestamp;
 
-use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::{IndexPack, MasterIndex};
+use crate::format::crypto::ObjectKind;
+use crate::format::id::Id;
+use crate::format::index::IndexPack;
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{Node, NodeKind, RawName, Tree};
+use crate::repo::MasterIndex;
 use crate::repo::{seal_doc, Repository};
-use crate::snapshot::{Snapshot, Summary};
-use crate::tree::{Node, NodeKind, RawName, Tree};
 use progress::Progress;
 use source::Excludes;
 use store::BlobStore;
@@ -164,18 +165,18 @@ pub async fn backup(
     let rt = tokio::runtime::Handle::current();
     let fan = fanout::FanOut::start(
         &rt,
-        &repo.replicas,
+        &repo.replicas(),
         opts.queue,
         opts.connections,
         progress.clone(),
     );
     let store = BlobStore::new(
-        repo.keyring.clone(),
+        repo.shared_keyring(),
         index.clone(),
         store::StoreConfig {
-            mask: repo.all_mask(),
-            level: repo.config.compression_level,
-            pack_size: repo.config.pack_size as usize,
+            targets: repo.all(),
+            level: repo.config().compression_level,
+            pack_size: repo.config().pack_size as usize,
             workers: opts.workers,
         },
         fan,
@@ -199,13 +200,13 @@ pub async fn backup(
         std::thread::scope(|s| {
             for _ in 0..opts.readers.max(1) {
                 let rx = file_rx.clone();
-                let (chunker, store, progress) = (&repo.chunker, &store, &*progress);
+                let (chunker, store, progress) = (repo.chunker(), &store, &*progress);
                 s.spawn(move || walk::reader(rx, chunker, store, progress));
             }
             drop(file_rx);
             let builder = {
                 let (chunker, store, progress, errors, counts, changed) = (
-                    &repo.chunker,
+                    repo.chunker(),
                     &store,
                     &*progress,
                     &errors,
@@ -282,14 +283,14 @@ async fn publish(
 ) -> BackupOutcome {
     let index_files = repo.seal_index_files(written);
     let snap_bytes = Bytes::from(seal_doc(
-        &repo.keyring,
+        &repo.keyring(),
         ObjectKind::Snapshot,
         &serde_json::to_vec(snapshot).expect("snapshot serializes"),
     ));
     let snap_id = Id::of_stored(&snap_bytes);
     let mut replicas = Vec::new();
     let mut any = false;
-    for ((i, r), err) in repo.replicas.iter().enumerate().zip(upload_errors) {
+    for ((i, r), err) in repo.replicas().iter().enumerate().zip(upload_errors) {
         let mut error = err;
         if error.is_none() {
             for (name, data) in &index_files {
@@ -334,7 +335,7 @@ fn stdin_tree(
     let mut input = std::io::stdin().lock();
     let (content, size) = source::chunk_stream(
         &mut input as &mut dyn Read,
-        &repo.chunker,
+        repo.chunker(),
         store,
         &|n| {
             progress.bytes_read.fetch_add(n, Relaxed);
@@ -366,5 +367,5 @@ fn stdin_tree(
             subtree: Vec::new(),
         }],
     };
-    Ok(source::store_tree(tree.to_bytes(), &repo.chunker, store))
+    Ok(source::store_tree(tree.to_bytes(), repo.chunker(), store))
 }

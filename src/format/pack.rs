@@ -1,14 +1,16 @@
 //! Pack objects: many encrypted blobs in one stored object (pure, no I/O).
 //!
 //! Layout: `header (42 B) ‖ blob_0 ‖ … ‖ blob_{n-1} ‖ footer ‖ footer_len (u32 LE)`.
-//! Blob `i` is segment `i` of the object (see [`crate::crypto`]); the footer
+//! Blob `i` is segment `i` of the object (see [`crate::format::crypto`]); the footer
 //! is segment `n`, marked final, and lists every blob so an index can be
 //! rebuilt from the packs alone. A pack's name is the BLAKE3 hash of all its
 //! bytes.
 
-use crate::codec::Codec;
-use crate::crypto::{CryptoError, Header, Key32, ObjectKey, ObjectKind, HEADER_LEN, TAG_LEN};
-use crate::id::Id;
+use crate::format::codec::Codec;
+use crate::format::crypto::{
+    CryptoError, Header, Key32, ObjectKey, ObjectKind, HEADER_LEN, TAG_LEN,
+};
+use crate::format::id::Id;
 
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::id::Id;
+use crate::format::id::Id;
 
 /// Counters of one backup run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

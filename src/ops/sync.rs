@@ -22,15 +22,15 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::MasterIndex;
-use crate::repo::{IndexFile, Replica, Repository, SnapshotEntry};
-use crate::survey::{list_all, Listing, Needs, NeedsCache};
+use crate::format::id::Id;
+use crate::repo::survey::{list_all, Listing, Needs, NeedsCache};
+use crate::repo::MasterIndex;
+use crate::repo::{IndexFile, Replica, ReplicaSet, Repository, SnapshotEntry};
 
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
-    /// Replicas to copy from (bit per replica position).
-    pub from: u64,
+    /// Replicas to copy from.
+    pub from: ReplicaSet,
     /// Replicas to bring up to date (positions).
     pub to: Vec<usize>,
     /// Work out what would be copied, copy nothing.
@@ -85,7 +85,7 @@ impl SyncProgress {
         SyncProgress {
             targets: to
                 .iter()
-                .map(|&t| (repo.replicas[t].name.clone(), TargetProgress::default()))
+                .map(|&t| (repo.replicas()[t].name.clone(), TargetProgress::default()))
                 .collect(),
         }
     }
@@ -97,18 +97,18 @@ impl SyncProgress {
 /// [`sync`].
 pub async fn seed(repo: &mut Repository, name: &str) -> Result<usize> {
     let pos = repo
-        .unavailable
+        .unavailable()
         .iter()
         .position(|u| u.name == name && matches!(u.error, Error::NotARepository(_)))
         .ok_or_else(|| Error::Invalid(format!("{name} is not an empty replica")))?;
-    let target = repo.unavailable[pos].replica.clone();
+    let target = repo.unavailable()[pos].replica.clone();
     target
         .backend
         .create()
         .await
         .map_err(|e| Error::backend(&target.name, e))?;
     let mut last = None;
-    for source in &repo.replicas {
+    for source in repo.replicas() {
         let (config, slots) = match read_seed(source).await {
             Ok(x) => x,
             Err(e) => {
@@ -122,9 +122,7 @@ pub async fn seed(repo: &mut Repository, name: &str) -> Result<usize> {
             put_create(&target, &h, data).await?;
         }
         put_create(&target, &Handle::config(), config).await?;
-        repo.unavailable.remove(pos);
-        repo.replicas.push(target);
-        return Ok(repo.replicas.len() - 1);
+        return repo.adopt(pos);
     }
     Err(last.unwrap_or_else(|| Error::Invalid("no replica to copy the repository from".into())))
 }
@@ -150,7 +148,7 @@ async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
 
 /// Objects in flight per replica: its backend's connection count, 1 to 8.
 pub(crate) fn connections(repo: &Repository, i: usize) -> usize {
-    repo.replicas[i]
+    repo.replicas()[i]
         .backend
         .capabilities()
         .default_connections
@@ -177,11 +175,9 @@ pub async fn sync(
     let listings = list_all(repo).await;
     let (index, files) = repo.load_index_files().await?;
     let snaps = repo.list_snapshots().await?;
-    let ok_mask = listings
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.is_ok())
-        .fold(0u64, |m, (i, _)| m | 1 << i);
+    let listed: ReplicaSet = (0..listings.len())
+        .filter(|&i| listings[i].is_ok())
+        .collect();
     // Needs of every snapshot some target lacks, computed once.
     let mut cache = NeedsCache::default();
     let mut needs: HashMap<Id, Arc<Needs>> = HashMap::new();
@@ -191,7 +187,7 @@ pub async fn sync(
                 .as_ref()
                 .is_ok_and(|l| !l.snapshots.contains(&e.id.to_hex()))
         });
-        if lacking && e.replicas & opts.from != 0 {
+        if lacking && !e.replicas.intersection(opts.from).is_empty() {
             needs.insert(e.id, cache.of_snapshot(repo, &index, &e.snapshot).await);
         }
     }
@@ -204,7 +200,7 @@ pub async fn sync(
         needs: &needs,
     };
     let reports = futures::future::join_all(opts.to.iter().enumerate().map(|(k, &t)| {
-        let src = opts.from & ok_mask & !(1u64 << t);
+        let src = opts.from.intersection(listed).without(t);
         plan.sync_one(t, src, opts.dry_run, &progress.targets[k].1)
     }))
     .await;
@@ -221,16 +217,21 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    /// Source replicas (positions in `src`) whose listing holds `pred`.
-    fn holders(&self, src: u64, pred: impl Fn(&Listing) -> bool) -> Vec<usize> {
-        (0..self.listings.len())
-            .filter(|&i| src & (1 << i) != 0)
+    /// Source replicas whose listing holds `pred`.
+    fn holders(&self, src: ReplicaSet, pred: impl Fn(&Listing) -> bool) -> ReplicaSet {
+        src.iter()
             .filter(|&i| self.listings[i].as_ref().is_ok_and(&pred))
             .collect()
     }
 
-    async fn sync_one(&self, t: usize, src: u64, dry_run: bool, p: &TargetProgress) -> SyncReport {
-        let name = &self.repo.replicas[t].name;
+    async fn sync_one(
+        &self,
+        t: usize,
+        src: ReplicaSet,
+        dry_run: bool,
+        p: &TargetProgress,
+    ) -> SyncReport {
+        let name = &self.repo.replicas()[t].name;
         let mut rep = SyncReport {
             replica: name.clone(),
             ..Default::default()
@@ -253,7 +254,7 @@ impl Shared<'_> {
     async fn copy_all(
         &self,
         t: usize,
-        src: u64,
+        src: ReplicaSet,
         tl: &Listing,
         dry_run: bool,
         p: &TargetProgress,
@@ -263,7 +264,7 @@ impl Shared<'_> {
         let mut has: HashSet<Id> = tl.packs.keys().copied().collect();
         let mut todo = Vec::new();
         for info in &self.index.packs {
-            if has.contains(&info.id) || info.replicas & src == 0 {
+            if has.contains(&info.id) || info.replicas.intersection(src).is_empty() {
                 continue;
             }
             let holders = self.holders(src, |l| l.packs.contains_key(&info.id));
@@ -287,7 +288,7 @@ impl Shared<'_> {
                 let res = if dry_run {
                     Ok(size)
                 } else {
-                    self.copy(&h, &holders, t).await
+                    self.copy(&h, holders, t).await
                 };
                 (id, size, res)
             }
@@ -316,11 +317,11 @@ impl Shared<'_> {
             .index
             .packs
             .iter()
-            .filter(|info| info.replicas & (1 << t) != 0)
+            .filter(|info| info.replicas.contains(t))
             .map(|info| info.id)
             .collect();
         for f in self.files {
-            if f.replicas & src == 0 || tl.index.contains(&f.name) {
+            if f.replicas.intersection(src).is_empty() || tl.index.contains(&f.name) {
                 continue;
             }
             let absent = f.packs.iter().filter(|id| !has.contains(id)).count();
@@ -333,7 +334,7 @@ impl Shared<'_> {
             }
             let h = Handle::new(Kind::Index, &f.name);
             let holders = self.holders(src, |l| l.index.contains(&f.name));
-            if !self.copy_doc(&h, &holders, t, dry_run, rep).await? {
+            if !self.copy_doc(&h, holders, t, dry_run, rep).await? {
                 continue;
             }
             rep.index_files += 1;
@@ -344,7 +345,7 @@ impl Shared<'_> {
         p.phase.store(PHASE_SNAPSHOTS, Relaxed);
         for e in self.snaps {
             let name = e.id.to_hex();
-            if e.replicas & src == 0 || tl.snapshots.contains(&name) {
+            if e.replicas.intersection(src).is_empty() || tl.snapshots.contains(&name) {
                 continue;
             }
             let Some(needs) = self.needs.get(&e.id) else {
@@ -374,7 +375,7 @@ impl Shared<'_> {
             }
             let h = Handle::new(Kind::Snapshot, &name);
             let holders = self.holders(src, |l| l.snapshots.contains(&name));
-            if !self.copy_doc(&h, &holders, t, dry_run, rep).await? {
+            if !self.copy_doc(&h, holders, t, dry_run, rep).await? {
                 continue;
             }
             rep.snapshots += 1;
@@ -388,7 +389,7 @@ impl Shared<'_> {
     async fn copy_doc(
         &self,
         h: &Handle,
-        holders: &[usize],
+        holders: ReplicaSet,
         t: usize,
         dry_run: bool,
         rep: &mut SyncReport,
@@ -408,26 +409,15 @@ impl Shared<'_> {
 
     /// Copy one content-addressed object to replica `t` from the first
     /// holder whose copy hashes to its name.
-    async fn copy(&self, h: &Handle, holders: &[usize], t: usize) -> Result<u64, CopyError> {
-        let mut why = Vec::new();
-        for &s in holders {
-            let r = &self.repo.replicas[s];
-            match r.backend.get(h, None).await {
-                Ok(d) if Id::of_stored(&d).to_hex() == h.name => {
-                    let n = d.len() as u64;
-                    return put_create(&self.repo.replicas[t], h, d)
-                        .await
-                        .map(|()| n)
-                        .map_err(CopyError::Target);
-                }
-                Ok(_) => why.push(format!("{}: damaged", r.name)),
-                Err(e) => why.push(format!("{}: {e}", r.name)),
-            }
-        }
-        Err(CopyError::Source(format!(
-            "{h}: no good copy on any source ({})",
-            why.join("; ")
-        )))
+    async fn copy(&self, h: &Handle, holders: ReplicaSet, t: usize) -> Result<u64, CopyError> {
+        let (data, _) = self.repo.get_verified_from(h, holders).await.map_err(|f| {
+            CopyError::Source(format!("{h}: no good copy on any source ({})", f.reasons()))
+        })?;
+        let n = data.len() as u64;
+        put_create(self.repo.replica(t), h, data)
+            .await
+            .map(|()| n)
+            .map_err(CopyError::Target)
     }
 }
 

@@ -19,7 +19,7 @@ impl Id {
 
     pub fn random() -> Id {
         let mut b = [0u8; 32];
-        crate::crypto::fill_random(&mut b);
+        crate::format::crypto::fill_random(&mut b);
         Id(b)
     }
 

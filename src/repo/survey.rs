@@ -14,11 +14,11 @@ use std::sync::Arc;
 use cairn_backends::Kind;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::MasterIndex;
+use crate::format::id::Id;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::NodeKind;
+use crate::repo::MasterIndex;
 use crate::repo::Repository;
-use crate::snapshot::Snapshot;
-use crate::tree::NodeKind;
 
 /// The objects one replica holds, by kind.
 #[derive(Clone, Debug, Default)]
@@ -37,7 +37,7 @@ pub struct Listing {
 impl Listing {
     /// List every kind of object on replica `i`.
     pub async fn take(repo: &Repository, i: usize) -> Result<Listing> {
-        let r = &repo.replicas[i];
+        let r = &repo.replicas()[i];
         let be = |e| Error::backend(&r.name, e);
         let (packs, index, snaps, keys) = futures::try_join!(
             async { r.backend.list(Kind::Pack).await.map_err(be) },
@@ -66,7 +66,7 @@ impl Listing {
 /// Listings of every replica of `repo`, in replica order; a replica that
 /// cannot be listed has its error instead.
 pub async fn list_all(repo: &Repository) -> Vec<Result<Listing>> {
-    futures::future::join_all((0..repo.replicas.len()).map(|i| Listing::take(repo, i))).await
+    futures::future::join_all((0..repo.replicas().len()).map(|i| Listing::take(repo, i))).await
 }
 
 /// What a snapshot (or a tree) needs.
@@ -105,7 +105,7 @@ impl Needs {
             .iter()
             .filter(|&&p| {
                 let info = &index.packs[p as usize];
-                info.replicas & (1 << i) == 0 || !listing.packs.contains_key(&info.id)
+                !info.replicas.contains(i) || !listing.packs.contains_key(&info.id)
             })
             .count() as u64
     }

@@ -9,7 +9,7 @@
 use fastcdc::v2020::{cut_gear, MASKS};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::Key32;
+use crate::format::crypto::Key32;
 
 /// Chunk size parameters, stored in the repository config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

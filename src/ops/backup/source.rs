@@ -10,10 +10,10 @@ use std::path::Path;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::store::BlobStore;
-use crate::chunker::Chunker;
-use crate::id::Id;
-use crate::pack::BlobKind;
-use crate::tree::{Node, NodeKind, RawName};
+use crate::format::chunker::Chunker;
+use crate::format::id::Id;
+use crate::format::pack::BlobKind;
+use crate::format::tree::{Node, NodeKind, RawName};
 
 /// Build a node from `lstat` metadata (no content yet).
 pub fn node_from_meta(name: &[u8], meta: &Metadata, path: &Path) -> Node {

@@ -21,9 +21,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::progress::Progress;
 use super::source::{chunk_stream, node_from_meta, store_tree, Excludes};
 use super::store::BlobStore;
-use crate::chunker::Chunker;
-use crate::id::Id;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::format::chunker::Chunker;
+use crate::format::id::Id;
+use crate::format::tree::{Node, NodeKind, Tree};
 
 /// Looks up trees of the parent snapshot (for unchanged-file detection).
 pub trait ParentTrees: Send + Sync {

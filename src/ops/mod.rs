@@ -1,0 +1,10 @@
+//! The operations: one module per command, each driving a
+//! [`crate::repo::Repository`] and returning a typed report that the CLI
+//! (and later the daemon and the API) only render.
+
+pub mod backup;
+pub mod check;
+pub mod repair;
+pub mod restore;
+pub mod status;
+pub mod sync;

@@ -1,0 +1,160 @@
+//! A repository open on several replicas: everything the operations share.
+//!
+//! Every replica holds the same repository (same id, same keyring); each has
+//! its own `index/` and `snapshots/`, which may lag behind the others.
+//!
+//! - [`open`]: `init` and `open` across replicas, key slots;
+//! - [`fetch`]: verified reads with fallback from one replica to the next;
+//! - [`docs`]: index files and snapshots — listing, reading, writing;
+//! - [`lock`]: shared and exclusive repository locks;
+//! - [`walk`]: the memoising tree walker;
+//! - [`survey`]: what each replica lists and what each snapshot needs;
+//! - [`master_index`]: every replica's index files merged, with a
+//!   [`ReplicaSet`] per pack.
+
+pub mod docs;
+pub mod fetch;
+pub mod lock;
+pub mod master_index;
+pub mod open;
+mod replica_set;
+pub mod survey;
+
+use std::sync::Arc;
+
+use cairn_backends::{Backend, Handle};
+
+use crate::error::{Error, Result};
+use crate::format::chunker::Chunker;
+use crate::format::config::Config;
+use crate::format::keys::Keyring;
+
+pub use docs::{open_doc, seal_doc, IndexFile, SnapshotEntry};
+pub use fetch::{FetchFailure, ReadStats};
+pub use master_index::{BlobLoc, MasterIndex, PackInfo};
+pub use open::InitOptions;
+pub use replica_set::ReplicaSet;
+
+/// One backend holding a copy of the repository.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    /// How the user named it (a path, a URL without secrets, or a config name).
+    pub name: String,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// A replica that could not be used, and why.
+#[derive(Debug)]
+pub struct Unavailable {
+    pub name: String,
+    pub error: Error,
+    /// The replica itself, so a command can still act on it (`sync` seeds
+    /// a replica that holds no repository yet).
+    pub replica: Replica,
+}
+
+/// An open repository.
+pub struct Repository {
+    config: Config,
+    keyring: Arc<Keyring>,
+    chunker: Chunker,
+    /// Replicas that answered when the repository was opened.
+    replicas: Vec<Replica>,
+    /// Replicas given but not usable (unreachable, not initialized, …).
+    unavailable: Vec<Unavailable>,
+    /// Where reads were served from (for "what came from where").
+    reads: Arc<ReadStats>,
+}
+
+fn be(replica: &Replica) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
+    move |e| Error::backend(&replica.name, e)
+}
+
+impl Repository {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The keyring, for work handed to other threads.
+    pub fn shared_keyring(&self) -> Arc<Keyring> {
+        self.keyring.clone()
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The replicas that answered when the repository was opened; a
+    /// replica's position in this list is its place in every [`ReplicaSet`].
+    pub fn replicas(&self) -> &[Replica] {
+        &self.replicas
+    }
+
+    pub fn replica(&self, i: usize) -> &Replica {
+        &self.replicas[i]
+    }
+
+    /// Every replica of [`Repository::replicas`].
+    pub fn all(&self) -> ReplicaSet {
+        ReplicaSet::all(self.replicas.len())
+    }
+
+    /// Replicas given but not usable (unreachable, not initialized, …).
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
+    }
+
+    /// Where reads were served from.
+    pub fn reads(&self) -> &ReadStats {
+        &self.reads
+    }
+
+    /// Count a read served by replica `i`; `failed` is the error of an
+    /// earlier replica that could not serve it.
+    fn served(&self, i: usize, bytes: u64, h: &Handle, failed: Option<&Error>) {
+        self.reads.served(i, bytes);
+        if let Some(e) = failed {
+            self.reads.fell_back(format!(
+                "{h}: taken from {} ({})",
+                self.replicas[i].name,
+                crate::error::chain(e)
+            ));
+        }
+    }
+
+    /// A view of this repository restricted to replica `i`.
+    pub fn single(&self, i: usize) -> Repository {
+        Repository {
+            config: self.config.clone(),
+            keyring: self.keyring.clone(),
+            chunker: self.chunker.clone(),
+            replicas: vec![self.replicas[i].clone()],
+            unavailable: Vec::new(),
+            reads: Arc::default(),
+        }
+    }
+
+    /// Resolve `latest`, a full id or a unique prefix.
+    pub fn find_snapshot<'a>(snaps: &'a [SnapshotEntry], spec: &str) -> Result<&'a SnapshotEntry> {
+        if spec == "latest" {
+            return snaps
+                .last()
+                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+        }
+        let matches: Vec<_> = snaps
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&spec.to_ascii_lowercase()))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
+            _ => Err(Error::Invalid(format!(
+                "{spec:?} matches several snapshots"
+            ))),
+        }
+    }
+}
