@@ -41,6 +41,9 @@ pub enum Error {
     AllReplicasFailed(String),
     #[error("interrupted")]
     Interrupted,
+    /// Another process holds a conflicting lock.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {

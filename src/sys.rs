@@ -1,42 +1,50 @@
-//! Thin wrappers over the few POSIX calls std does not offer: host and user
-//! names, ownership and timestamps of symlinks, device nodes.
-#![allow(unsafe_code)]
+//! Thin wrappers over the POSIX calls std does not offer — host and user
+//! names, process liveness, ownership and timestamps of symlinks, device
+//! nodes — through rustix's safe bindings, and NSS user lookup (so LDAP or
+//! systemd users are named too) through uzers.
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
+
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // on success (or truncates, which we accept).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
+/// The name of the user running cairn.
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid{}", uid()))
+    uzers::get_current_username()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid{}", uid()))
 }
 
 pub fn uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: as above.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+/// Whether a process with this pid exists on this host. A process owned by
+/// another user exists too (the kernel says "not permitted", not "no such
+/// process").
+pub fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
 }
 
 /// Change the owner of `p` without following a symlink.
@@ -47,49 +55,29 @@ pub fn lchown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
 /// Set access and modification time (nanoseconds since the epoch) of `p`
 /// without following a symlink.
 pub fn set_times_nofollow(p: &Path, atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
-    let c = cpath(p)?;
-    let ts = |ns: i64| libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
+    let ts = |ns: i64| Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
     };
-    let times = [ts(atime_ns), ts(mtime_ns)];
-    // SAFETY: c is a valid NUL-terminated path, times points to two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
+    let times = Timestamps {
+        last_access: ts(atime_ns),
+        last_modification: ts(mtime_ns),
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    rustix::fs::utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
 }
 
-/// Create a FIFO or device node.
+/// Create a FIFO or device node; `mode` carries the file type bits.
 pub fn mknod(p: &Path, mode: u32, rdev: u64) -> io::Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: c is a valid NUL-terminated path.
-    let rc = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let kind = rustix::fs::FileType::from_raw_mode(mode);
+    let perm = Mode::from_raw_mode(mode & 0o7777);
+    rustix::fs::mknodat(CWD, p, kind, perm, rdev)?;
+    Ok(())
 }
 
-/// Look up a user name by uid (for display in snapshots).
+/// Look up a user name by uid (for display in snapshots), through NSS.
 pub fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        f.next()?;
-        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    })
+    uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
 }
 
 /// Keep glibc's allocator from hoarding memory. With its defaults, the
@@ -100,9 +88,10 @@ pub fn user_name(uid: u32) -> Option<String> {
 /// kernel when freed, and fewer arenas limit fragmentation. Call it before
 /// the other threads start (the backup command does).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 pub fn tune_allocator() {
     // SAFETY: mallopt only changes allocator parameters; it is called at
-    // start-up before other threads exist.
+    // start-up before other threads exist. No safe binding offers it.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 4);

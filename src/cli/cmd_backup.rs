@@ -174,6 +174,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             "type": "summary",
             "snapshot": out.id.map(|i| i.to_hex()),
             "partial": out.snapshot.partial,
+            "interrupted": out.interrupted,
             "summary": s,
             "errors": out.snapshot.errors,
             "replicas": out.replicas.iter().map(|r| json!({
@@ -215,6 +216,9 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         }
         match out.id {
             Some(id) => println!("snapshot {} saved", id.short()),
+            None if out.interrupted => {
+                println!("interrupted: no snapshot saved (what was stored is reused next time)")
+            }
             None => println!("no snapshot saved"),
         }
     }
@@ -222,6 +226,9 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         if !g.json {
             eprintln!("warning: could not back up {e}");
         }
+    }
+    if out.interrupted {
+        return Ok(exit::INTERRUPTED);
     }
     Ok(match (out.id, failed.is_empty(), out.snapshot.partial) {
         (None, _, _) => {

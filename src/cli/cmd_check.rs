@@ -31,6 +31,7 @@ pub struct CheckArgs {
 
 pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
+    let _lock = repo.lock(cairn::repo::LockMode::Shared, "check").await?;
     let only = if a.backend.is_empty() {
         None
     } else {

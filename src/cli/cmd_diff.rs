@@ -32,6 +32,7 @@ fn modified(a: &Node, b: &Node) -> bool {
 
 pub async fn run(g: &Global, a: DiffArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
+    let _lock = repo.lock(cairn::repo::LockMode::Shared, "diff").await?;
     let snaps = repo.list_snapshots().await?;
     let s1 = Repository::find_snapshot(&snaps, &a.snapshot1)?;
     let s2 = Repository::find_snapshot(&snaps, &a.snapshot2)?;

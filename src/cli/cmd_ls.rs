@@ -93,6 +93,7 @@ pub struct LsArgs {
 
 pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
+    let _lock = repo.lock(cairn::repo::LockMode::Shared, "ls").await?;
     let snaps = repo.list_snapshots().await?;
     let snap = Repository::find_snapshot(&snaps, &a.snapshot)?;
     let index = repo.load_index().await?;

@@ -37,6 +37,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         None => (a.snapshot.clone(), None),
     };
     let repo = repos::open_from(g, a.from.as_deref()).await?;
+    let _lock = repo.lock(cairn::repo::LockMode::Shared, "restore").await?;
     let snaps = repo.list_snapshots().await?;
     let snap = Repository::find_snapshot(&snaps, &spec)?;
     let index = repo.load_index().await?;

@@ -21,6 +21,7 @@ pub struct StatsArgs {
 
 pub async fn stats(g: &Global, a: StatsArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
+    let _lock = repo.lock(cairn::repo::LockMode::Shared, "stats").await?;
     let snaps = repo.list_snapshots().await?;
     let chosen: Vec<_> = match &a.snapshot {
         Some(s) => vec![Repository::find_snapshot(&snaps, s)?.clone()],
@@ -177,7 +178,7 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
             let repo = repos::open_from(g, a.from.as_deref()).await?;
             let h = Handle::new(Kind::Index, &id);
             let data = repo.get_verified(&h, repo.all()).await?;
-            let plain = open_doc(&repo.keyring(), ObjectKind::Index, &h.to_string(), &data)?;
+            let plain = open_doc(repo.keyring(), ObjectKind::Index, &h.to_string(), &data)?;
             let packs = cairn::format::index::decode(&plain)
                 .map_err(|e| cairn::Error::Corrupt(e.to_string()))?;
             let v: Vec<_> = packs

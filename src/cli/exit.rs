@@ -19,8 +19,12 @@ pub const DAMAGED: i32 = 5;
 pub const UNREACHABLE: i32 = 6;
 /// No repository at the given location.
 pub const NO_REPOSITORY: i32 = 10;
+/// Another process holds a conflicting lock.
+pub const LOCKED: i32 = 11;
 /// The passphrase opens no key slot.
 pub const WRONG_PASSPHRASE: i32 = 12;
+/// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: i32 = 130;
 
 /// The exit code for an error that ended a command.
 pub fn code_for(err: &anyhow::Error) -> i32 {
@@ -29,6 +33,8 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
             return match e {
                 Error::Key(KeyError::WrongPassphrase) => WRONG_PASSPHRASE,
                 Error::NotARepository(_) => NO_REPOSITORY,
+                Error::Locked(_) => LOCKED,
+                Error::Interrupted => INTERRUPTED,
                 Error::Invalid(_) => USAGE,
                 // The replica answered nothing, or refused these
                 // credentials: it cannot be used, whatever it holds.

@@ -13,10 +13,12 @@ mod cmd_restore;
 mod cmd_stats;
 mod cmd_status;
 mod cmd_sync;
+mod cmd_unlock;
 mod exit;
 mod output;
 mod password;
 mod repos;
+mod signals;
 
 use std::path::PathBuf;
 
@@ -46,7 +48,8 @@ const AFTER_HELP: &str = "Repositories: a path (local disk) or, with network bac
 Give --repo several times (or CAIRN_REPO=a,b) to write every backup to all of them.\n\
 Without any repository, cairn uses a default local repository under ~/.local/share/cairn.\n\
 Exit codes: 0 ok, 1 error, 2 usage, 3 incomplete, 4 a replica failed, 5 damaged, \
-6 unreachable, 10 no repository, 12 wrong passphrase (see docs/exit-codes.md).";
+6 unreachable, 10 no repository, 11 locked, 12 wrong passphrase, 130 interrupted \
+(see docs/exit-codes.md).";
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
@@ -92,6 +95,30 @@ pub struct Global {
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// When the repository is locked by another process, keep trying this
+    /// long (e.g. 30s, 5m, 1h) instead of failing at once.
+    #[arg(long, global = true, env = "CAIRN_RETRY_LOCK", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub retry_lock: Option<std::time::Duration>,
+    /// Cancelled by SIGINT or SIGTERM (not an argument).
+    #[arg(skip)]
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// A duration such as `90s`, `5m`, `1h30m` or `2 days`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let d: jiff::SignedDuration = s
+        .parse()
+        .or_else(|_| {
+            s.parse::<jiff::Span>()
+                .and_then(|sp| sp.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+        })
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 5m, 1h30m, 2d)"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?}: a duration cannot be negative"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +149,8 @@ pub enum Command {
     Cat(cmd_stats::CatArgs),
     /// Test a storage location with the backend conformance suite.
     Backend(cmd_backend::BackendArgs),
+    /// Remove stale locks (left by a killed process), or every lock.
+    Unlock(cmd_unlock::UnlockArgs),
 }
 
 pub fn main() -> i32 {
@@ -144,7 +173,17 @@ pub fn main() -> i32 {
         .build()
         .expect("tokio runtime");
     let json = cli.global.json;
-    match rt.block_on(run(cli)) {
+    let mut cli = cli;
+    cli.global.cancel = tokio_util::sync::CancellationToken::new();
+    let cancel = cli.global.cancel.clone();
+    let result = rt.block_on(async move {
+        let _signals = signals::watch(cancel, json);
+        let res = run(cli).await;
+        // Locks of guards dropped on an error or cancellation path.
+        cairn::repo::lock::wait_released().await;
+        res
+    });
+    match result {
         Ok(code) => code,
         Err(e) => {
             let code = exit::code_for(&e);
@@ -164,7 +203,25 @@ pub fn main() -> i32 {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = cli.global;
-    match cli.command {
+    let cancel = g.cancel.clone();
+    // A backup stops by itself when cancelled (it stores what it read and
+    // reports it); any other command is dropped at its next await point,
+    // which releases its lock and leaves every replica as consistent as
+    // the write ordering keeps it at any instant.
+    let stops_itself = matches!(cli.command, Command::Backup(_));
+    let command = run_command(&g, cli.command);
+    if stops_itself {
+        return command.await;
+    }
+    tokio::select! {
+        res = command => res,
+        _ = cancel.cancelled() => Err(cairn::Error::Interrupted.into()),
+    }
+}
+
+async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
+    let g = g.clone();
+    match command {
         Command::Init(a) => cmd_init::run(&g, a).await,
         Command::Backup(a) => cmd_backup::run(&g, a).await,
         Command::Snapshots(a) => cmd_ls::snapshots(&g, a).await,
@@ -178,5 +235,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(a) => cmd_stats::stats(&g, a).await,
         Command::Cat(a) => cmd_stats::cat(&g, a).await,
         Command::Backend(a) => cmd_backend::run(&g, a).await,
+        Command::Unlock(a) => cmd_unlock::run(&g, a).await,
     }
 }

@@ -408,7 +408,9 @@ async fn open_with(
                     sel.replicas[0].name
                 );
             }
-            return Ok(Repository::init(sel.replicas, &pass, &InitOptions::default()).await?);
+            let mut repo = Repository::init(sel.replicas, &pass, &InitOptions::default()).await?;
+            prepare(g, &mut repo);
+            return Ok(repo);
         }
     }
     let fallback = if sel.default_repo {
@@ -444,7 +446,19 @@ async fn open_with(
         }
     }
     let pass = password::get(g, fallback)?;
-    Ok(Repository::open(sel.replicas, &pass).await?)
+    let mut repo = Repository::open(sel.replicas, &pass).await?;
+    prepare(g, &mut repo);
+    Ok(repo)
+}
+
+/// What every open repository takes from the command line: how long to
+/// wait for a lock, and the token Ctrl-C cancels.
+fn prepare(g: &Global, repo: &mut cairn::repo::Repository) {
+    repo.set_lock_options(cairn::repo::LockOptions {
+        wait: g.retry_lock.unwrap_or_default(),
+        ..Default::default()
+    });
+    repo.set_cancel_token(g.cancel.clone());
 }
 
 #[cfg(test)]

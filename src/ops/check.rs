@@ -243,7 +243,7 @@ async fn check_replica(
     for m in &index_files {
         match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
-                &repo.keyring(),
+                repo.keyring(),
                 crate::format::crypto::ObjectKind::Index,
                 &m.handle.to_string(),
                 &d,
@@ -358,7 +358,7 @@ async fn check_replica(
     for m in &snap_files {
         let snap: Snapshot = match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
-                &repo.keyring(),
+                repo.keyring(),
                 crate::format::crypto::ObjectKind::Snapshot,
                 &m.handle.to_string(),
                 &d,

@@ -23,7 +23,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
 use crate::repo::survey::{list_all, Listing, NeedsCache};
 use crate::repo::MasterIndex;
-use crate::repo::{seal_doc, ReplicaSet, Repository};
+use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository};
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairOptions {
@@ -65,6 +65,19 @@ fn be(repo: &Repository, i: usize) -> impl Fn(cairn_backends::BackendError) -> E
 /// `t`'s snapshots need; packs a snapshot needs that `t`'s index does not
 /// describe get a new index file on `t`.
 pub async fn repair_packs(
+    repo: &Repository,
+    t: usize,
+    opts: &RepairOptions,
+) -> Result<RepairReport> {
+    // Exclusive: it removes or rewrites what a concurrent backup may have
+    // just written (index files, snapshots, packs).
+    let lock = repo.lock(LockMode::Exclusive, "repair packs").await?;
+    let res = repair_packs_locked(repo, t, opts).await;
+    lock.release().await;
+    res
+}
+
+async fn repair_packs_locked(
     repo: &Repository,
     t: usize,
     opts: &RepairOptions,
@@ -249,6 +262,19 @@ pub async fn repair_index(
     t: usize,
     opts: &RepairOptions,
 ) -> Result<RepairReport> {
+    // Exclusive: it removes or rewrites what a concurrent backup may have
+    // just written (index files, snapshots, packs).
+    let lock = repo.lock(LockMode::Exclusive, "repair index").await?;
+    let res = repair_index_locked(repo, t, opts).await;
+    lock.release().await;
+    res
+}
+
+async fn repair_index_locked(
+    repo: &Repository,
+    t: usize,
+    opts: &RepairOptions,
+) -> Result<RepairReport> {
     let mut rep = RepairReport::new(repo, t, opts);
     let listing = Listing::take(repo, t).await?;
     let connections = crate::ops::sync::connections(repo, t);
@@ -350,6 +376,19 @@ pub async fn repair_snapshots(
     forget: bool,
     opts: &RepairOptions,
 ) -> Result<SnapshotRepair> {
+    // Exclusive: it removes or rewrites what a concurrent backup may have
+    // just written (index files, snapshots, packs).
+    let lock = repo.lock(LockMode::Exclusive, "repair snapshots").await?;
+    let res = repair_snapshots_locked(repo, forget, opts).await;
+    lock.release().await;
+    res
+}
+
+async fn repair_snapshots_locked(
+    repo: &Repository,
+    forget: bool,
+    opts: &RepairOptions,
+) -> Result<SnapshotRepair> {
     let mut out = SnapshotRepair {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -419,7 +458,7 @@ pub async fn repair_snapshots(
                     .map(|p| format!("{p}: data lost from every replica")),
             );
             let sealed = Bytes::from(seal_doc(
-                &repo.keyring(),
+                repo.keyring(),
                 ObjectKind::Snapshot,
                 &serde_json::to_vec(&marked).expect("snapshot serializes"),
             ));

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::repo::survey::{list_all, Listing, Needs, NeedsCache};
 use crate::repo::MasterIndex;
-use crate::repo::{IndexFile, Replica, ReplicaSet, Repository, SnapshotEntry};
+use crate::repo::{IndexFile, LockMode, Replica, ReplicaSet, Repository, SnapshotEntry};
 
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
@@ -172,6 +172,7 @@ pub async fn sync(
     opts: &SyncOptions,
     progress: &SyncProgress,
 ) -> Result<Vec<SyncReport>> {
+    let lock = repo.lock(LockMode::Shared, "sync").await?;
     let listings = list_all(repo).await;
     let (index, files) = repo.load_index_files().await?;
     let snaps = repo.list_snapshots().await?;
@@ -204,6 +205,7 @@ pub async fn sync(
         plan.sync_one(t, src, opts.dry_run, &progress.targets[k].1)
     }))
     .await;
+    lock.release().await;
     Ok(reports)
 }
 

@@ -23,6 +23,7 @@ pub mod survey;
 use std::sync::Arc;
 
 use cairn_backends::{Backend, Handle};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
@@ -31,6 +32,7 @@ use crate::format::keys::Keyring;
 
 pub use docs::{open_doc, seal_doc, IndexFile, SnapshotEntry};
 pub use fetch::{FetchFailure, ReadStats};
+pub use lock::{LockGuard, LockMode, LockOptions};
 pub use master_index::{BlobLoc, MasterIndex, PackInfo};
 pub use open::InitOptions;
 pub use replica_set::ReplicaSet;
@@ -64,6 +66,9 @@ pub struct Repository {
     unavailable: Vec<Unavailable>,
     /// Where reads were served from (for "what came from where").
     reads: Arc<ReadStats>,
+    lock_options: LockOptions,
+    /// Cancelled on SIGINT/SIGTERM: operations stop at the next safe point.
+    cancel: CancellationToken,
 }
 
 fn be(replica: &Replica) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
@@ -113,6 +118,33 @@ impl Repository {
         &self.reads
     }
 
+    pub fn lock_options(&self) -> &LockOptions {
+        &self.lock_options
+    }
+
+    pub fn set_lock_options(&mut self, opts: LockOptions) {
+        self.lock_options = opts;
+    }
+
+    /// The token that, once cancelled, asks operations to stop at their
+    /// next safe point and report what they did.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    pub fn set_cancel_token(&mut self, token: CancellationToken) {
+        self.cancel = token;
+    }
+
+    /// [`Error::Interrupted`] once cancelled.
+    pub fn check_cancelled(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Count a read served by replica `i`; `failed` is the error of an
     /// earlier replica that could not serve it.
     fn served(&self, i: usize, bytes: u64, h: &Handle, failed: Option<&Error>) {
@@ -135,6 +167,8 @@ impl Repository {
             replicas: vec![self.replicas[i].clone()],
             unavailable: Vec::new(),
             reads: Arc::default(),
+            lock_options: self.lock_options.clone(),
+            cancel: self.cancel.clone(),
         }
     }
 

@@ -92,6 +92,8 @@ impl Repository {
             replicas,
             unavailable: Vec::new(),
             reads: Arc::default(),
+            lock_options: Default::default(),
+            cancel: Default::default(),
         })
     }
 
@@ -182,6 +184,8 @@ impl Repository {
             replicas: ok.into_iter().map(|(r, _)| r).collect(),
             unavailable,
             reads: Arc::default(),
+            lock_options: Default::default(),
+            cancel: Default::default(),
         })
     }
 

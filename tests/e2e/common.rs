@@ -315,3 +315,19 @@ pub fn compare_restore(src: &Path, target: &Path, stderr: &str) -> Vec<PathBuf> 
     }
     broken
 }
+
+/// The same command as `c` (an `Env::cairn` command), as a std command
+/// that can be spawned and killed.
+pub fn std_command(c: &assert_cmd::Command) -> std::process::Command {
+    let mut s = std::process::Command::new(c.get_program());
+    s.args(c.get_args()).env_clear();
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            s.env(k, v);
+        }
+    }
+    if let Some(d) = c.get_current_dir() {
+        s.current_dir(d);
+    }
+    s
+}

@@ -64,22 +64,6 @@ fn fresh(env: &Env, what: &str) -> PathBuf {
     env.path(&format!("{what}-{}", N.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// The same command as `c` (an `Env::cairn` command), as a std command
-/// that can be spawned and killed.
-fn std_command(c: &assert_cmd::Command) -> std::process::Command {
-    let mut s = std::process::Command::new(c.get_program());
-    s.args(c.get_args()).env_clear();
-    for (k, v) in c.get_envs() {
-        if let Some(v) = v {
-            s.env(k, v);
-        }
-    }
-    if let Some(d) = c.get_current_dir() {
-        s.current_dir(d);
-    }
-    s
-}
-
 /// The same command run as user and group `nobody` (65534).
 fn as_nobody(c: &assert_cmd::Command) -> assert_cmd::Command {
     let inner = std_command(c);

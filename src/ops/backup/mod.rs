@@ -29,7 +29,7 @@ use crate::format::index::IndexPack;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, RawName, Tree};
 use crate::repo::MasterIndex;
-use crate::repo::{seal_doc, Repository};
+use crate::repo::{seal_doc, LockMode, Repository};
 use progress::Progress;
 use source::Excludes;
 use store::BlobStore;
@@ -94,6 +94,8 @@ pub struct BackupOutcome {
     pub id: Option<Id>,
     pub snapshot: Snapshot,
     pub replicas: Vec<ReplicaOutcome>,
+    /// Stopped by a cancellation: no snapshot was written.
+    pub interrupted: bool,
 }
 
 struct RepoParents<'a> {
@@ -132,6 +134,9 @@ pub async fn backup(
             .map(|p| p.to_string_lossy().into_owned())
             .collect(),
     };
+    // Before reading the index: a repair or prune holding the exclusive
+    // lock may be rewriting it.
+    let lock = repo.lock(LockMode::Shared, "backup").await?;
     let index = Arc::new(repo.load_index().await?);
     let snaps = repo.list_snapshots().await?;
     let parent = match (opts.force, opts.parent) {
@@ -161,11 +166,10 @@ pub async fn backup(
         None => None,
     };
 
-    let locks = repo.lock("backup").await;
     let rt = tokio::runtime::Handle::current();
     let fan = fanout::FanOut::start(
         &rt,
-        &repo.replicas(),
+        repo.replicas(),
         opts.queue,
         opts.connections,
         progress.clone(),
@@ -201,7 +205,8 @@ pub async fn backup(
             for _ in 0..opts.readers.max(1) {
                 let rx = file_rx.clone();
                 let (chunker, store, progress) = (repo.chunker(), &store, &*progress);
-                s.spawn(move || walk::reader(rx, chunker, store, progress));
+                let cancel = repo.cancel_token();
+                s.spawn(move || walk::reader(rx, chunker, store, progress, cancel));
             }
             drop(file_rx);
             let builder = {
@@ -228,6 +233,7 @@ pub async fn backup(
                 errors: &errors,
                 next_id: 0,
                 changed: &changed,
+                cancel: repo.cancel_token(),
             };
             w.targets(&opts.paths, parent_root.as_ref());
             drop(w);
@@ -267,8 +273,17 @@ pub async fn backup(
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
-    let outcome = publish(repo, &written, &snapshot, upload_errors, &progress).await;
-    repo.unlock(locks).await;
+    let interrupted = repo.cancel_token().is_cancelled();
+    let outcome = publish(
+        repo,
+        &written,
+        &snapshot,
+        upload_errors,
+        interrupted,
+        &progress,
+    )
+    .await;
+    lock.release().await;
     Ok(outcome)
 }
 
@@ -279,11 +294,12 @@ async fn publish(
     written: &[IndexPack],
     snapshot: &Snapshot,
     upload_errors: Vec<Option<Error>>,
+    interrupted: bool,
     progress: &Progress,
 ) -> BackupOutcome {
     let index_files = repo.seal_index_files(written);
     let snap_bytes = Bytes::from(seal_doc(
-        &repo.keyring(),
+        repo.keyring(),
         ObjectKind::Snapshot,
         &serde_json::to_vec(snapshot).expect("snapshot serializes"),
     ));
@@ -300,7 +316,10 @@ async fn publish(
                 }
             }
         }
-        if error.is_none() {
+        // An interrupted backup read only part of its paths: its packs and
+        // index files stay (the next backup reuses them), its snapshot
+        // would be a lie.
+        if error.is_none() && !interrupted {
             if let Err(e) = repo
                 .put_doc(r, Kind::Snapshot, &snap_id.to_hex(), snap_bytes.clone())
                 .await
@@ -308,7 +327,7 @@ async fn publish(
                 error = Some(e);
             }
         }
-        any |= error.is_none();
+        any |= error.is_none() && !interrupted;
         let p = &progress.replicas[i];
         replicas.push(ReplicaOutcome {
             name: r.name.clone(),
@@ -321,6 +340,7 @@ async fn publish(
         id: any.then_some(snap_id),
         snapshot: snapshot.clone(),
         replicas,
+        interrupted,
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Walk<'a> {
     pub errors: &'a Mutex<Vec<String>>,
     pub next_id: u64,
     pub changed: &'a std::sync::atomic::AtomicU64,
+    /// Once cancelled, the walk stops adding entries; the backup then
+    /// stores what it has read but writes no snapshot.
+    pub cancel: &'a tokio_util::sync::CancellationToken,
 }
 
 impl Walk<'_> {
@@ -172,6 +175,9 @@ impl Walk<'_> {
         names.sort();
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
+            if self.cancel.is_cancelled() {
+                break;
+            }
             let child = path.join(std::ffi::OsStr::from_bytes(&name));
             if self.excludes.is_excluded(&child) {
                 continue;
@@ -255,13 +261,38 @@ impl Walk<'_> {
 }
 
 /// Body of a reader thread: read files and store their chunks.
-pub fn reader(jobs: Receiver<FileJob>, chunker: &Chunker, store: &BlobStore, progress: &Progress) {
+pub fn reader(
+    jobs: Receiver<FileJob>,
+    chunker: &Chunker,
+    store: &BlobStore,
+    progress: &Progress,
+    cancel: &tokio_util::sync::CancellationToken,
+) {
     let mut buf = Vec::new();
     for job in jobs {
-        let res = read_file(&job, chunker, store, progress, &mut buf);
+        let res = read_file(&job, chunker, store, progress, &mut buf, cancel);
         let _ = job.reply.send(res);
     }
 }
+
+/// A reader that fails once the backup is cancelled, so a large file does
+/// not keep a cancelled backup going.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a tokio_util::sync::CancellationToken,
+}
+
+impl<R: std::io::Read> std::io::Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other(INTERRUPTED));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The error of a file a cancelled backup did not read.
+pub const INTERRUPTED: &str = "interrupted";
 
 fn read_file(
     job: &FileJob,
@@ -269,8 +300,13 @@ fn read_file(
     store: &BlobStore,
     progress: &Progress,
     buf: &mut Vec<u8>,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<FileDone, String> {
-    let mut f = File::open(&job.path).map_err(|e| format!("{}: {e}", job.path.display()))?;
+    if cancel.is_cancelled() {
+        return Err(INTERRUPTED.into());
+    }
+    let f = File::open(&job.path).map_err(|e| format!("{}: {e}", job.path.display()))?;
+    let mut f = Cancellable { inner: f, cancel };
     let on_bytes = |n| {
         progress.bytes_read.fetch_add(n, Relaxed);
     };
@@ -333,6 +369,9 @@ pub fn build_trees(
                         counts.files_new += 1;
                         tree.nodes.push(n);
                     }
+                    // Not an error of the source: the run stops and
+                    // writes no snapshot.
+                    Ok(Err(msg)) if msg == INTERRUPTED || msg.ends_with(INTERRUPTED) => {}
                     Ok(Err(msg)) => {
                         tracing::warn!("{msg}");
                         progress.errors.fetch_add(1, Relaxed);
