@@ -17,9 +17,10 @@ use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind};
 use crate::repo::MasterIndex;
-use crate::repo::{open_doc, Repository};
+use crate::repo::{open_doc, Repository, TreeWalker, Visit, Visitor};
+use std::path::Path;
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -353,8 +354,8 @@ async fn check_replica(
         }
     }
 
-    // Snapshots and the trees below them.
-    let mut seen_trees: HashSet<Vec<Id>> = HashSet::new();
+    // Snapshots and the trees below them, each distinct tree once.
+    let mut walker = TreeWalker::new(&one, &index).each_tree_once();
     for m in &snap_files {
         let snap: Snapshot = match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
@@ -373,48 +374,20 @@ async fn check_replica(
         };
         rc.snapshots += 1;
         progress.snapshots_done.fetch_add(1, Relaxed);
-        let sid = &m.handle.name[..8];
-        let mut found = Vec::new();
-        let mut stack: Vec<(String, Vec<Id>)> = vec![("/".into(), snap.tree.clone())];
-        while let Some((path, ids)) = stack.pop() {
-            if !seen_trees.insert(ids.clone()) {
-                continue;
-            }
-            if let Some(p) = ids
-                .iter()
-                .find_map(|id| blob_problem(&index, &present, &bad_packs, &bad_blobs, id))
-            {
-                found.push(format!("snapshot {sid}: directory {path}: tree {p}"));
-                continue;
-            }
-            let tree: Tree = match one.load_tree(&index, &ids).await {
-                Ok(t) => t,
-                Err(e) => {
-                    found.push(format!("snapshot {sid}: directory {path}: {e}"));
-                    continue;
-                }
-            };
-            for n in &tree.nodes {
-                let child = format!("{}/{}", path.trim_end_matches('/'), n.name.lossy());
-                match n.kind {
-                    NodeKind::Dir => stack.push((child, n.subtree.clone())),
-                    NodeKind::File => {
-                        if let Some(p) = n.content.iter().find_map(|id| {
-                            blob_problem(&index, &present, &bad_packs, &bad_blobs, id)
-                        }) {
-                            found.push(format!("snapshot {sid}: file {child}: {p}"));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut v = SnapshotProblems {
+            sid: &m.handle.name[..8],
+            problem: &|id: &Id| blob_problem(&index, &present, &bad_packs, &bad_blobs, id),
+            found: Vec::new(),
+        };
+        walker.walk(&snap.tree, Path::new("/"), &mut v).await;
+        let found = v.found;
         // `repair snapshots` marks a snapshot whose data is lost everywhere
         // as damaged: its losses are known, not news.
         if snap.tags.iter().any(|t| t == "damaged") {
             if !found.is_empty() {
                 rc.warnings.push(format!(
-                    "snapshot {sid} is marked damaged: {} known problem(s), listed in its errors",
+                    "snapshot {} is marked damaged: {} known problem(s), listed in its errors",
+                    &m.handle.name[..8],
                     found.len()
                 ));
             }
@@ -423,6 +396,46 @@ async fn check_replica(
         }
     }
     Ok(())
+}
+
+/// Collects what is wrong with the trees and files of one snapshot.
+struct SnapshotProblems<'a> {
+    sid: &'a str,
+    problem: &'a dyn Fn(&Id) -> Option<String>,
+    found: Vec<String>,
+}
+
+impl Visitor for SnapshotProblems<'_> {
+    fn enter(&mut self, path: &Path, ids: &[Id]) -> Visit {
+        match ids.iter().find_map(self.problem) {
+            Some(p) => {
+                let sid = self.sid;
+                self.found.push(format!(
+                    "snapshot {sid}: directory {}: tree {p}",
+                    path.display()
+                ));
+                Visit::Skip
+            }
+            None => Visit::Descend,
+        }
+    }
+
+    fn unreadable(&mut self, path: &Path, _: &[Id], e: &Error) {
+        let sid = self.sid;
+        self.found
+            .push(format!("snapshot {sid}: directory {}: {e}", path.display()));
+    }
+
+    fn node(&mut self, path: &Path, n: &Node) -> Visit {
+        if n.kind == NodeKind::File {
+            if let Some(p) = n.content.iter().find_map(self.problem) {
+                let sid = self.sid;
+                self.found
+                    .push(format!("snapshot {sid}: file {}: {p}", path.display()));
+            }
+        }
+        Visit::Descend
+    }
 }
 
 fn blobs_by_pack(index: &MasterIndex) -> HashMap<Id, Vec<(Id, crate::repo::BlobLoc)>> {

@@ -7,7 +7,7 @@
 //! are written before old ones are removed, and a marked snapshot is
 //! written before the original is removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use cairn_backends::{Handle, Kind, PutMode};
@@ -20,10 +20,11 @@ use crate::format::id::Id;
 use crate::format::index::IndexPack;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind};
 use crate::repo::survey::{list_all, Listing, NeedsCache};
 use crate::repo::MasterIndex;
-use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository};
+use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository, TreeWalker, Visit, Visitor};
+use std::path::Path;
 
 #[derive(Clone, Debug, Default)]
 pub struct RepairOptions {
@@ -410,6 +411,7 @@ async fn repair_snapshots_locked(
         .collect();
     let index = repo.load_index().await?;
     let mut cache = NeedsCache::default();
+    let mut walker = TreeWalker::new(repo, &index);
     for e in repo.list_snapshots().await? {
         let needs = cache.of_snapshot(repo, &index, &e.snapshot).await;
         let lost = |n: &crate::repo::survey::Needs| {
@@ -421,7 +423,7 @@ async fn repair_snapshots_locked(
         if !lost(&needs) {
             continue;
         }
-        let affected = affected_paths(repo, &index, &stored, &mut cache, &e.snapshot).await;
+        let affected = affected_paths(&mut walker, &index, &stored, &e.snapshot).await;
         let name = e.id.to_hex();
         let holders: Vec<usize> = (0..repo.replicas().len())
             .filter(|&i| e.replicas.contains(i))
@@ -507,63 +509,49 @@ async fn repair_snapshots_locked(
 /// Paths in `snap` whose data is on no replica (a directory is named once,
 /// with a trailing `/`, when its own tree is lost).
 async fn affected_paths(
-    repo: &Repository,
+    walker: &mut TreeWalker<'_>,
     index: &MasterIndex,
     stored: &HashSet<Id>,
-    cache: &mut NeedsCache,
     snap: &Snapshot,
 ) -> Vec<String> {
+    struct Lost<'a> {
+        gone: &'a dyn Fn(&Id) -> bool,
+        out: Vec<String>,
+    }
+    impl Visitor for Lost<'_> {
+        fn enter(&mut self, path: &Path, ids: &[Id]) -> Visit {
+            if ids.iter().any(self.gone) {
+                self.out.push(format!(
+                    "{}/ (directory and everything in it)",
+                    path.display().to_string().trim_end_matches('/')
+                ));
+                return Visit::Skip;
+            }
+            Visit::Descend
+        }
+        fn unreadable(&mut self, path: &Path, _: &[Id], e: &Error) {
+            self.out.push(format!(
+                "{}/ (directory and everything in it: {e})",
+                path.display().to_string().trim_end_matches('/')
+            ));
+        }
+        fn node(&mut self, path: &Path, n: &Node) -> Visit {
+            if n.kind == NodeKind::File && n.content.iter().any(self.gone) {
+                self.out.push(path.display().to_string());
+            }
+            Visit::Descend
+        }
+    }
     let gone = |id: &Id| match index.get(id) {
         None => true,
         Some((p, _)) => !stored.contains(&p.id),
     };
-    let mut out = Vec::new();
-    let mut stack = vec![("/".to_string(), snap.tree.clone())];
-    let mut clean: HashMap<Vec<Id>, bool> = HashMap::new();
-    while let Some((path, ids)) = stack.pop() {
-        if ids.iter().any(gone) {
-            out.push(format!(
-                "{}/ (directory and everything in it)",
-                path.trim_end_matches('/')
-            ));
-            continue;
-        }
-        let tree = match repo.load_tree(index, &ids).await {
-            Ok(t) => t,
-            Err(e) => {
-                out.push(format!(
-                    "{}/ (directory and everything in it: {e})",
-                    path.trim_end_matches('/')
-                ));
-                continue;
-            }
-        };
-        for n in &tree.nodes {
-            let child = format!("{}/{}", path.trim_end_matches('/'), n.name.lossy());
-            match n.kind {
-                NodeKind::File if n.content.iter().any(gone) => out.push(child),
-                NodeKind::Dir => {
-                    let ok = match clean.get(&n.subtree) {
-                        Some(ok) => *ok,
-                        None => {
-                            let needs = cache.of_tree(repo, index, &n.subtree).await;
-                            let ok = !needs.is_broken()
-                                && needs
-                                    .packs
-                                    .iter()
-                                    .all(|&p| stored.contains(&index.packs[p as usize].id));
-                            clean.insert(n.subtree.clone(), ok);
-                            ok
-                        }
-                    };
-                    if !ok {
-                        stack.push((child, n.subtree.clone()));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    let mut v = Lost {
+        gone: &gone,
+        out: Vec::new(),
+    };
+    walker.walk(&snap.tree, Path::new("/"), &mut v).await;
+    let mut out = v.out;
     out.sort();
     out
 }

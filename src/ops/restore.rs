@@ -19,8 +19,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
-use crate::format::tree::{Node, NodeKind, Tree};
-use crate::repo::MasterIndex;
+use crate::format::tree::{Node, NodeKind};
+use crate::repo::{MasterIndex, TreeWalker, Visit, Visitor};
 use crate::repo::{Repository, SnapshotEntry};
 
 #[derive(Clone, Debug)]
@@ -91,7 +91,8 @@ async fn locate(
     index: &MasterIndex,
     root: &[Id],
     subpath: &str,
-) -> Result<(Option<Node>, Tree)> {
+) -> Result<(Option<Node>, Vec<Id>)> {
+    let mut ids = root.to_vec();
     let mut tree = repo.load_tree(index, root).await?;
     let mut node = None;
     let comps: Vec<&str> = subpath.split('/').filter(|c| !c.is_empty()).collect();
@@ -101,13 +102,16 @@ async fn locate(
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("{subpath}: not in the snapshot")))?;
         if n.kind == NodeKind::Dir {
-            tree = repo.load_tree(index, &n.subtree).await?;
+            ids = n.subtree.clone();
+            if i + 1 != comps.len() {
+                tree = repo.load_tree(index, &ids).await?;
+            }
         } else if i + 1 != comps.len() {
             return Err(Error::NotFound(format!("{subpath}: not in the snapshot")));
         }
         node = Some(n);
     }
-    Ok((node, tree))
+    Ok((node, ids))
 }
 
 /// Restore `snap` according to `opts`.
@@ -120,7 +124,7 @@ pub async fn restore(
 ) -> Result<RestoreOutcome> {
     let filter = includes(&opts.include)?;
     let sub = opts.subpath.clone().unwrap_or_default();
-    let (node, tree) = locate(repo, index, &snap.snapshot.tree, &sub).await?;
+    let (node, tree_ids) = locate(repo, index, &snap.snapshot.tree, &sub).await?;
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     let mut plan = Plan {
         dirs: Vec::new(),
@@ -135,16 +139,19 @@ pub async fn restore(
             add_node(&mut plan, dest, n);
         }
         _ => {
-            walk(
-                repo,
-                index,
-                &tree,
-                &opts.target,
-                &snap_base,
-                filter.as_ref(),
-                &mut plan,
-            )
-            .await?
+            let mut v = Planner {
+                target: &opts.target,
+                snap_base: &snap_base,
+                filter: filter.as_ref(),
+                plan: &mut plan,
+                failed: None,
+            };
+            TreeWalker::new(repo, index)
+                .walk(&tree_ids, &snap_base, &mut v)
+                .await;
+            if let Some(e) = v.failed {
+                return Err(e);
+            }
         }
     }
     let mut outcome = RestoreOutcome {
@@ -217,55 +224,60 @@ fn add_node(plan: &mut Plan, dest: PathBuf, n: Node) {
     }
 }
 
-/// Collect everything below `tree` (iteratively, so deep trees cannot
-/// overflow the stack).
-async fn walk(
-    repo: &Repository,
-    index: &MasterIndex,
-    tree: &Tree,
-    dest: &Path,
-    snap_path: &Path,
-    filter: Option<&GlobSet>,
-    plan: &mut Plan,
-) -> Result<()> {
-    let mut stack: Vec<(Tree, PathBuf, PathBuf)> =
-        vec![(tree.clone(), dest.to_path_buf(), snap_path.to_path_buf())];
-    while let Some((tree, dest, spath)) = stack.pop() {
-        for n in tree.nodes {
-            let name = std::ffi::OsStr::from_bytes(&n.name.0);
-            let (d, sp) = (dest.join(name), spath.join(name));
-            if n.kind == NodeKind::Dir {
-                let wanted = filter.is_none_or(|f| f.is_match(&sp));
-                // A directory whose tree is damaged or missing is named and
-                // skipped; the rest of the snapshot is still restored.
-                let sub = match repo.load_tree(index, &n.subtree).await {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        plan.errors.push(format!(
-                            "{}: directory contents cannot be restored: {e}",
-                            d.display()
-                        ));
-                        None
-                    }
-                };
-                if wanted {
-                    plan.dirs.push((d.clone(), n));
-                }
-                if let Some(sub) = sub {
-                    stack.push((sub, d, sp));
-                }
-            } else if filter.is_none_or(|f| f.is_match(&sp)) {
-                if let Some(parent) = d.parent() {
-                    if filter.is_some() && !plan.dirs.iter().any(|(p, _)| p == parent) {
-                        // Parents of an included file are created, without metadata.
-                        fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
-                    }
-                }
-                add_node(plan, d, n);
-            }
-        }
+/// Collects everything below the restored directory into the plan.
+struct Planner<'a> {
+    target: &'a Path,
+    snap_base: &'a Path,
+    filter: Option<&'a GlobSet>,
+    plan: &'a mut Plan,
+    /// A parent directory that could not be created ends the restore.
+    failed: Option<Error>,
+}
+
+impl Planner<'_> {
+    fn dest(&self, snap_path: &Path) -> PathBuf {
+        self.target
+            .join(snap_path.strip_prefix(self.snap_base).unwrap_or(snap_path))
     }
-    Ok(())
+}
+
+impl Visitor for Planner<'_> {
+    fn unreadable(&mut self, path: &Path, _: &[Id], e: &Error) {
+        // A directory whose tree is damaged or missing is named and
+        // skipped; the rest of the snapshot is still restored.
+        let d = self.dest(path);
+        self.plan.errors.push(format!(
+            "{}: directory contents cannot be restored: {e}",
+            d.display()
+        ));
+    }
+
+    fn node(&mut self, sp: &Path, n: &Node) -> Visit {
+        if self.failed.is_some() {
+            return Visit::Skip;
+        }
+        let d = self.dest(sp);
+        let wanted = self.filter.is_none_or(|f| f.is_match(sp));
+        if n.kind == NodeKind::Dir {
+            if wanted {
+                self.plan.dirs.push((d, n.clone()));
+            }
+            return Visit::Descend;
+        }
+        if wanted {
+            if let Some(parent) = d.parent() {
+                if self.filter.is_some() && !self.plan.dirs.iter().any(|(p, _)| p == parent) {
+                    // Parents of an included file are created, without metadata.
+                    if let Err(e) = fs::create_dir_all(parent) {
+                        self.failed = Some(Error::io(parent.display(), e));
+                        return Visit::Skip;
+                    }
+                }
+            }
+            add_node(self.plan, d, n.clone());
+        }
+        Visit::Descend
+    }
 }
 
 /// One blob of one file, to be written at `offset`.

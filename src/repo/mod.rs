@@ -19,6 +19,7 @@ pub mod master_index;
 pub mod open;
 mod replica_set;
 pub mod survey;
+pub mod walk;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ pub use lock::{LockGuard, LockMode, LockOptions};
 pub use master_index::{BlobLoc, MasterIndex, PackInfo};
 pub use open::InitOptions;
 pub use replica_set::ReplicaSet;
+pub use walk::{TreeWalker, Visit, Visitor};
 
 /// One backend holding a copy of the repository.
 #[derive(Clone, Debug)]

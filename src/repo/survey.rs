@@ -16,9 +16,11 @@ use cairn_backends::Kind;
 use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind};
 use crate::repo::MasterIndex;
 use crate::repo::Repository;
+use crate::repo::{TreeWalker, Visit, Visitor};
+use std::path::Path;
 
 /// The objects one replica holds, by kind.
 #[derive(Clone, Debug, Default)]
@@ -118,11 +120,6 @@ pub struct NeedsCache {
     memo: HashMap<Vec<Id>, Arc<Needs>>,
 }
 
-enum Step {
-    Enter(Vec<Id>),
-    Leave(Vec<Id>, Needs, Vec<Vec<Id>>),
-}
-
 impl NeedsCache {
     pub async fn of_snapshot(
         &mut self,
@@ -133,70 +130,94 @@ impl NeedsCache {
         self.of_tree(repo, index, &snap.tree).await
     }
 
-    /// Post-order walk without recursion: a tree's needs are its own blobs
-    /// plus its subtrees' needs, so each is computed after its children.
+    /// A tree's needs are its own blobs plus its subtrees' needs, so each
+    /// is computed when the walk leaves it, after its children.
     pub async fn of_tree(
         &mut self,
         repo: &Repository,
         index: &MasterIndex,
         root: &[Id],
     ) -> Arc<Needs> {
-        let mut stack = vec![Step::Enter(root.to_vec())];
-        while let Some(step) = stack.pop() {
-            match step {
-                Step::Enter(ids) => {
-                    if self.memo.contains_key(&ids) {
-                        continue;
-                    }
-                    let mut own = Needs::default();
-                    add_blobs(&mut own, index, &ids);
-                    if own.unindexed > 0 {
-                        own.unreadable_trees += 1;
-                        own.normalize();
-                        self.memo.insert(ids, Arc::new(own));
-                        continue;
-                    }
-                    let tree = match repo.load_tree(index, &ids).await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::debug!("{e}");
-                            own.unreadable_trees += 1;
-                            own.normalize();
-                            self.memo.insert(ids, Arc::new(own));
-                            continue;
-                        }
-                    };
-                    let mut children = Vec::new();
-                    for n in &tree.nodes {
-                        match n.kind {
-                            NodeKind::Dir => children.push(n.subtree.clone()),
-                            NodeKind::File => add_blobs(&mut own, index, &n.content),
-                            _ => {}
-                        }
-                    }
-                    let todo: Vec<_> = children
-                        .iter()
-                        .filter(|c| !self.memo.contains_key(*c))
-                        .cloned()
-                        .collect();
-                    stack.push(Step::Leave(ids, own, children));
-                    stack.extend(todo.into_iter().map(Step::Enter));
-                }
-                Step::Leave(ids, mut own, children) => {
-                    for c in &children {
-                        if let Some(n) = self.memo.get(c) {
-                            own.absorb(n);
-                        }
-                    }
-                    own.normalize();
-                    self.memo.insert(ids, Arc::new(own));
-                }
-            }
-        }
+        let mut v = NeedsVisitor {
+            index,
+            memo: &mut self.memo,
+            frames: Vec::new(),
+        };
+        TreeWalker::new(repo, index)
+            .walk(root, Path::new("/"), &mut v)
+            .await;
         self.memo
             .get(root)
             .cloned()
             .expect("the root is computed last")
+    }
+}
+
+/// One directory being walked: its own needs and its subtrees.
+struct Frame {
+    ids: Vec<Id>,
+    own: Needs,
+    children: Vec<Vec<Id>>,
+}
+
+struct NeedsVisitor<'a> {
+    index: &'a MasterIndex,
+    memo: &'a mut HashMap<Vec<Id>, Arc<Needs>>,
+    frames: Vec<Frame>,
+}
+
+impl NeedsVisitor<'_> {
+    fn done(&mut self, ids: Vec<Id>, mut own: Needs) {
+        own.normalize();
+        self.memo.insert(ids, Arc::new(own));
+    }
+}
+
+impl Visitor for NeedsVisitor<'_> {
+    fn enter(&mut self, _: &Path, ids: &[Id]) -> Visit {
+        if self.memo.contains_key(ids) {
+            return Visit::Skip;
+        }
+        let mut own = Needs::default();
+        add_blobs(&mut own, self.index, ids);
+        if own.unindexed > 0 {
+            own.unreadable_trees += 1;
+            self.done(ids.to_vec(), own);
+            return Visit::Skip;
+        }
+        self.frames.push(Frame {
+            ids: ids.to_vec(),
+            own,
+            children: Vec::new(),
+        });
+        Visit::Descend
+    }
+
+    fn unreadable(&mut self, _: &Path, _: &[Id], e: &Error) {
+        tracing::debug!("{e}");
+        let mut f = self.frames.pop().expect("entered");
+        f.own.unreadable_trees += 1;
+        self.done(f.ids, f.own);
+    }
+
+    fn node(&mut self, _: &Path, n: &Node) -> Visit {
+        let f = self.frames.last_mut().expect("entered");
+        match n.kind {
+            NodeKind::Dir => f.children.push(n.subtree.clone()),
+            NodeKind::File => add_blobs(&mut f.own, self.index, &n.content),
+            _ => {}
+        }
+        Visit::Descend
+    }
+
+    fn leave(&mut self, _: &Path, _: &[Id]) {
+        let mut f = self.frames.pop().expect("entered");
+        for c in &f.children {
+            if let Some(n) = self.memo.get(c) {
+                f.own.absorb(n);
+            }
+        }
+        self.done(f.ids, f.own);
     }
 }
 

@@ -1,0 +1,287 @@
+//! The tree walker: every operation that goes through a snapshot's
+//! directories (check, restore, repair, survey, ls, stats) uses it.
+//!
+//! It walks without recursion (a deep tree cannot overflow the stack),
+//! calls a [`Visitor`] before a directory's tree is loaded, for each of its
+//! entries and after everything below it, and keeps recently loaded trees,
+//! so a subtree that appears many times is fetched and decoded once. With
+//! [`TreeWalker::each_tree_once`], a tree already walked is not walked
+//! again at all: a tree that repeats one subtree a million times then costs
+//! one visit, which is what whole-repository passes (check, survey, stats)
+//! want. A walk that needs every path (restore, ls) visits every
+//! occurrence.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{MasterIndex, Repository};
+use crate::error::{Error, Result};
+use crate::format::id::Id;
+use crate::format::tree::{Node, NodeKind, Tree};
+
+/// Whether to go below a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    Descend,
+    Skip,
+}
+
+/// What a walk does at each step. Every method has a default, so a visitor
+/// implements only what it needs.
+pub trait Visitor {
+    /// Before the tree `ids` of directory `path` is loaded.
+    fn enter(&mut self, _path: &Path, _ids: &[Id]) -> Visit {
+        Visit::Descend
+    }
+
+    /// The tree of `path` could not be loaded: what is below it is unknown.
+    fn unreadable(&mut self, _path: &Path, _ids: &[Id], _err: &Error) {}
+
+    /// One entry at `path`. For a directory, `Skip` does not enter it.
+    fn node(&mut self, _path: &Path, _node: &Node) -> Visit {
+        Visit::Descend
+    }
+
+    /// After everything below `path` was visited.
+    fn leave(&mut self, _path: &Path, _ids: &[Id]) {}
+}
+
+/// Trees kept in memory: enough for the directories of a deep path and
+/// the subtrees a snapshot repeats, bounded so memory does not grow with
+/// the repository.
+const CACHE_TREES: usize = 4096;
+
+/// Walks trees of one repository with one index.
+pub struct TreeWalker<'a> {
+    repo: &'a Repository,
+    index: &'a MasterIndex,
+    once: bool,
+    seen: HashSet<Vec<Id>>,
+    cache: HashMap<Vec<Id>, Arc<Tree>>,
+}
+
+enum Step {
+    Enter(PathBuf, Vec<Id>),
+    Leave(PathBuf, Vec<Id>),
+}
+
+impl<'a> TreeWalker<'a> {
+    pub fn new(repo: &'a Repository, index: &'a MasterIndex) -> Self {
+        TreeWalker {
+            repo,
+            index,
+            once: false,
+            seen: HashSet::new(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Walk each distinct tree once, across every later [`TreeWalker::walk`]
+    /// of this walker.
+    #[must_use]
+    pub fn each_tree_once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// Load a tree, from the cache when it was loaded recently.
+    pub async fn load(&mut self, ids: &[Id]) -> Result<Arc<Tree>> {
+        if let Some(t) = self.cache.get(ids) {
+            return Ok(t.clone());
+        }
+        let tree = Arc::new(self.repo.load_tree(self.index, ids).await?);
+        if self.cache.len() >= CACHE_TREES {
+            self.cache.clear();
+        }
+        self.cache.insert(ids.to_vec(), tree.clone());
+        Ok(tree)
+    }
+
+    /// Walk the tree `root`, whose directory is `root_path` (`/` for a
+    /// snapshot's root).
+    pub async fn walk(&mut self, root: &[Id], root_path: &Path, v: &mut impl Visitor) {
+        let mut stack = vec![Step::Enter(root_path.to_path_buf(), root.to_vec())];
+        while let Some(step) = stack.pop() {
+            let (path, ids) = match step {
+                Step::Leave(path, ids) => {
+                    v.leave(&path, &ids);
+                    continue;
+                }
+                Step::Enter(path, ids) => (path, ids),
+            };
+            if self.once && self.seen.contains(&ids) {
+                continue;
+            }
+            if v.enter(&path, &ids) == Visit::Skip {
+                continue;
+            }
+            if self.once {
+                self.seen.insert(ids.clone());
+            }
+            let tree = match self.load(&ids).await {
+                Ok(t) => t,
+                Err(e) => {
+                    v.unreadable(&path, &ids, &e);
+                    continue;
+                }
+            };
+            stack.push(Step::Leave(path.clone(), ids));
+            let first_dir = stack.len();
+            for n in &tree.nodes {
+                let child = path.join(OsStr::from_bytes(&n.name.0));
+                if v.node(&child, n) == Visit::Descend && n.kind == NodeKind::Dir {
+                    stack.push(Step::Enter(child, n.subtree.clone()));
+                }
+            }
+            // Directories in name order.
+            stack[first_dir..].reverse();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::keys::KdfParams;
+    use crate::ops::backup::{backup, progress::Progress, BackupOptions};
+    use crate::repo::{InitOptions, Replica};
+
+    #[derive(Default)]
+    struct Record {
+        events: Vec<String>,
+    }
+
+    impl Visitor for Record {
+        fn enter(&mut self, path: &Path, _: &[Id]) -> Visit {
+            self.events.push(format!("enter {}", path.display()));
+            Visit::Descend
+        }
+        fn node(&mut self, path: &Path, n: &Node) -> Visit {
+            self.events
+                .push(format!("node {} {:?}", path.display(), n.kind));
+            if path.ends_with("skipped") {
+                Visit::Skip
+            } else {
+                Visit::Descend
+            }
+        }
+        fn leave(&mut self, path: &Path, _: &[Id]) {
+            self.events.push(format!("leave {}", path.display()));
+        }
+    }
+
+    async fn backed_up(src: &Path) -> (Repository, Vec<Id>) {
+        let b: Arc<dyn cairn_backends::Backend> =
+            Arc::new(cairn_backends::memory::MemoryBackend::new());
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: KdfParams::MIN_MEMORY_KIB,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Repository::init(
+            vec![Replica {
+                name: "mem".into(),
+                backend: b,
+            }],
+            &secrecy::SecretString::from("walk"),
+            &opts,
+        )
+        .await
+        .unwrap();
+        let progress = Arc::new(Progress::new(["mem".to_string()].into_iter()));
+        let out = backup(
+            &repo,
+            &BackupOptions::new(vec![src.to_path_buf()]),
+            progress,
+        )
+        .await
+        .unwrap();
+        let root = out.snapshot.tree;
+        (repo, root)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visits_in_order_skips_and_leaves_after_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("s");
+        for d in ["a/x", "b", "skipped/deep"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(src.join("a/x/f"), "1").unwrap();
+        std::fs::write(src.join("b/g"), "2").unwrap();
+        let (repo, root) = backed_up(&src).await;
+        let index = repo.load_index().await.unwrap();
+        let mut rec = Record::default();
+        TreeWalker::new(&repo, &index)
+            .walk(&root, Path::new("/"), &mut rec)
+            .await;
+        let s = src.display().to_string();
+        let ev: Vec<String> = rec
+            .events
+            .iter()
+            .filter(|e| e.contains(&s) || !e.contains('/') || e.ends_with(" /"))
+            .map(|e| e.replace(&s, "S"))
+            .collect();
+        let want = [
+            "node S/a Dir",
+            "node S/b Dir",
+            "node S/skipped Dir",
+            "enter S/a",
+            "node S/a/x Dir",
+            "enter S/a/x",
+            "node S/a/x/f File",
+            "leave S/a/x",
+            "leave S/a",
+            "enter S/b",
+            "node S/b/g File",
+            "leave S/b",
+        ];
+        let got: Vec<&str> = ev
+            .iter()
+            .map(String::as_str)
+            .skip_while(|e| !e.starts_with("node S/"))
+            .take(want.len())
+            .collect();
+        assert_eq!(got, want, "{:#?}", rec.events);
+        assert!(!rec.events.iter().any(|e| e.contains("deep")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_tree_once_walks_a_repeated_subtree_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("s");
+        // Directories holding the same entries have the same tree: one
+        // file hard-linked into each (same inode, times and link count).
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(dir.path().join("f"), "same").unwrap();
+        for i in 0..50 {
+            std::fs::create_dir_all(src.join(format!("d{i:02}/same"))).unwrap();
+            std::fs::hard_link(dir.path().join("f"), src.join(format!("d{i:02}/same/f"))).unwrap();
+        }
+        let (repo, root) = backed_up(&src).await;
+        let index = repo.load_index().await.unwrap();
+        let count = |rec: &Record| {
+            rec.events
+                .iter()
+                .filter(|e| e.starts_with("enter") && e.ends_with("same"))
+                .count()
+        };
+        let mut all = Record::default();
+        TreeWalker::new(&repo, &index)
+            .walk(&root, Path::new("/"), &mut all)
+            .await;
+        assert_eq!(count(&all), 50);
+        let mut once = Record::default();
+        TreeWalker::new(&repo, &index)
+            .each_tree_once()
+            .walk(&root, Path::new("/"), &mut once)
+            .await;
+        assert_eq!(count(&once), 1);
+    }
+}
