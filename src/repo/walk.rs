@@ -194,7 +194,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let progress = Arc::new(Progress::new(["mem".to_string()].into_iter()));
+        let progress = Arc::new(Progress::new(["mem".to_string()]));
         let out = backup(
             &repo,
             &BackupOptions::new(vec![src.to_path_buf()]),
