@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cairn::ops::backup::progress::Progress;
 use cairn::ops::backup::{backup, BackupOptions};
+use cairn::ops::Outcome;
 use clap::Args;
 use serde_json::json;
 
@@ -158,16 +159,6 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     ticker.stop();
     let out = res?;
 
-    let failed: Vec<_> = out
-        .replicas
-        .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| (r.name.clone(), output::chain(e))))
-        .chain(
-            repo.unavailable()
-                .iter()
-                .map(|u| (u.name.clone(), output::chain(&u.error))),
-        )
-        .collect();
     let s = &out.snapshot.summary;
     if g.json {
         output::print_json(&json!({
@@ -175,6 +166,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             "snapshot": out.id.map(|i| i.to_hex()),
             "partial": out.snapshot.partial,
             "interrupted": out.interrupted,
+            "outcome": out.outcome(),
             "summary": s,
             "errors": out.snapshot.errors,
             "replicas": out.replicas.iter().map(|r| json!({
@@ -227,20 +219,11 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             eprintln!("warning: could not back up {e}");
         }
     }
-    if out.interrupted {
-        return Ok(exit::INTERRUPTED);
+    let outcome = out.outcome();
+    if outcome == Outcome::Failed && !g.json {
+        eprintln!("error: the backup failed on every replica");
     }
-    Ok(match (out.id, failed.is_empty(), out.snapshot.partial) {
-        (None, _, _) => {
-            if !g.json {
-                eprintln!("error: the backup failed on every replica");
-            }
-            exit::FAILURE
-        }
-        (Some(_), false, _) => exit::REPLICA_FAILED,
-        (Some(_), true, true) => exit::INCOMPLETE,
-        (Some(_), true, false) => exit::OK,
-    })
+    Ok(exit::of(&outcome))
 }
 
 /// Drop `.` and resolve `..` lexically, so snapshot paths are canonical

@@ -71,13 +71,13 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
     .await;
     let cross = cross_check(&repo, only.as_deref()).await;
     ticker.stop();
-    let damaged = reports.iter().any(|r| !r.errors.is_empty()) || !cross.errors.is_empty();
-    let unreachable =
-        reports.iter().any(|r| r.unreachable.is_some()) || !repo.unavailable().is_empty();
+    let unusable: Vec<String> = repo.unavailable().iter().map(|u| u.name.clone()).collect();
+    let outcome = cairn::ops::check::outcome(&reports, &cross, &unusable);
     if g.json {
         output::print_json(&json!({
             "type": "check",
-            "ok": !damaged && !unreachable,
+            "ok": outcome.is_ok(),
+            "outcome": outcome,
             "replicas": reports,
             "across_replicas": cross,
             "unavailable": repo.unavailable().iter().map(|u| json!({"name": u.name, "error": output::chain(&u.error)})).collect::<Vec<_>>(),
@@ -128,11 +128,5 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    Ok(if damaged {
-        exit::DAMAGED
-    } else if unreachable {
-        exit::UNREACHABLE
-    } else {
-        exit::OK
-    })
+    Ok(exit::of(&outcome))
 }

@@ -107,11 +107,7 @@ pub async fn run(g: &Global, a: RepairArgs) -> anyhow::Result<i32> {
                     );
                 }
             }
-            Ok(if rep.errors.is_empty() {
-                exit::OK
-            } else {
-                exit::REPLICA_FAILED
-            })
+            Ok(exit::of(&rep.outcome()))
         }
     }
 }
@@ -141,9 +137,5 @@ fn report(g: &Global, what: &str, read_data: bool, rep: &RepairReport) -> i32 {
             println!("(dry run: nothing was changed)");
         }
     }
-    if rep.unfixable.is_empty() {
-        exit::OK
-    } else {
-        exit::DAMAGED
-    }
+    exit::of(&rep.outcome())
 }

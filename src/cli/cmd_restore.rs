@@ -99,9 +99,5 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    Ok(if out.errors.is_empty() {
-        exit::OK
-    } else {
-        exit::INCOMPLETE
-    })
+    Ok(exit::of(&out.outcome()))
 }

@@ -36,19 +36,8 @@ fn to_json(st: &Status) -> serde_json::Value {
     v
 }
 
-/// 0 all complete, 6 a replica unreachable, 5 data lost everywhere, 4 a
-/// replica behind.
 fn code(st: &Status) -> i32 {
-    let any = |f: fn(&Presence) -> bool| st.snapshots.iter().any(|s| s.replicas.iter().any(f));
-    if st.replicas.iter().any(|r| r.error.is_some()) {
-        exit::UNREACHABLE
-    } else if any(|p| *p == Presence::Damaged) {
-        exit::DAMAGED
-    } else if !st.all_complete() {
-        exit::REPLICA_FAILED
-    } else {
-        exit::OK
-    }
+    exit::of(&st.outcome())
 }
 
 fn letter(i: usize) -> String {

@@ -163,18 +163,16 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let unusable = a.to.is_empty()
-        && repo
-            .unavailable()
+    // A replica named with --to that holds nothing yet was seeded above;
+    // without --to, any replica that cannot be used is a finding.
+    let unusable: Vec<String> = if a.to.is_empty() {
+        repo.unavailable()
             .iter()
-            .any(|u| !matches!(u.error, Error::NotARepository(_)));
-    Ok(if failed {
-        exit::REPLICA_FAILED
-    } else if unusable {
-        exit::UNREACHABLE
-    } else if skipped {
-        exit::INCOMPLETE
+            .filter(|u| !matches!(u.error, Error::NotARepository(_)))
+            .map(|u| u.name.clone())
+            .collect()
     } else {
-        exit::OK
-    })
+        Vec::new()
+    };
+    Ok(exit::of(&cairn::ops::sync::outcome(&reports, &unusable)))
 }

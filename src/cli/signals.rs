@@ -4,8 +4,6 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::exit;
-
 /// Watch for signals until the returned guard is dropped.
 pub fn watch(cancel: CancellationToken, json: bool) -> Watch {
     let task = tokio::spawn(async move {
@@ -29,7 +27,7 @@ pub fn watch(cancel: CancellationToken, json: bool) -> Watch {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        std::process::exit(exit::INTERRUPTED);
+        std::process::exit(cairn::ops::ExitCode::Interrupted.code());
     });
     Watch(task)
 }

@@ -18,6 +18,7 @@ use crate::format::id::Id;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::ops::Outcome;
 use crate::repo::MasterIndex;
 use crate::repo::{open_doc, Repository, TreeWalker, Visit, Visitor};
 use std::path::Path;
@@ -495,6 +496,27 @@ fn verify_pack(
         }
     }
     (pack_errs, blob_errs)
+}
+
+/// How a check ended: damage found anywhere wins over replicas that could
+/// not be read (`unusable`: given but not opened).
+pub fn outcome(reports: &[ReplicaCheck], cross: &CrossCheck, unusable: &[String]) -> Outcome {
+    if reports.iter().any(|r| !r.errors.is_empty()) || !cross.errors.is_empty() {
+        return Outcome::Damaged;
+    }
+    let unreachable: Vec<String> = reports
+        .iter()
+        .filter(|r| r.unreachable.is_some())
+        .map(|r| r.replica.clone())
+        .chain(unusable.iter().cloned())
+        .collect();
+    if unreachable.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Unreachable {
+            replicas: unreachable,
+        }
+    }
 }
 
 /// Findings that need several replicas side by side.

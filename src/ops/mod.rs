@@ -4,7 +4,10 @@
 
 pub mod backup;
 pub mod check;
+mod outcome;
 pub mod repair;
 pub mod restore;
 pub mod status;
 pub mod sync;
+
+pub use outcome::{ExitCode, Outcome};

@@ -21,6 +21,7 @@ use crate::format::index::IndexPack;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::ops::Outcome;
 use crate::repo::survey::{list_all, Listing, NeedsCache};
 use crate::repo::MasterIndex;
 use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository, TreeWalker, Visit, Visitor};
@@ -47,6 +48,15 @@ pub struct RepairReport {
 }
 
 impl RepairReport {
+    /// Damaged when something had no good copy anywhere.
+    pub fn outcome(&self) -> Outcome {
+        if self.unfixable.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Damaged
+        }
+    }
+
     fn new(repo: &Repository, t: usize, opts: &RepairOptions) -> RepairReport {
         RepairReport {
             replica: repo.replicas()[t].name.clone(),
@@ -365,6 +375,20 @@ pub struct SnapshotRepair {
     pub dry_run: bool,
     pub snapshots: Vec<DamagedSnapshot>,
     pub errors: Vec<String>,
+    /// Replicas that refused a change (named in `errors`).
+    pub failed: Vec<String>,
+}
+
+impl SnapshotRepair {
+    pub fn outcome(&self) -> Outcome {
+        if self.errors.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Partial {
+                replicas: self.failed.clone(),
+            }
+        }
+    }
 }
 
 /// Find snapshots that need data no replica has (a blob in no index, or
@@ -438,10 +462,11 @@ async fn repair_snapshots_locked(
                         .delete(&Handle::new(Kind::Snapshot, &name))
                         .await
                     {
-                        out.errors.push(format!(
-                            "{}: snapshots/{name}: {err}",
-                            repo.replicas()[i].name
-                        ));
+                        let r = &repo.replicas()[i].name;
+                        out.errors.push(format!("{r}: snapshots/{name}: {err}"));
+                        if !out.failed.contains(r) {
+                            out.failed.push(r.clone());
+                        }
                     }
                 }
             }
@@ -482,6 +507,9 @@ async fn repair_snapshots_locked(
                     };
                     if let Err(err) = res {
                         out.errors.push(format!("snapshots/{name}: {err}"));
+                        if !out.failed.contains(&r.name) {
+                            out.failed.push(r.name.clone());
+                        }
                     }
                 }
             }

@@ -54,6 +54,16 @@ pub struct RestoreOutcome {
     pub verified_files: u64,
 }
 
+impl RestoreOutcome {
+    pub fn outcome(&self) -> crate::ops::Outcome {
+        if self.errors.is_empty() {
+            crate::ops::Outcome::Ok
+        } else {
+            crate::ops::Outcome::Incomplete
+        }
+    }
+}
+
 struct FileItem {
     path: PathBuf,
     node: Node,

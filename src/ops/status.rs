@@ -67,6 +67,37 @@ pub struct Status {
 }
 
 impl Status {
+    /// A replica unreachable; else data lost everywhere; else replicas
+    /// behind; else ok.
+    pub fn outcome(&self) -> crate::ops::Outcome {
+        use crate::ops::Outcome;
+        let names = |f: fn(&ReplicaStatus) -> bool| -> Vec<String> {
+            self.replicas
+                .iter()
+                .filter(|r| f(r))
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        let unreachable = names(|r| r.error.is_some());
+        if !unreachable.is_empty() {
+            Outcome::Unreachable {
+                replicas: unreachable,
+            }
+        } else if self
+            .snapshots
+            .iter()
+            .any(|s| s.replicas.iter().any(|p| *p == Presence::Damaged))
+        {
+            Outcome::Damaged
+        } else if !self.all_complete() {
+            Outcome::Partial {
+                replicas: names(|r| r.behind_snapshots > 0),
+            }
+        } else {
+            Outcome::Ok
+        }
+    }
+
     /// Whether every replica is reachable and holds every snapshot.
     pub fn all_complete(&self) -> bool {
         self.replicas

@@ -51,6 +51,28 @@ pub struct SyncReport {
     pub error: Option<String>,
 }
 
+/// A target failed (it stays consistent); else a replica given could not
+/// be used (`unusable`); else objects no source had; else ok.
+pub fn outcome(reports: &[SyncReport], unusable: &[String]) -> crate::ops::Outcome {
+    use crate::ops::Outcome;
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.replica.clone())
+        .collect();
+    if !failed.is_empty() {
+        Outcome::Partial { replicas: failed }
+    } else if !unusable.is_empty() {
+        Outcome::Unreachable {
+            replicas: unusable.to_vec(),
+        }
+    } else if reports.iter().any(|r| !r.skipped.is_empty()) {
+        Outcome::Incomplete
+    } else {
+        Outcome::Ok
+    }
+}
+
 impl SyncReport {
     pub fn is_ok(&self) -> bool {
         self.error.is_none() && self.skipped.is_empty()

@@ -28,6 +28,7 @@ use crate::format::id::Id;
 use crate::format::index::IndexPack;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, RawName, Tree};
+use crate::ops::Outcome;
 use crate::repo::MasterIndex;
 use crate::repo::{seal_doc, LockMode, Repository};
 use progress::Progress;
@@ -96,6 +97,34 @@ pub struct BackupOutcome {
     pub replicas: Vec<ReplicaOutcome>,
     /// Stopped by a cancellation: no snapshot was written.
     pub interrupted: bool,
+    /// Replicas given that could not be used at all (not opened).
+    pub unusable: Vec<String>,
+}
+
+impl BackupOutcome {
+    /// Interrupted; failed everywhere; failed on some replicas (they hold
+    /// no snapshot of this run and stay consistent); some files unreadable
+    /// (the snapshot is saved, marked partial); or ok.
+    pub fn outcome(&self) -> Outcome {
+        let failed: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|r| r.error.is_some())
+            .map(|r| r.name.clone())
+            .chain(self.unusable.iter().cloned())
+            .collect();
+        if self.interrupted {
+            Outcome::Interrupted
+        } else if self.id.is_none() {
+            Outcome::Failed
+        } else if !failed.is_empty() {
+            Outcome::Partial { replicas: failed }
+        } else if self.snapshot.partial {
+            Outcome::Incomplete
+        } else {
+            Outcome::Ok
+        }
+    }
 }
 
 struct RepoParents<'a> {
@@ -341,6 +370,7 @@ async fn publish(
         snapshot: snapshot.clone(),
         replicas,
         interrupted,
+        unusable: repo.unavailable().iter().map(|u| u.name.clone()).collect(),
     }
 }
 
