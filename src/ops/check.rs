@@ -18,7 +18,7 @@ use crate::format::id::Id;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
-use crate::ops::Outcome;
+use crate::ops::{Finding, Outcome, Problem, Severity};
 use crate::repo::MasterIndex;
 use crate::repo::{open_doc, Repository, TreeWalker, Visit, Visitor};
 use std::path::Path;
@@ -150,8 +150,13 @@ pub struct ReplicaCheck {
     pub replica: String,
     /// The replica could not be listed at all.
     pub unreachable: Option<String>,
+    /// The messages of the error findings (kept for `--json` readers of
+    /// the first format).
     pub errors: Vec<String>,
+    /// The messages of the warning findings.
     pub warnings: Vec<String>,
+    /// Every finding, typed.
+    pub findings: Vec<Finding>,
     pub snapshots: u64,
     pub packs: u64,
     pub pack_bytes: u64,
@@ -160,6 +165,16 @@ pub struct ReplicaCheck {
 }
 
 impl ReplicaCheck {
+    /// Record a finding about this replica.
+    fn add(&mut self, f: Finding) {
+        let f = f.replica(&self.replica);
+        match f.severity {
+            Severity::Error => self.errors.push(f.message.clone()),
+            Severity::Warning => self.warnings.push(f.message.clone()),
+        }
+        self.findings.push(f);
+    }
+
     pub fn is_clean(&self) -> bool {
         self.errors.is_empty() && self.unreachable.is_none()
     }
@@ -254,7 +269,13 @@ async fn check_replica(
                 .map_err(|e| Error::Corrupt(format!("{}: {e}", m.handle)))
         }) {
             Ok(packs) => index.add(0, &packs),
-            Err(e) => rc.errors.push(format!("{}: unreadable: {e}", m.handle)),
+            Err(e) => rc.add(
+                Finding::error(
+                    Problem::Unreadable,
+                    format!("{}: unreadable: {e}", m.handle),
+                )
+                .object(&m.handle),
+            ),
         }
     }
     rc.blobs = index.blob_count() as u64;
@@ -265,15 +286,26 @@ async fn check_replica(
         let h = Handle::new(Kind::Pack, p.id.to_hex());
         match present.get(&p.id) {
             None => {
-                rc.errors
-                    .push(format!("{h}: missing (listed in the index)"));
+                rc.add(
+                    Finding::error(
+                        Problem::Missing,
+                        format!("{h}: missing (listed in the index)"),
+                    )
+                    .object(&h),
+                );
                 bad_packs.insert(p.id);
             }
             Some(size) if *size != p.size => {
-                rc.errors.push(format!(
-                    "{h}: size {size} bytes, the index says {} (truncated or damaged)",
-                    p.size
-                ));
+                rc.add(
+                    Finding::error(
+                        Problem::WrongSize,
+                        format!(
+                            "{h}: size {size} bytes, the index says {} (truncated or damaged)",
+                            p.size
+                        ),
+                    )
+                    .object(&h),
+                );
                 bad_packs.insert(p.id);
             }
             Some(_) => {}
@@ -282,8 +314,11 @@ async fn check_replica(
     let referenced: HashSet<Id> = index.packs.iter().map(|p| p.id).collect();
     let stray = present.keys().filter(|id| !referenced.contains(id)).count();
     if stray > 0 {
-        rc.warnings.push(format!(
-            "{stray} pack(s) are in no index (left by an interrupted backup; harmless, reclaimed by prune)"
+        rc.add(Finding::warning(
+            Problem::StrayPacks,
+            format!(
+                "{stray} pack(s) are in no index (left by an interrupted backup; harmless, reclaimed by prune)"
+            ),
         ));
     }
 
@@ -324,7 +359,11 @@ async fn check_replica(
                                     by_pack.get(&p.id).map(Vec::as_slice).unwrap_or_default();
                                 Ok(verify_pack(&one, &index, &h, p.id, &data, expected))
                             }
-                            Err(e) => Err(format!("{h}: cannot be read: {e}")),
+                            Err(e) => Err(Finding::error(
+                                Problem::Unreadable,
+                                format!("{h}: cannot be read: {e}"),
+                            )
+                            .object(&h)),
                         };
                         progress.packs_done.fetch_add(1, Relaxed);
                         progress.bytes_done.fetch_add(p.size, Relaxed);
@@ -335,8 +374,8 @@ async fn check_replica(
         });
         for (id, res) in results.into_inner().unwrap() {
             match res {
-                Err(msg) => {
-                    rc.errors.push(msg);
+                Err(f) => {
+                    rc.add(f);
                     bad_packs.insert(id);
                 }
                 Ok((pack_errs, blob_errs)) => {
@@ -345,10 +384,12 @@ async fn check_replica(
                     // that fail authentication are lost: every indexed blob
                     // was verified on its own, so the files and trees named
                     // below are exactly those a restore cannot recover.
-                    rc.errors.extend(pack_errs);
-                    for (bid, msg) in blob_errs {
+                    for f in pack_errs {
+                        rc.add(f);
+                    }
+                    for (bid, f) in blob_errs {
                         bad_blobs.insert(bid);
-                        rc.errors.push(msg);
+                        rc.add(f);
                     }
                 }
             }
@@ -369,7 +410,13 @@ async fn check_replica(
         }) {
             Ok(s) => s,
             Err(e) => {
-                rc.errors.push(format!("{}: unreadable: {e}", m.handle));
+                rc.add(
+                    Finding::error(
+                        Problem::Unreadable,
+                        format!("{}: unreadable: {e}", m.handle),
+                    )
+                    .object(&m.handle),
+                );
                 continue;
             }
         };
@@ -386,14 +433,22 @@ async fn check_replica(
         // as damaged: its losses are known, not news.
         if snap.tags.iter().any(|t| t == "damaged") {
             if !found.is_empty() {
-                rc.warnings.push(format!(
-                    "snapshot {} is marked damaged: {} known problem(s), listed in its errors",
-                    &m.handle.name[..8],
-                    found.len()
-                ));
+                rc.add(
+                    Finding::warning(
+                        Problem::MarkedDamaged,
+                        format!(
+                            "snapshot {} is marked damaged: {} known problem(s), listed in its errors",
+                            &m.handle.name[..8],
+                            found.len()
+                        ),
+                    )
+                    .object(&m.handle),
+                );
             }
         } else {
-            rc.errors.extend(found);
+            for f in found {
+                rc.add(f);
+            }
         }
     }
     Ok(())
@@ -403,7 +458,7 @@ async fn check_replica(
 struct SnapshotProblems<'a> {
     sid: &'a str,
     problem: &'a dyn Fn(&Id) -> Option<String>,
-    found: Vec<String>,
+    found: Vec<Finding>,
 }
 
 impl Visitor for SnapshotProblems<'_> {
@@ -411,10 +466,13 @@ impl Visitor for SnapshotProblems<'_> {
         match ids.iter().find_map(self.problem) {
             Some(p) => {
                 let sid = self.sid;
-                self.found.push(format!(
-                    "snapshot {sid}: directory {}: tree {p}",
-                    path.display()
-                ));
+                self.found.push(
+                    Finding::error(
+                        Problem::LostData,
+                        format!("snapshot {sid}: directory {}: tree {p}", path.display()),
+                    )
+                    .at(sid, path.display()),
+                );
                 Visit::Skip
             }
             None => Visit::Descend,
@@ -423,16 +481,26 @@ impl Visitor for SnapshotProblems<'_> {
 
     fn unreadable(&mut self, path: &Path, _: &[Id], e: &Error) {
         let sid = self.sid;
-        self.found
-            .push(format!("snapshot {sid}: directory {}: {e}", path.display()));
+        self.found.push(
+            Finding::error(
+                Problem::LostData,
+                format!("snapshot {sid}: directory {}: {e}", path.display()),
+            )
+            .at(sid, path.display()),
+        );
     }
 
     fn node(&mut self, path: &Path, n: &Node) -> Visit {
         if n.kind == NodeKind::File {
             if let Some(p) = n.content.iter().find_map(self.problem) {
                 let sid = self.sid;
-                self.found
-                    .push(format!("snapshot {sid}: file {}: {p}", path.display()));
+                self.found.push(
+                    Finding::error(
+                        Problem::LostData,
+                        format!("snapshot {sid}: file {}: {p}", path.display()),
+                    )
+                    .at(sid, path.display()),
+                );
             }
         }
         Visit::Descend
@@ -457,11 +525,17 @@ fn verify_pack(
     id: Id,
     data: &[u8],
     expected: &[(Id, crate::repo::BlobLoc)],
-) -> (Vec<String>, Vec<(Id, String)>) {
+) -> (Vec<Finding>, Vec<(Id, Finding)>) {
     let mut pack_errs = Vec::new();
     let mut blob_errs = Vec::new();
     if Id::of_stored(data) != id {
-        pack_errs.push(format!("{h}: content does not match its name (damaged)"));
+        pack_errs.push(
+            Finding::error(
+                Problem::Damaged,
+                format!("{h}: content does not match its name (damaged)"),
+            )
+            .object(h),
+        );
     }
     let keyring = repo.shared_keyring();
     match pack::read_footer(data, &keyring.repo_id, |e| keyring.epoch_key(e).cloned()) {
@@ -472,14 +546,21 @@ fn verify_pack(
                     .get(bid)
                     .is_none_or(|e| e.offset != loc.offset || e.stored_len != loc.stored_len)
                 {
-                    pack_errs.push(format!(
-                        "{h}: footer does not match the index for blob {}",
-                        bid.short()
-                    ));
+                    pack_errs.push(
+                        Finding::error(
+                            Problem::FooterMismatch,
+                            format!(
+                                "{h}: footer does not match the index for blob {}",
+                                bid.short()
+                            ),
+                        )
+                        .object(h),
+                    );
                 }
             }
         }
-        Err(e) => pack_errs.push(format!("{h}: footer: {e}")),
+        Err(e) => pack_errs
+            .push(Finding::error(Problem::FooterMismatch, format!("{h}: footer: {e}")).object(h)),
     }
     let info = index.pack(&id).expect("pack is indexed");
     for (bid, loc) in expected {
@@ -492,7 +573,10 @@ fn verify_pack(
             ))),
         };
         if let Err(e) = res {
-            blob_errs.push((*bid, e.to_string()));
+            blob_errs.push((
+                *bid,
+                Finding::error(Problem::BadBlob, e.to_string()).object(h),
+            ));
         }
     }
     (pack_errs, blob_errs)
@@ -528,6 +612,18 @@ pub struct CrossCheck {
     /// Differences that are not damage: a replica lacking snapshots the
     /// others have (`cairn sync` copies them).
     pub warnings: Vec<String>,
+    /// Both, typed.
+    pub findings: Vec<Finding>,
+}
+
+impl CrossCheck {
+    fn add(&mut self, f: Finding) {
+        match f.severity {
+            Severity::Error => self.errors.push(f.message.clone()),
+            Severity::Warning => self.warnings.push(f.message.clone()),
+        }
+        self.findings.push(f);
+    }
 }
 
 /// Compare the replicas in `only` (all when `None`) with each other.
@@ -555,14 +651,14 @@ pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossChec
         .collect();
     mismatched.sort_by_key(|(id, _)| *id);
     for (id, v) in mismatched {
-        out.errors.push(format!(
+        out.add(Finding::error(Problem::CopiesDiffer, format!(
             "data/{}: copies differ in size ({}); the one that does not hash to its name is damaged (`cairn check --read-data` names it)",
             id.to_hex(),
             v.iter()
                 .map(|(i, s)| format!("{} {s} bytes", repo.replicas()[*i].name))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ));
+        )).object(format!("data/{}", id.to_hex())));
     }
     let union = |f: fn(&crate::repo::survey::Listing) -> &std::collections::BTreeSet<String>| {
         ok.iter()
@@ -575,10 +671,16 @@ pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossChec
     for (i, l) in &ok {
         let lacks = snaps.iter().filter(|s| !l.snapshots.contains(*s)).count();
         if lacks > 0 {
-            out.warnings.push(format!(
-                "{} lacks {lacks} snapshot(s) other replicas hold (`cairn status` shows which; `cairn sync` copies them)",
-                repo.replicas()[*i].name
-            ));
+            let name = &repo.replicas()[*i].name;
+            out.add(
+                Finding::warning(
+                    Problem::Behind,
+                    format!(
+                        "{name} lacks {lacks} snapshot(s) other replicas hold (`cairn status` shows which; `cairn sync` copies them)"
+                    ),
+                )
+                .replica(name),
+            );
         }
     }
     out

@@ -4,10 +4,12 @@
 
 pub mod backup;
 pub mod check;
+mod finding;
 mod outcome;
 pub mod repair;
 pub mod restore;
 pub mod status;
 pub mod sync;
 
+pub use finding::{Finding, Problem, Severity};
 pub use outcome::{ExitCode, Outcome};

@@ -169,6 +169,22 @@ fn damage_on_two_replicas_is_found_restored_around_and_repaired() {
     let errors = |i: usize| out["replicas"][i]["errors"].to_string();
     assert!(errors(0).contains(&id(&flipped)), "{out}");
     assert!(errors(1).contains(&id(&deleted)), "{out}");
+    // The same findings, typed: problem, replica and object.
+    let finding = |i: usize, problem: &str, object: &Path| {
+        out["replicas"][i]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| {
+                f["problem"] == problem
+                    && f["severity"] == "error"
+                    && f["replica"] == out["replicas"][i]["replica"]
+                    && f["object"].as_str().is_some_and(|o| o.ends_with(&id(object)))
+            })
+    };
+    assert!(finding(0, "damaged", &flipped), "{out}");
+    assert!(finding(1, "missing", &deleted), "{out}");
+    assert_eq!(out["outcome"]["status"], "damaged", "{out}");
 
     // A restore from either replica succeeds, taking the bad objects from
     // the other, and says so.
