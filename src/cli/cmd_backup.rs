@@ -10,7 +10,7 @@ use cairn::ops::Outcome;
 use clap::Args;
 use serde_json::json;
 
-use super::output::{self, bytes, Ticker};
+use super::output::{self, bytes};
 use super::{exit, repos, Global, UsageError};
 
 #[derive(Args, Debug)]
@@ -100,61 +100,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(
         repo.replicas().iter().map(|r| r.name.clone()),
     ));
-    let ticker = {
-        let (p1, p2) = (progress.clone(), progress.clone());
-        Ticker::start(
-            output::mode(g),
-            move |t| {
-                let secs = t.as_secs_f64().max(0.001);
-                let read = Progress::get(&p1.bytes_read);
-                let mut lines = vec![format!(
-                    "[{:>5.0}s] {} files, {} dirs, read {} ({}/s), new {}{}",
-                    secs,
-                    Progress::get(&p1.files),
-                    Progress::get(&p1.dirs),
-                    bytes(read),
-                    bytes((read as f64 / secs) as u64),
-                    bytes(Progress::get(&p1.bytes_new)),
-                    match Progress::get(&p1.errors) {
-                        0 => String::new(),
-                        n => format!(", {n} errors"),
-                    }
-                )];
-                for r in &p1.replicas {
-                    lines.push(format!(
-                        "  {}: {} of {} packs, {}{}",
-                        r.name,
-                        Progress::get(&r.packs_done),
-                        Progress::get(&r.packs_queued),
-                        bytes(Progress::get(&r.bytes_done)),
-                        if r.failed.load(std::sync::atomic::Ordering::Relaxed) {
-                            " FAILED"
-                        } else {
-                            ""
-                        }
-                    ));
-                }
-                lines
-            },
-            move |t| {
-                json!({
-                    "type": "status",
-                    "seconds": t.as_secs_f64(),
-                    "files": Progress::get(&p2.files),
-                    "bytes_read": Progress::get(&p2.bytes_read),
-                    "bytes_new": Progress::get(&p2.bytes_new),
-                    "errors": Progress::get(&p2.errors),
-                    "replicas": p2.replicas.iter().map(|r| json!({
-                        "name": r.name,
-                        "packs_done": Progress::get(&r.packs_done),
-                        "packs_queued": Progress::get(&r.packs_queued),
-                        "bytes_done": Progress::get(&r.bytes_done),
-                        "failed": r.failed.load(std::sync::atomic::Ordering::Relaxed),
-                    })).collect::<Vec<_>>(),
-                })
-            },
-        )
-    };
+    let ticker = super::progress::show(g, progress.clone());
     let res = backup(&repo, &opts, progress.clone()).await;
     ticker.stop();
     let out = res?;

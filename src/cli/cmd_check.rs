@@ -1,13 +1,12 @@
 //! `cairn check`.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use cairn::ops::check::{check, cross_check, CheckOptions, CheckProgress, Subset};
 use clap::Args;
 use serde_json::json;
 
-use super::output::{self, bytes, Ticker};
+use super::output::{self, bytes};
 use super::{exit, repos, Global};
 
 #[derive(Args, Debug)]
@@ -38,27 +37,7 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
         Some(repos::positions(&repo, &a.backend)?)
     };
     let progress = Arc::new(CheckProgress::default());
-    let (p1, p2) = (progress.clone(), progress.clone());
-    let ticker = Ticker::start(
-        output::mode(g),
-        move |t| {
-            vec![format!(
-                "[{:>5.0}s] {}: {} of {} packs read ({}), {} snapshots checked",
-                t.as_secs_f64(),
-                p1.replica.lock().unwrap(),
-                p1.packs_done.load(Relaxed),
-                p1.packs_total.load(Relaxed),
-                bytes(p1.bytes_done.load(Relaxed)),
-                p1.snapshots_done.load(Relaxed),
-            )]
-        },
-        move |t| {
-            json!({"type": "status", "seconds": t.as_secs_f64(),
-                   "replica": *p2.replica.lock().unwrap(),
-                   "packs_done": p2.packs_done.load(Relaxed), "packs_total": p2.packs_total.load(Relaxed),
-                   "snapshots_done": p2.snapshots_done.load(Relaxed)})
-        },
-    );
+    let ticker = super::progress::show(g, progress.clone());
     let reports = check(
         &repo,
         &CheckOptions {

@@ -1,7 +1,6 @@
 //! `cairn restore`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use cairn::ops::restore::{restore, RestoreOptions, RestoreProgress};
@@ -9,7 +8,7 @@ use cairn::repo::Repository;
 use clap::Args;
 use serde_json::json;
 
-use super::output::{self, bytes, Ticker};
+use super::output::{self, bytes};
 use super::{exit, repos, Global};
 
 #[derive(Args, Debug)]
@@ -49,25 +48,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
     };
     let progress = Arc::new(RestoreProgress::default());
-    let (p1, p2) = (progress.clone(), progress.clone());
-    let ticker = Ticker::start(
-        output::mode(g),
-        move |t| {
-            vec![format!(
-                "[{:>5.0}s] restored {} of {} files, {} of {}",
-                t.as_secs_f64(),
-                p1.files.load(Relaxed),
-                p1.total_files.load(Relaxed),
-                bytes(p1.bytes.load(Relaxed)),
-                bytes(p1.total_bytes.load(Relaxed)),
-            )]
-        },
-        move |t| {
-            json!({"type": "status", "seconds": t.as_secs_f64(),
-                   "files": p2.files.load(Relaxed), "total_files": p2.total_files.load(Relaxed),
-                   "bytes": p2.bytes.load(Relaxed), "total_bytes": p2.total_bytes.load(Relaxed)})
-        },
-    );
+    let ticker = super::progress::show(g, progress.clone());
     let res = restore(&repo, &index, snap, &opts, &progress).await;
     ticker.stop();
     let out = res?;

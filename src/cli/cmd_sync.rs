@@ -1,16 +1,13 @@
 //! `cairn sync`: copy what lagging replicas lack from the others.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use cairn::ops::sync::{
-    seed, sync, SyncOptions, SyncProgress, PHASE_DONE, PHASE_INDEX, PHASE_PACKS, PHASE_PLAN,
-};
+use cairn::ops::sync::{seed, sync, SyncOptions, SyncProgress};
 use cairn::Error;
 use clap::Args;
 use serde_json::json;
 
-use super::output::{self, bytes, Ticker};
+use super::output::{self, bytes};
 use super::{exit, repos, Global};
 
 #[derive(Args, Debug)]
@@ -70,38 +67,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
         repos::positions(&repo, &a.from)?.into_iter().collect()
     };
     let progress = Arc::new(SyncProgress::new(&repo, &to));
-    let (p1, p2) = (progress.clone(), progress.clone());
-    let ticker = Ticker::start(
-        output::mode(g),
-        move |t| {
-            p1.targets
-                .iter()
-                .map(|(name, p)| {
-                    let what = match p.phase.load(Relaxed) {
-                        PHASE_PLAN => "planning".to_string(),
-                        PHASE_PACKS => format!(
-                            "packs {} of {} ({} of {})",
-                            p.packs_done.load(Relaxed),
-                            p.packs_total.load(Relaxed),
-                            bytes(p.bytes_done.load(Relaxed)),
-                            bytes(p.bytes_total.load(Relaxed))
-                        ),
-                        PHASE_INDEX => "index files".to_string(),
-                        PHASE_DONE => "done".to_string(),
-                        _ => "snapshots".to_string(),
-                    };
-                    format!("[{:>5.0}s] {name}: {what}", t.as_secs_f64())
-                })
-                .collect()
-        },
-        move |t| {
-            json!({"type": "status", "seconds": t.as_secs_f64(),
-                   "targets": p2.targets.iter().map(|(name, p)| json!({
-                       "replica": name, "phase": p.phase.load(Relaxed),
-                       "packs_done": p.packs_done.load(Relaxed), "packs_total": p.packs_total.load(Relaxed),
-                       "bytes_done": p.bytes_done.load(Relaxed), "bytes_total": p.bytes_total.load(Relaxed)})).collect::<Vec<_>>()})
-        },
-    );
+    let ticker = super::progress::show(g, progress.clone());
     let res = sync(
         &repo,
         &SyncOptions {

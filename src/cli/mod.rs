@@ -17,6 +17,7 @@ mod cmd_unlock;
 mod exit;
 mod output;
 mod password;
+mod progress;
 mod repos;
 mod signals;
 

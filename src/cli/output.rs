@@ -3,11 +3,6 @@
 //! otherwise).
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Global;
 
@@ -53,13 +48,6 @@ pub fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
-/// A background thread that redraws progress every 200 ms (terminal) or
-/// prints a JSON status line every second (`--json`).
-pub struct Ticker {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
 pub enum Mode {
     Bars,
     Json,
@@ -73,72 +61,6 @@ pub fn mode(g: &Global) -> Mode {
         Mode::Bars
     } else {
         Mode::None
-    }
-}
-
-impl Ticker {
-    /// `lines(elapsed)` returns the text of each bar; `status(elapsed)` the
-    /// JSON status document.
-    pub fn start(
-        mode: Mode,
-        lines: impl Fn(Duration) -> Vec<String> + Send + 'static,
-        status: impl Fn(Duration) -> serde_json::Value + Send + 'static,
-    ) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = match mode {
-            Mode::None => None,
-            Mode::Json => Some(std::thread::spawn(move || {
-                let start = Instant::now();
-                let mut last = Instant::now();
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if last.elapsed() >= Duration::from_secs(1) {
-                        last = Instant::now();
-                        print_json(&status(start.elapsed()));
-                    }
-                }
-            })),
-            Mode::Bars => Some(std::thread::spawn(move || {
-                let start = Instant::now();
-                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-                let style = ProgressStyle::with_template("{spinner} {msg}").expect("template");
-                let mut bars: Vec<ProgressBar> = Vec::new();
-                while !s.load(Ordering::Relaxed) {
-                    let text = lines(start.elapsed());
-                    while bars.len() < text.len() {
-                        let b = multi.add(ProgressBar::new_spinner());
-                        b.set_style(style.clone());
-                        bars.push(b);
-                    }
-                    for (b, t) in bars.iter().zip(text) {
-                        b.set_message(t);
-                        b.tick();
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                for b in bars {
-                    b.finish_and_clear();
-                }
-            })),
-        };
-        Ticker { stop, handle }
-    }
-
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }
 

@@ -686,6 +686,20 @@ pub async fn cross_check(repo: &Repository, only: Option<&[usize]>) -> CrossChec
     out
 }
 
+impl crate::ops::progress::ProgressSource for CheckProgress {
+    fn event(&self, elapsed: std::time::Duration) -> crate::ops::progress::ProgressEvent {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::ops::progress::ProgressEvent::Check(crate::ops::progress::CheckEvent {
+            seconds: elapsed.as_secs_f64(),
+            replica: self.replica.lock().unwrap().clone(),
+            packs_done: self.packs_done.load(Relaxed),
+            packs_total: self.packs_total.load(Relaxed),
+            bytes_done: self.bytes_done.load(Relaxed),
+            snapshots_done: self.snapshots_done.load(Relaxed),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check;
 mod finding;
 mod outcome;
+pub mod progress;
 pub mod repair;
 pub mod restore;
 pub mod status;

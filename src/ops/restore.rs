@@ -615,3 +615,15 @@ fn verify_file(repo: &Repository, index: &MasterIndex, f: &FileItem) -> Result<(
     }
     Ok(())
 }
+
+impl crate::ops::progress::ProgressSource for RestoreProgress {
+    fn event(&self, elapsed: std::time::Duration) -> crate::ops::progress::ProgressEvent {
+        crate::ops::progress::ProgressEvent::Restore(crate::ops::progress::RestoreEvent {
+            seconds: elapsed.as_secs_f64(),
+            files: self.files.load(Relaxed),
+            total_files: self.total_files.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            total_bytes: self.total_bytes.load(Relaxed),
+        })
+    }
+}

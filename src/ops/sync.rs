@@ -451,3 +451,24 @@ enum CopyError {
     /// Writing to the target failed.
     Target(Error),
 }
+
+impl crate::ops::progress::ProgressSource for SyncProgress {
+    fn event(&self, elapsed: std::time::Duration) -> crate::ops::progress::ProgressEvent {
+        use crate::ops::progress::{ProgressEvent, SyncEvent, SyncTargetEvent};
+        ProgressEvent::Sync(SyncEvent {
+            seconds: elapsed.as_secs_f64(),
+            targets: self
+                .targets
+                .iter()
+                .map(|(name, p)| SyncTargetEvent {
+                    replica: name.clone(),
+                    phase: p.phase.load(Relaxed),
+                    packs_done: p.packs_done.load(Relaxed),
+                    packs_total: p.packs_total.load(Relaxed),
+                    bytes_done: p.bytes_done.load(Relaxed),
+                    bytes_total: p.bytes_total.load(Relaxed),
+                })
+                .collect(),
+        })
+    }
+}

@@ -179,7 +179,9 @@ fn damage_on_two_replicas_is_found_restored_around_and_repaired() {
                 f["problem"] == problem
                     && f["severity"] == "error"
                     && f["replica"] == out["replicas"][i]["replica"]
-                    && f["object"].as_str().is_some_and(|o| o.ends_with(&id(object)))
+                    && f["object"]
+                        .as_str()
+                        .is_some_and(|o| o.ends_with(&id(object)))
             })
     };
     assert!(finding(0, "damaged", &flipped), "{out}");

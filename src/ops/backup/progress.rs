@@ -50,3 +50,28 @@ impl Progress {
         counter.load(Relaxed)
     }
 }
+
+impl crate::ops::progress::ProgressSource for Progress {
+    fn event(&self, elapsed: std::time::Duration) -> crate::ops::progress::ProgressEvent {
+        use crate::ops::progress::{BackupEvent, ProgressEvent, UploadEvent};
+        ProgressEvent::Backup(BackupEvent {
+            seconds: elapsed.as_secs_f64(),
+            files: Progress::get(&self.files),
+            dirs: Progress::get(&self.dirs),
+            bytes_read: Progress::get(&self.bytes_read),
+            bytes_new: Progress::get(&self.bytes_new),
+            errors: Progress::get(&self.errors),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| UploadEvent {
+                    name: r.name.clone(),
+                    packs_done: Progress::get(&r.packs_done),
+                    packs_queued: Progress::get(&r.packs_queued),
+                    bytes_done: Progress::get(&r.bytes_done),
+                    failed: r.failed.load(Relaxed),
+                })
+                .collect(),
+        })
+    }
+}
