@@ -19,6 +19,8 @@ pub mod format;
 pub mod ops;
 pub mod repo;
 pub mod sys;
+#[cfg(test)]
+mod test_support;
 
 pub use cairn_backends as backends;
 pub use error::{Error, Result};

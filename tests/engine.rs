@@ -2,6 +2,7 @@
 //! isolation, write ordering under failure, and fallback reads.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use cairn::backends::layer::{FaultPlan, FaultyBackend, Op};
@@ -14,6 +15,9 @@ use cairn::ops::check::{check, CheckOptions, CheckProgress};
 use cairn::ops::restore::{restore, RestoreOptions, RestoreProgress};
 use cairn::repo::{InitOptions, Replica, Repository};
 use secrecy::SecretString;
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn pass() -> SecretString {
     SecretString::from("engine test")
@@ -40,15 +44,7 @@ fn replica(name: &str, b: Arc<dyn Backend>) -> Replica {
 
 fn source(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    let mut x = 88172645463325252u64;
-    let data: Vec<u8> = (0..6_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = support::noise(88172645463325252, 6_000_000);
     std::fs::write(dir.join("sub/random.bin"), &data).unwrap();
     std::fs::write(dir.join("text.txt"), "some text\n".repeat(5000)).unwrap();
 }
@@ -357,28 +353,87 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
     assert_eq!(b_inner.list(Kind::Snapshot).await.unwrap().len(), 2);
 }
 
+/// A backend that counts completed pack uploads and, when `lead_over` is
+/// set, records after each of its own how far it is ahead of another one.
+#[derive(Debug)]
+struct CountPacks {
+    inner: Arc<dyn Backend>,
+    done: Arc<AtomicU64>,
+    lead_over: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
+}
+
+impl std::fmt::Display for CountPacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for CountPacks {
+    fn capabilities(&self) -> cairn::backends::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        h: &cairn::backends::Handle,
+        data: bytes::Bytes,
+        mode: cairn::backends::PutMode,
+    ) -> cairn::backends::Result<()> {
+        self.inner.put(h, data, mode).await?;
+        if h.kind == Kind::Pack {
+            let mine = self.done.fetch_add(1, Relaxed) + 1;
+            if let Some((other, lead)) = &self.lead_over {
+                lead.fetch_max(mine.saturating_sub(other.load(Relaxed)), Relaxed);
+            }
+        }
+        Ok(())
+    }
+    async fn get(
+        &self,
+        h: &cairn::backends::Handle,
+        r: Option<std::ops::Range<u64>>,
+    ) -> cairn::backends::Result<bytes::Bytes> {
+        self.inner.get(h, r).await
+    }
+    async fn head(
+        &self,
+        h: &cairn::backends::Handle,
+    ) -> cairn::backends::Result<cairn::backends::ObjectMeta> {
+        self.inner.head(h).await
+    }
+    async fn list(&self, k: Kind) -> cairn::backends::Result<Vec<cairn::backends::ObjectMeta>> {
+        self.inner.list(k).await
+    }
+    async fn delete(&self, h: &cairn::backends::Handle) -> cairn::backends::Result<()> {
+        self.inner.delete(h).await
+    }
+}
+
 /// A very slow replica makes the backup wait instead of buffering: the
 /// fast replica is never more than the queue and the in-flight uploads
 /// ahead of the slow one, so memory is bounded by those packs, not by the
 /// size of the backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let data: Vec<u8> = (0..40_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = support::noise(0x2545F4914F6CDD1D, 40_000_000);
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    let fast = Arc::new(MemoryBackend::new());
-    let slow_inner = Arc::new(MemoryBackend::new());
+    // The lead of the fast replica only grows when one of its uploads
+    // completes, so measuring it at each of those moments sees the peak.
+    let slow_done = Arc::new(AtomicU64::new(0));
+    let lead = Arc::new(AtomicU64::new(0));
+    let fast = Arc::new(CountPacks {
+        inner: Arc::new(MemoryBackend::new()),
+        done: Arc::new(AtomicU64::new(0)),
+        lead_over: Some((slow_done.clone(), lead.clone())),
+    });
+    let slow_inner = Arc::new(CountPacks {
+        inner: Arc::new(MemoryBackend::new()),
+        done: slow_done,
+        lead_over: None,
+    });
     let slow = Arc::new(FaultyBackend::new(slow_inner.clone(), FaultPlan::default()));
     let replicas = || vec![replica("fast", fast.clone()), replica("slow", slow.clone())];
     Repository::init(replicas(), &pass(), &init_opts())
@@ -389,28 +444,12 @@ async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
         latency: Some(std::time::Duration::from_millis(60)),
         ..Default::default()
     });
-    let done = Arc::new(AtomicBool::new(false));
-    let lead = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (fast, slow_inner, done, lead) =
-            (fast.clone(), slow_inner.clone(), done.clone(), lead.clone());
-        tokio::spawn(async move {
-            while !done.load(Relaxed) {
-                let f = fast.list(Kind::Pack).await.unwrap().len() as u64;
-                let s = slow_inner.list(Kind::Pack).await.unwrap().len() as u64;
-                lead.fetch_max(f.saturating_sub(s), Relaxed);
-                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
-            }
-        })
-    };
     let mut opts = BackupOptions::new(vec![src.clone()]);
     opts.workers = 2;
     let progress = Arc::new(Progress::new(
         repo.replicas().iter().map(|r| r.name.clone()),
     ));
     let out = backup(&repo, &opts, progress).await.unwrap();
-    done.store(true, Relaxed);
-    sampler.await.unwrap();
     assert!(out.replicas.iter().all(|r| r.error.is_none()));
     let packs = fast.list(Kind::Pack).await.unwrap().len() as u64;
     assert!(packs >= 15, "{packs} packs");

@@ -583,3 +583,31 @@ async fn affected_paths(
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_pack_is_copied_back_from_another_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = init(memory_replicas(2)).await;
+        backup_dir(&repo, &src).await;
+        let lost = packs(&repo, 1).await.remove(0);
+        repo.replica(1).backend.delete(&lost).await.unwrap();
+        let opts = RepairOptions::default();
+        let rep = repair_packs(&repo, 1, &opts).await.unwrap();
+        assert_eq!(rep.outcome(), Outcome::Ok, "{rep:?}");
+        assert!(
+            rep.actions.iter().any(|a| a.contains(&lost.name)),
+            "{rep:?}"
+        );
+        repo.replica(1).backend.head(&lost).await.unwrap();
+        // Nothing left to do, and no lock left behind.
+        let again = repair_packs(&repo, 1, &opts).await.unwrap();
+        assert!(again.actions.is_empty(), "{again:?}");
+        assert!(repo.list_locks().await.unwrap().is_empty());
+    }
+}

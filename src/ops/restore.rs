@@ -627,3 +627,42 @@ impl crate::ops::progress::ProgressSource for RestoreProgress {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_restores_byte_for_byte_even_with_one_replica_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = init(memory_replicas(2)).await;
+        backup_dir(&repo, &src).await;
+        for h in packs(&repo, 0).await {
+            repo.replica(0).backend.delete(&h).await.unwrap();
+        }
+        let index = repo.load_index().await.unwrap();
+        let snaps = repo.list_snapshots().await.unwrap();
+        let target = dir.path().join("restored");
+        let opts = RestoreOptions {
+            target: target.clone(),
+            subpath: None,
+            include: Vec::new(),
+            verify: true,
+            workers: 2,
+        };
+        let out = restore(&repo, &index, &snaps[0], &opts, &RestoreProgress::default())
+            .await
+            .unwrap();
+        assert_eq!(out.outcome(), crate::ops::Outcome::Ok, "{:?}", out.errors);
+        let back = target.join(src.strip_prefix("/").unwrap());
+        for f in ["sub/random.bin", "text.txt"] {
+            assert_eq!(
+                std::fs::read(src.join(f)).unwrap(),
+                std::fs::read(back.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
+}

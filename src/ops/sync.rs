@@ -472,3 +472,38 @@ impl crate::ops::progress::ProgressSource for SyncProgress {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_missed_a_backup_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let replicas = memory_replicas(2);
+        init(replicas.clone()).await;
+        // A backup that only reached the first replica.
+        let first = open(replicas[..1].to_vec()).await;
+        backup_dir(&first, &src).await;
+        let repo = open(replicas).await;
+        let st = crate::ops::status::status(&repo).await.unwrap();
+        assert!(!st.all_complete());
+        let opts = SyncOptions {
+            from: repo.all(),
+            to: vec![1],
+            dry_run: false,
+        };
+        let reports = sync(&repo, &opts, &SyncProgress::new(&repo, &[1]))
+            .await
+            .unwrap();
+        assert!(reports[0].is_ok(), "{reports:?}");
+        assert_eq!(reports[0].snapshots, 1);
+        assert!(reports[0].packs > 0);
+        assert_eq!(outcome(&reports, &[]), crate::ops::Outcome::Ok);
+        let st = crate::ops::status::status(&repo).await.unwrap();
+        assert!(st.all_complete(), "{st:?}");
+        assert_eq!(packs(&repo, 0).await.len(), packs(&repo, 1).await.len());
+    }
+}

@@ -223,3 +223,51 @@ impl Repository {
         Tree::from_bytes(&buf).map_err(|e| Error::Corrupt(format!("tree {:?}: {e}", ids)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+    use bytes::Bytes;
+    use cairn_backends::PutMode;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_copy_is_read_from_the_next_replica_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = init(memory_replicas(2)).await;
+        backup_dir(&repo, &src).await;
+        let index = repo.load_index().await.unwrap();
+        // Damage every pack on the first replica.
+        for h in packs(&repo, 0).await {
+            let b = &repo.replica(0).backend;
+            let mut data = b.get(&h, None).await.unwrap().to_vec();
+            data[100] ^= 1;
+            b.put(&h, Bytes::from(data), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let h = packs(&repo, 0).await.remove(0);
+        let (_, served) = repo.get_verified_from(&h, repo.all()).await.unwrap();
+        assert_eq!(served, 1);
+        let fallbacks = repo.reads().fallbacks();
+        assert!(
+            fallbacks.iter().any(|f| f.contains("taken from mem1")),
+            "{fallbacks:?}"
+        );
+        // Every blob still reads, each from the second replica.
+        for (id, _) in index.blobs() {
+            repo.read_blob(&index, id).await.unwrap();
+        }
+        // With only the damaged replica, the failure names it.
+        let f = repo
+            .get_verified_from(&h, crate::repo::ReplicaSet::single(0))
+            .await
+            .unwrap_err();
+        assert_eq!(f.tried.len(), 1);
+        assert!(
+            f.reasons().contains("mem0") && f.reasons().contains("damaged"),
+            "{}",
+            f.reasons()
+        );
+    }
+}

@@ -460,27 +460,9 @@ mod tests {
     }
 
     async fn repo() -> (Repository, Repository) {
-        use crate::format::keys::KdfParams;
-        use crate::repo::{InitOptions, Replica};
-        let b: Arc<dyn Backend> = Arc::new(cairn_backends::memory::MemoryBackend::new());
-        let replicas = vec![Replica {
-            name: "mem".into(),
-            backend: b,
-        }];
-        let pass = secrecy::SecretString::from("lock test");
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: KdfParams::MIN_MEMORY_KIB,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..Default::default()
-        };
-        let a = Repository::init(replicas.clone(), &pass, &opts)
-            .await
-            .unwrap();
-        let b = Repository::open(replicas, &pass).await.unwrap();
-        (a, b)
+        use crate::test_support::{init, memory_replicas, open};
+        let replicas = memory_replicas(1);
+        (init(replicas.clone()).await, open(replicas).await)
     }
 
     #[tokio::test]

@@ -145,9 +145,6 @@ impl<'a> TreeWalker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::keys::KdfParams;
-    use crate::ops::backup::{backup, progress::Progress, BackupOptions};
-    use crate::repo::{InitOptions, Replica};
 
     #[derive(Default)]
     struct Record {
@@ -174,35 +171,9 @@ mod tests {
     }
 
     async fn backed_up(src: &Path) -> (Repository, Vec<Id>) {
-        let b: Arc<dyn cairn_backends::Backend> =
-            Arc::new(cairn_backends::memory::MemoryBackend::new());
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: KdfParams::MIN_MEMORY_KIB,
-                iterations: 1,
-                parallelism: 1,
-            },
-            ..Default::default()
-        };
-        let repo = Repository::init(
-            vec![Replica {
-                name: "mem".into(),
-                backend: b,
-            }],
-            &secrecy::SecretString::from("walk"),
-            &opts,
-        )
-        .await
-        .unwrap();
-        let progress = Arc::new(Progress::new(["mem".to_string()]));
-        let out = backup(
-            &repo,
-            &BackupOptions::new(vec![src.to_path_buf()]),
-            progress,
-        )
-        .await
-        .unwrap();
-        let root = out.snapshot.tree;
+        use crate::test_support::{backup_dir, init, memory_replicas};
+        let repo = init(memory_replicas(1)).await;
+        let root = backup_dir(&repo, src).await.snapshot.tree;
         (repo, root)
     }
 

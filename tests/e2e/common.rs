@@ -121,18 +121,7 @@ pub fn last_json(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
+pub use crate::support::noise;
 
 /// A tree with most things a backup must handle: text and random files,
 /// an empty file and directory, nested directories, a symlink, a non-UTF-8

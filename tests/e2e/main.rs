@@ -8,3 +8,5 @@ mod locks;
 mod replicas;
 mod roundtrip;
 mod servers;
+#[path = "../support/mod.rs"]
+mod support;
