@@ -120,11 +120,12 @@ pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>, IndexError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn pack(seed: u8, n: usize) -> IndexPack {
+    /// A pack with `n` made-up blobs (also used by the master index tests).
+    pub(crate) fn pack(seed: u8, n: usize) -> IndexPack {
         IndexPack {
             id: Id([seed; 32]),
             size: 1000 + seed as u64,

@@ -82,10 +82,10 @@ pub async fn repair_packs(
 ) -> Result<RepairReport> {
     // Exclusive: it removes or rewrites what a concurrent backup may have
     // just written (index files, snapshots, packs).
-    let lock = repo.lock(LockMode::Exclusive, "repair packs").await?;
-    let res = repair_packs_locked(repo, t, opts).await;
-    lock.release().await;
-    res
+    repo.with_lock(LockMode::Exclusive, "repair packs", async || {
+        repair_packs_locked(repo, t, opts).await
+    })
+    .await
 }
 
 async fn repair_packs_locked(
@@ -275,10 +275,10 @@ pub async fn repair_index(
 ) -> Result<RepairReport> {
     // Exclusive: it removes or rewrites what a concurrent backup may have
     // just written (index files, snapshots, packs).
-    let lock = repo.lock(LockMode::Exclusive, "repair index").await?;
-    let res = repair_index_locked(repo, t, opts).await;
-    lock.release().await;
-    res
+    repo.with_lock(LockMode::Exclusive, "repair index", async || {
+        repair_index_locked(repo, t, opts).await
+    })
+    .await
 }
 
 async fn repair_index_locked(
@@ -403,10 +403,10 @@ pub async fn repair_snapshots(
 ) -> Result<SnapshotRepair> {
     // Exclusive: it removes or rewrites what a concurrent backup may have
     // just written (index files, snapshots, packs).
-    let lock = repo.lock(LockMode::Exclusive, "repair snapshots").await?;
-    let res = repair_snapshots_locked(repo, forget, opts).await;
-    lock.release().await;
-    res
+    repo.with_lock(LockMode::Exclusive, "repair snapshots", async || {
+        repair_snapshots_locked(repo, forget, opts).await
+    })
+    .await
 }
 
 async fn repair_snapshots_locked(

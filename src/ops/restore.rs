@@ -364,15 +364,7 @@ fn restore_files(
     for (i, f) in files.iter().enumerate() {
         let slot = slots[i].lock().unwrap();
         if slot.remaining == 0 && !slot.failed {
-            match finish_file(f, None) {
-                Ok(()) => {
-                    progress.files.fetch_add(1, Relaxed);
-                }
-                Err(e) => errors
-                    .lock()
-                    .unwrap()
-                    .push(format!("{}: {e}", f.path.display())),
-            }
+            finished(f, None, progress, errors);
         }
     }
     let packs: Vec<(u32, Vec<Piece>)> = by_pack.into_iter().collect();
@@ -474,15 +466,7 @@ fn restore_run(
                 progress.bytes.fetch_add(n as u64, Relaxed);
                 slot.remaining -= 1;
                 if slot.remaining == 0 {
-                    match finish_file(f, Some(slot.created)) {
-                        Ok(()) => {
-                            progress.files.fetch_add(1, Relaxed);
-                        }
-                        Err(e) => errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("{}: {e}", f.path.display())),
-                    }
+                    finished(f, Some(slot.created), progress, errors);
                 }
             }
             Err(e) => {
@@ -528,6 +512,24 @@ fn open_for_write(path: &Path, truncate: bool) -> Result<File> {
         .mode_0600()
         .open(path)
         .map_err(|e| Error::io(path.display(), e))
+}
+
+/// Finish `f` (see [`finish_file`]) and count it, or record why not.
+fn finished(
+    f: &FileItem,
+    created: Option<bool>,
+    progress: &RestoreProgress,
+    errors: &Mutex<Vec<String>>,
+) {
+    match finish_file(f, created) {
+        Ok(()) => {
+            progress.files.fetch_add(1, Relaxed);
+        }
+        Err(e) => errors
+            .lock()
+            .unwrap()
+            .push(format!("{}: {e}", f.path.display())),
+    }
 }
 
 /// Give a fully written file its length (holes at the end of sparse files)

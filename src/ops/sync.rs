@@ -194,7 +194,17 @@ pub async fn sync(
     opts: &SyncOptions,
     progress: &SyncProgress,
 ) -> Result<Vec<SyncReport>> {
-    let lock = repo.lock(LockMode::Shared, "sync").await?;
+    repo.with_lock(LockMode::Shared, "sync", async || {
+        sync_locked(repo, opts, progress).await
+    })
+    .await
+}
+
+async fn sync_locked(
+    repo: &Repository,
+    opts: &SyncOptions,
+    progress: &SyncProgress,
+) -> Result<Vec<SyncReport>> {
     let listings = list_all(repo).await;
     let (index, files) = repo.load_index_files().await?;
     let snaps = repo.list_snapshots().await?;
@@ -227,7 +237,6 @@ pub async fn sync(
         plan.sync_one(t, src, opts.dry_run, &progress.targets[k].1)
     }))
     .await;
-    lock.release().await;
     Ok(reports)
 }
 

@@ -351,6 +351,20 @@ impl Repository {
         }
     }
 
+    /// Run `f` holding a `mode` lock, and release the lock afterwards
+    /// whatever `f` returned.
+    pub async fn with_lock<T>(
+        &self,
+        mode: LockMode,
+        purpose: &str,
+        f: impl AsyncFnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let lock = self.lock(mode, purpose).await?;
+        let res = f().await;
+        lock.release().await;
+        res
+    }
+
     /// Write our lock object on every replica. A replica that refuses it is
     /// an error for an exclusive lock; for a shared lock it is warned about
     /// and left to fail on its first write.

@@ -109,27 +109,7 @@ impl MasterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::crypto::ObjectKind;
-    use crate::format::pack::PackEntry;
-
-    fn pack(seed: u8, n: usize) -> IndexPack {
-        IndexPack {
-            id: Id([seed; 32]),
-            size: 1000,
-            header: Header::new(ObjectKind::Pack, 3),
-            blobs: (0..n)
-                .map(|i| PackEntry {
-                    id: Id([seed.wrapping_add(i as u8 + 1); 32]),
-                    kind: BlobKind::Data,
-                    codec: Codec::Zstd,
-                    seq: i as u32,
-                    offset: 42 + i as u32 * 10,
-                    stored_len: 10,
-                    raw_len: 30,
-                })
-                .collect(),
-        }
-    }
+    use crate::format::index::tests::pack;
 
     #[test]
     fn replica_masks() {
