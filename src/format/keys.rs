@@ -201,6 +201,39 @@ impl KdfParams {
     /// The weakest parameters a slot may use (OWASP's minimum for Argon2id
     /// is 19 MiB with 2 passes; lower memory is only accepted for tests).
     pub const MIN_MEMORY_KIB: u32 = 8 * 1024;
+    /// The costliest parameters a slot may ask for. A slot is read before
+    /// anything authenticates it, so whoever can write to the storage could
+    /// otherwise make every command allocate (and abort on) any amount of
+    /// memory, or spin for hours, before the passphrase is even tried.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+    pub const MAX_ITERATIONS: u32 = 64;
+    pub const MAX_PARALLELISM: u32 = 16;
+
+    /// Refuse parameters outside the documented range (docs/format.md).
+    pub fn check(&self) -> Result<(), KeyError> {
+        if self.memory_kib < KdfParams::MIN_MEMORY_KIB
+            || self.iterations == 0
+            || self.parallelism == 0
+        {
+            return Err(KeyError::Kdf(format!("parameters too weak: {self:?}")));
+        }
+        if self.memory_kib > KdfParams::MAX_MEMORY_KIB
+            || self.iterations > KdfParams::MAX_ITERATIONS
+            || self.parallelism > KdfParams::MAX_PARALLELISM
+        {
+            return Err(KeyError::Kdf(format!(
+                "parameters over the limits (memory {} KiB, {} iterations, parallelism {}; \
+                 at most {} KiB, {}, {})",
+                self.memory_kib,
+                self.iterations,
+                self.parallelism,
+                KdfParams::MAX_MEMORY_KIB,
+                KdfParams::MAX_ITERATIONS,
+                KdfParams::MAX_PARALLELISM
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A key slot as stored in `keys/<id>` (public JSON; the keyring inside is sealed).
@@ -218,9 +251,7 @@ pub struct KeySlot {
 }
 
 fn derive_kek(pass: &SecretString, salt: &[u8], p: KdfParams) -> Result<Key32, KeyError> {
-    if p.memory_kib < KdfParams::MIN_MEMORY_KIB || p.iterations == 0 || p.parallelism == 0 {
-        return Err(KeyError::Kdf(format!("parameters too weak: {p:?}")));
-    }
+    p.check()?;
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
         .map_err(|e| KeyError::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);

@@ -36,6 +36,9 @@ impl Default for InitOptions {
     }
 }
 
+/// The largest object in `keys/` read as a key slot.
+const MAX_SLOT_BYTES: u64 = 64 << 10;
+
 impl Repository {
     /// Create the repository on every replica: the same config and key slot
     /// everywhere. Refuses if any replica already holds a repository.
@@ -205,6 +208,17 @@ impl Repository {
             };
             let mut wrong = false;
             for meta in slots {
+                // A key slot is a few hundred bytes of JSON; a huge object
+                // in keys/ is not one, and must not be downloaded.
+                if meta.size > MAX_SLOT_BYTES {
+                    tracing::warn!(
+                        "{}: {} is {} bytes, not a key slot; skipped",
+                        r.name,
+                        meta.handle,
+                        meta.size
+                    );
+                    continue;
+                }
                 let data = match r.backend.get(&meta.handle, None).await {
                     Ok(d) => d,
                     Err(e) => {
@@ -220,6 +234,11 @@ impl Repository {
                         continue;
                     }
                 };
+                if let Err(e) = slot.params.check() {
+                    tracing::warn!("{}: key slot {}: {e}; skipped", r.name, meta.handle);
+                    last_err = Some(e.into());
+                    continue;
+                }
                 let pass = pass.clone();
                 let id = config.id;
                 let res = tokio::task::spawn_blocking(move || slot.unwrap_keyring(&pass, &id))

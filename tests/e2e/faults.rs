@@ -1329,3 +1329,40 @@ fn no_repository_is_reported_before_the_passphrase_is_asked() {
     assert!(err.contains("no cairn repository"), "{err}");
     assert!(!err.contains("passphrase"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Hostile key slots
+// ---------------------------------------------------------------------------
+
+/// Someone with write access to the storage plants key slots that ask for
+/// absurd Argon2 costs, or a huge object in keys/: commands still open the
+/// repository with the right passphrase, and say what they skipped.
+#[test]
+fn planted_key_slots_with_absurd_costs_are_skipped_with_a_warning() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let src = env.path("src");
+    make_tree(&src, 1 << 16);
+    env.init(&[&repo]);
+    let slots = files_in(&repo, "keys");
+    let mut slot: serde_json::Value =
+        serde_json::from_slice(&fs::read(&slots[0]).unwrap()).unwrap();
+    for (i, (mem, iters)) in [(u32::MAX, 1u32), (8192, u32::MAX)].into_iter().enumerate() {
+        slot["params"]["memory_kib"] = mem.into();
+        slot["params"]["iterations"] = iters.into();
+        // Listed first, so it is tried before the real one.
+        let name = format!("{}{i}", "0".repeat(63));
+        fs::write(repo.join("keys").join(name), slot.to_string()).unwrap();
+    }
+    fs::write(repo.join("keys").join("1".repeat(64)), vec![b' '; 1 << 20]).unwrap();
+    let out = env
+        .cairn(&[&repo])
+        .arg("backup")
+        .arg(&src)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("over the limits"), "{err}");
+    assert!(err.contains("not a key slot"), "{err}");
+}
