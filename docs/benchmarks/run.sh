@@ -7,7 +7,10 @@
 # Environment (defaults in brackets):
 #   BENCH_DIR [/var/tmp/cairn-bench]  datasets (reused if present), repos, restores, caches, logs
 #   DATASETS  [mixed many-small]      any of: mixed many-small one-big
-#   TOOLS     [restic borg cairn cairn-x3]   cairn-x3 = cairn writing to 3 repos in one run
+#   TOOLS     [restic borg cairn cairn-x3]   cairn-x3 = cairn writing to 3 repos in one run;
+#             cairn-base = CAIRN_BASE_BIN (cairn of another commit), to measure a change before/after
+#   CAIRN_BASE_BIN []  the binary cairn-base runs
+#   RESTORE_FS [loop as root, else dir]  loop = restores go to a fresh journaled ext4 image, loop-mounted
 #   REPS [2]  SIZE_MB [1000]  FILES [200000]  SEED [20240601]
 #   COLD [0]  1 = drop the page cache before each 1st backup, restore and check
 #   BUILD [1] 0 = do not run `cargo build --release`; CAIRN_BIN [target/release/cairn]
@@ -187,6 +190,17 @@ for ds in datasets:
               f"| {ratio_fmt(ratio(ds, t, 'restic', 'backup1', 'repo_bytes'))} "
               f"| {ratio_fmt(ratio(ds, t, 'restic', 'backup1', 'maxrss_kib'))} |")
         p("")
+    if "cairn" in main_tools and "cairn-base" in main_tools:
+        p(f"cairn vs cairn-base on `{ds}` (median of per-rep ratios, same interleaved rep; >1 = this build is slower):\n")
+        p("| 1st backup wall | 1st backup CPU | no-change | incremental | restore | check | repo size | backup RSS |")
+        p("|---|---|---|---|---|---|---|---|")
+        p(f"| {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'backup1'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'backup1', 'cpu_s'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'backup2'))} | {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'incr'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'restore'))} | {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'check'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'backup1', 'repo_bytes'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'cairn-base', 'backup1', 'maxrss_kib'))} |")
+        p("")
     p(f"1st-backup wall s per rep on `{ds}` (1-min load average just before the step in brackets; "
       f"position in that rep's tool order in braces):\n")
     p("| tool | " + " | ".join(f"rep {x}" for x in reps) + " |")
@@ -323,7 +337,8 @@ for t in "${TOOLS[@]}"; do
 	restic) command -v restic >/dev/null && AVAIL[$t]= || AVAIL[$t]="restic not installed" ;;
 	borg) command -v borg >/dev/null && AVAIL[$t]= || AVAIL[$t]="borg not installed" ;;
 	cairn | cairn-x3) ;;
-	*) die "unknown tool: $t (known: restic borg cairn cairn-x3)" ;;
+	cairn-base) [[ -x ${CAIRN_BASE_BIN:-} ]] && AVAIL[$t]= || AVAIL[$t]="CAIRN_BASE_BIN is not an executable" ;;
+	*) die "unknown tool: $t (known: restic borg cairn cairn-x3 cairn-base)" ;;
 	esac
 done
 
@@ -504,7 +519,8 @@ do_step() {
 	local T=$BENCH_DIR/restore/$3
 	local -a ra
 	read -r -a ra <<<"$(repo_args "$tool")"
-	local cmd=()
+	local cmd=() bin=$CAIRN_BIN
+	[[ $tool == cairn-base ]] && bin=$CAIRN_BASE_BIN
 	case $tool:$step in
 	restic:init) cmd=(restic -r "$R" init --repository-version 2) ;;
 	restic:backup*|restic:incr) cmd=(restic -r "$R" backup --compression auto "$src") ;;
@@ -514,10 +530,10 @@ do_step() {
 	borg:backup*|borg:incr) cmd=(borg create --compression "zstd,3" "$R::$step" "$src") ;;
 	borg:restore) cmd=(borg extract "$R::incr") cwd=$T ;;
 	borg:check) cmd=(borg check --verify-data "$R") ;;
-	cairn*:init) cmd=("$CAIRN_BIN" init "${ra[@]}") ;;
-	cairn*:backup*|cairn*:incr) cmd=("$CAIRN_BIN" backup "${ra[@]}" "$src") ;;
-	cairn:restore) cmd=("$CAIRN_BIN" restore latest --repo "${CAIRN_REPO_PREFIX}$R" --target "$T") ;;
-	cairn:check) cmd=("$CAIRN_BIN" check --read-data --repo "${CAIRN_REPO_PREFIX}$R") ;;
+	cairn*:init) cmd=("$bin" init "${ra[@]}") ;;
+	cairn*:backup*|cairn*:incr) cmd=("$bin" backup "${ra[@]}" "$src") ;;
+	cairn:restore|cairn-base:restore) cmd=("$bin" restore latest --repo "${CAIRN_REPO_PREFIX}$R" --target "$T") ;;
+	cairn:check|cairn-base:check) cmd=("$bin" check --read-data --repo "${CAIRN_REPO_PREFIX}$R") ;;
 	*) die "no command for $tool $step" ;;
 	esac
 	if [[ $tool == cairn-x3 && $step == init ]]; then mkdir -p "$R"; fi
@@ -585,6 +601,8 @@ machine_info() {
 	echo "| hasher | $(b3sum --version 2>/dev/null || echo 'sha256sum (no b3sum)') |"
 	echo "| reps | $REPS, tool order rotated each rep: ${TOOLS[*]} |"
 	echo "| cache | $([[ $COLD == 1 ]] && echo 'COLD=1: page cache dropped before each 1st backup, restore and check' || echo 'warm (one cat pass over each dataset before rep 1)') |"
+	echo "| restores to | $([[ $RESTORE_FS == loop ]] && echo 'a fresh journaled ext4 image, loop-mounted' || echo "$BENCH_DIR/restore (a plain directory)") |"
+	[[ -n ${CAIRN_BASE_BIN:-} ]] && echo "| cairn-base | \`$CAIRN_BASE_BIN\`: $("$CAIRN_BASE_BIN" --version 2>/dev/null | head -n1) |"
 	echo "| tool flags | restic: \`backup --compression auto\` (repo v2); borg: \`init -e repokey\`, \`create --compression zstd,3\`; cairn: defaults |"
 	echo
 	echo "| dataset | files | bytes | digest ($(command -v b3sum >/dev/null && echo BLAKE3 || echo SHA-256) of manifest) | parameters |"
@@ -622,6 +640,22 @@ if [[ $COLD != 1 ]]; then
 		say "$ds: warming the page cache (one cat pass)"
 		find "${SRC_DIR[$ds]}" -type f -print0 | xargs -0 -r cat >/dev/null
 	done
+fi
+
+# Restores write to a fresh journaled ext4: the root file system here may
+# have no journal, and creating files soon after deleting many is then slow
+# for every tool, which would measure the disk, not the tool.
+RESTORE_FS=${RESTORE_FS:-$([[ $EUID == 0 ]] && echo loop || echo dir)}
+RESTORE_IMG=$BENCH_DIR/restore.ext4
+if [[ $RESTORE_FS == loop ]]; then
+	mountpoint -q "$BENCH_DIR/restore" && umount "$BENCH_DIR/restore"
+	rm -f "$RESTORE_IMG"
+	mkdir -p "$BENCH_DIR/restore"
+	truncate -s $((need * 3 + (1 << 30))) "$RESTORE_IMG"
+	mkfs.ext4 -q -F -O has_journal "$RESTORE_IMG"
+	mount -o loop "$RESTORE_IMG" "$BENCH_DIR/restore" || die "cannot loop-mount $RESTORE_IMG (run as root, or RESTORE_FS=dir)"
+	say "restores go to a fresh journaled ext4 ($RESTORE_IMG on $BENCH_DIR/restore)"
+	trap 'on_exit; umount "$BENCH_DIR/restore" 2>/dev/null; rm -f "$RESTORE_IMG"' EXIT
 fi
 
 machine_info >"$MD"
