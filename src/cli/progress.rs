@@ -5,9 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn::ops::progress::{
-    NoProgress, ProgressEvent, ProgressSink, ProgressSource, ProgressStream,
-};
+use cairn::ops::progress::{ProgressEvent, ProgressSink, ProgressSource, ProgressStream};
 use cairn::ops::sync::{PHASE_DONE, PHASE_INDEX, PHASE_PACKS, PHASE_PLAN};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -23,9 +21,7 @@ pub fn show(g: &Global, source: Arc<dyn ProgressSource>) -> ProgressStream {
             Arc::new(Bars::default()),
             Duration::from_millis(200),
         ),
-        Mode::None => {
-            ProgressStream::start(source, Arc::new(NoProgress), Duration::from_secs(3600))
-        }
+        Mode::None => ProgressStream::none(),
     }
 }
 

@@ -8,7 +8,6 @@
 //! bars on a terminal or print JSON lines, [`LatestProgress`] keeps the
 //! newest event for the daemon and the API to read or await.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,7 +98,7 @@ pub trait ProgressSink: Send + Sync {
 /// Samples a source every `every` and sends the events to a sink, until
 /// stopped; a last event is sent on stop, so a sink always sees the end.
 pub struct ProgressStream {
-    stop: Arc<AtomicBool>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -109,25 +108,29 @@ impl ProgressStream {
         sink: Arc<dyn ProgressSink>,
         every: Duration,
     ) -> ProgressStream {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
-            let mut last = Instant::now();
-            // Short sleeps, so stopping is quick whatever `every` is.
-            while !s.load(Ordering::Relaxed) {
-                std::thread::sleep(every.min(Duration::from_millis(100)));
-                if last.elapsed() >= every {
-                    last = Instant::now();
-                    sink.event(&source.event(start.elapsed()));
-                }
+            // Waiting on the channel, not sleeping: a stop wakes the
+            // thread at once, so stopping never delays the command.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                sink.event(&source.event(start.elapsed()));
             }
             sink.event(&source.event(start.elapsed()));
             sink.finish();
         });
         ProgressStream {
-            stop,
+            stop: Some(stop),
             handle: Some(handle),
+        }
+    }
+
+    /// A stream that shows nothing (no thread at all).
+    pub fn none() -> ProgressStream {
+        ProgressStream {
+            stop: None,
+            handle: None,
         }
     }
 
@@ -137,7 +140,7 @@ impl ProgressStream {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -187,7 +190,7 @@ impl ProgressSink for NoProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     struct Count(AtomicU64);
 
