@@ -9,10 +9,10 @@
 //! gone or hung), or written on this host by a process that no longer
 //! exists.
 //!
-//! Taking a lock: list the locks of every replica; if none conflicts, write
-//! ours, then list again, because two processes may have written theirs at
-//! the same moment; if one conflicts now, remove ours and wait (with
-//! jitter, so two waiters do not collide forever) or give up. The guard
+//! Taking a lock: write ours on every replica, then list the locks of
+//! every replica; if one conflicts, remove ours and wait (with jitter, so
+//! two waiters do not collide forever) or give up. Of two processes that
+//! lock at the same moment, at least one sees the other's lock. The guard
 //! removes the lock when released, and when dropped on an error or a
 //! cancellation path ([`wait_released`] lets the binary finish that before
 //! it exits).
@@ -311,16 +311,16 @@ impl Repository {
         let deadline = tokio::time::Instant::now() + opts.wait;
         let mut pause = Duration::from_millis(200);
         loop {
-            let mut found = self.conflicting(mode, None).await?;
+            // Write first, then look: of two processes that lock at the
+            // same moment, at least one sees the other (both may, and both
+            // back off), so one listing per attempt is enough.
+            let guard = self.write_lock(mode, purpose).await?;
+            let own = guard.held.as_ref().map(|h| h.handle.name.clone());
+            let found = self.conflicting(mode, own.as_deref()).await?;
             if found.is_empty() {
-                let guard = self.write_lock(mode, purpose).await?;
-                let own = guard.held.as_ref().map(|h| h.handle.name.clone());
-                found = self.conflicting(mode, own.as_deref()).await?;
-                if found.is_empty() {
-                    return Ok(guard);
-                }
-                guard.release().await;
+                return Ok(guard);
             }
+            guard.release().await;
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Err(Error::Locked(format!(
