@@ -110,21 +110,13 @@ fn config_file() -> PathBuf {
 
 fn file_from_env(var: &str, name: &str) -> PathBuf {
     match std::env::var_os(var).filter(|v| !v.is_empty()) {
-        Some(path) => expand_home(Path::new(&path)),
-        None => home().join(".aws").join(name),
-    }
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-fn expand_home(path: &Path) -> PathBuf {
-    match path.strip_prefix("~") {
-        Ok(rest) => home().join(rest),
-        Err(_) => path.to_path_buf(),
+        Some(path) => crate::home::expand(path),
+        // Without a home, a fixed place rather than one relative to
+        // wherever cairn was started.
+        None => crate::home::dir()
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".aws")
+            .join(name),
     }
 }
 

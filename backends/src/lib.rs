@@ -24,6 +24,7 @@ pub mod conformance;
 pub mod ftp;
 #[cfg(feature = "gcs")]
 pub mod gcs;
+pub mod home;
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 mod http_util;
 pub mod layer;

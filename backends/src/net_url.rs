@@ -219,7 +219,7 @@ impl<'a> Options<'a> {
     }
 
     pub fn path(&self, key: &str) -> Option<PathBuf> {
-        self.str(key).map(expand_tilde)
+        self.str(key).map(crate::home::expand)
     }
 
     pub fn parse<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
@@ -256,14 +256,6 @@ impl<'a> Options<'a> {
                 .unwrap_or(default_secs)
                 .max(1),
         ))
-    }
-}
-
-/// `~/x` → `$HOME/x`, since config files are written by hand.
-pub(crate) fn expand_tilde(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
     }
 }
 

@@ -156,7 +156,7 @@ impl SftpBackend {
             let path = opts
                 .path("known_hosts")
                 .or_else(|| env_nonempty("CAIRN_SFTP_KNOWN_HOSTS").map(PathBuf::from))
-                .or_else(|| home().map(|h| h.join(".ssh/known_hosts")))
+                .or_else(|| crate::home::dir().map(|h| h.join(".ssh/known_hosts")))
                 .ok_or_else(|| {
                     BackendError::new(
                         ErrorKind::Other,
@@ -174,7 +174,7 @@ impl SftpBackend {
         let key_file = opts
             .path("key_file")
             .or_else(|| env_nonempty("CAIRN_SFTP_KEY").map(PathBuf::from));
-        let default_keys = match (&key_file, home()) {
+        let default_keys = match (&key_file, crate::home::dir()) {
             (None, Some(h)) => ["id_ed25519", "id_ecdsa", "id_rsa"]
                 .iter()
                 .map(|n| h.join(".ssh").join(n))
@@ -697,12 +697,6 @@ fn dir_prefix(path: &str) -> String {
     } else {
         format!("{p}/")
     }
-}
-
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
 }
 
 #[async_trait]
