@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
@@ -110,21 +110,13 @@ fn config_file() -> PathBuf {
 
 fn file_from_env(var: &str, name: &str) -> PathBuf {
     match std::env::var_os(var).filter(|v| !v.is_empty()) {
-        Some(path) => expand_home(Path::new(&path)),
-        None => home().join(".aws").join(name),
-    }
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-fn expand_home(path: &Path) -> PathBuf {
-    match path.strip_prefix("~") {
-        Ok(rest) => home().join(rest),
-        Err(_) => path.to_path_buf(),
+        Some(path) => crate::home::expand(path),
+        // Without a home, a fixed place rather than one relative to
+        // wherever cairn was started.
+        None => crate::home::dir()
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".aws")
+            .join(name),
     }
 }
 
@@ -376,52 +368,20 @@ fn parse_process_output(
     ))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` as a time.
+/// An RFC 3339 time (`2030-01-02T03:04:05Z`, with a fraction or an offset)
+/// as a time; `None` for anything else, or a time before 1970.
 fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let t = text.trim();
-    let num = |s: &str| -> Option<i64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (date, rest) = t.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Split the zone off the time of day.
-    let (clock, offset) = if let Some(c) = rest.strip_suffix(['Z', 'z']) {
-        (c, 0)
-    } else {
-        let at = rest.rfind(['+', '-'])?;
-        let (c, z) = rest.split_at(at);
-        let sign = if z.starts_with('-') { -1 } else { 1 };
-        let (h, m) = z[1..].split_once(':')?;
-        (c, sign * (num(h)? * 3600 + num(m)? * 60))
-    };
-    let clock = clock.split('.').next()?;
-    let mut c = clock.split(':');
-    let (h, m, s) = (num(c.next()?)?, num(c.next()?)?, num(c.next()?)?);
-    if c.next().is_some() || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + m * 60 + s - offset;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs))
+    let t: jiff::Timestamp = text.trim().parse().ok()?;
+    // An expiry before 1970 is a broken clock or a broken process: refused
+    // as malformed rather than taken as "expired", which would run the
+    // process again for every request.
+    (t >= jiff::Timestamp::UNIX_EPOCH).then(|| t.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

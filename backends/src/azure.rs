@@ -41,7 +41,6 @@
 //! These requests go through a client of cairn's own (reqwest, with the
 //! timeouts of the other requests and the usual `HTTPS_PROXY` variables).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -51,13 +50,16 @@ use object_store::azure::{
 };
 use object_store::client::HttpRequestBody;
 use object_store::ClientConfigKey;
+use serde::Deserialize;
 
 use crate::http_util::status_kind;
 use crate::object_store_backend::{
     client_retry, delegate_backend, header_safe, http_client, is_auth_failure, map_error,
-    parse_bool, redact_endpoint, send_with, split_url, unsafe_credential, xml_message, xml_tag,
-    Answer, CommonOptions, ContainerCreator, ObjectDeleter, ObjectStoreBackend, Service,
+    parse_bool, redact_endpoint, send_with, split_url, store_keys, unsafe_credential, xml_message,
+    xml_tag, Answer, ClientOptions, CommonOptions, ContainerCreator, ObjectDeleter,
+    ObjectStoreBackend, Service,
 };
+use crate::options::{self, OptionMap};
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
 /// Largest blob one Put Blob request stores (service version 2019-12-12+).
@@ -69,26 +71,73 @@ const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 const EMULATOR_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// The options of an Azure repository (see the module docs); unset means
+/// the default, or what the `AZURE_*` environment says.
+#[derive(Clone, Debug, Default)]
+pub struct AzureOptions {
+    /// Timeouts, retries, connections and access tier.
+    pub client: ClientOptions,
+    /// The storage account (the same as `object_store`'s `account_name`,
+    /// and wins over it).
+    pub account: Option<String>,
+    /// The blob service URL, including the account for path-style servers.
+    pub endpoint: Option<String>,
+    /// Whether `create()` (run by `cairn init`) creates a missing container
+    /// (default true).
+    pub create_container: Option<bool>,
+    /// Any other `object_store` Azure key (`access_key`, `sas_token`,
+    /// `use_emulator`, …), passed on as given.
+    pub store: Vec<(AzureConfigKey, String)>,
+}
+
+/// The keys of [`AzureOptions`] that are cairn's rather than `object_store`'s.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct OwnOptions {
+    account: Option<String>,
+    endpoint: Option<String>,
+    create_container: Option<bool>,
+}
+
+impl AzureOptions {
+    /// The options as text (cairn.toml, [`AzureBackend::from_url`]). A key
+    /// that is neither cairn's nor an `object_store` Azure key is an error.
+    pub fn from_map(text: &OptionMap) -> Result<AzureOptions> {
+        let (client, rest) = options::split::<ClientOptions>("azure", text)?;
+        let (own, rest) = options::split::<OwnOptions>("azure", &rest)?;
+        Ok(AzureOptions {
+            client,
+            account: own.account,
+            endpoint: own.endpoint,
+            create_container: own.create_container,
+            store: store_keys("azure", rest)?,
+        })
+    }
+}
+
 /// A repository in an Azure Blob container.
 pub struct AzureBackend {
     inner: ObjectStoreBackend,
 }
 
 impl AzureBackend {
-    /// Open `az://container/prefix` with `options` (see the module docs) on
-    /// top of the `AZURE_*` environment. Builds the client only; nothing is
-    /// sent until the first request.
-    pub fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self, BackendError> {
+    /// Open `az://container/prefix` with `options` as text (see
+    /// [`AzureOptions::from_map`]).
+    pub fn from_url(url: &str, options: &OptionMap) -> Result<Self, BackendError> {
+        Self::new(url, AzureOptions::from_map(options)?)
+    }
+
+    /// Open `az://container/prefix` with `options` on top of the `AZURE_*`
+    /// environment. Builds the client only; nothing is sent until the first
+    /// request.
+    pub fn new(url: &str, options: AzureOptions) -> Result<Self, BackendError> {
         let (container, prefix) = split_url(url, &["az", "azure"])?;
-        let mut options = options.clone();
-        let common = CommonOptions::take(&mut options, "azure")?;
-        if let Some(account) = options.remove("account") {
-            options.insert("account_name".into(), account);
+        let common = CommonOptions::new(&options.client, "azure")?;
+        let mut store = options.store;
+        if let Some(account) = options.account {
+            store.push((AzureConfigKey::AccountName, account));
         }
-        let create_container = match options.remove("create_container") {
-            Some(v) => parse_bool("azure", "create_container", &v)?,
-            None => true,
-        };
+        let create_container = options.create_container.unwrap_or(true);
 
         let mut builder = MicrosoftAzureBuilder::from_env()
             .with_container_name(container)
@@ -105,28 +154,20 @@ impl AzureBackend {
                 AzureConfigKey::Client(ClientConfigKey::PoolIdleTimeout),
                 format!("{}ms", common.pool_idle_timeout.as_millis()),
             );
-        let endpoint = options.remove("endpoint");
+        let endpoint = options.endpoint;
         // A SAS given as an option is what the user wants used, even where
         // the environment also holds an account key (which object_store
         // would otherwise prefer).
-        let explicit_sas = options
-            .keys()
-            .any(|k| matches!(k.parse::<AzureConfigKey>(), Ok(AzureConfigKey::SasKey)));
+        let explicit_sas = store.iter().any(|(k, _)| *k == AzureConfigKey::SasKey);
         if explicit_sas
-            && !options.keys().any(|k| {
-                matches!(
-                    k.parse::<AzureConfigKey>(),
-                    Ok(AzureConfigKey::CredentialType)
-                )
-            })
+            && !store
+                .iter()
+                .any(|(k, _)| *k == AzureConfigKey::CredentialType)
         {
-            options.insert("credential_type".into(), "sas_token".into());
+            store.push((AzureConfigKey::CredentialType, "sas_token".into()));
         }
-        for (key, value) in &options {
-            let config_key: AzureConfigKey = key.parse().map_err(|_| {
-                BackendError::new(ErrorKind::Other, format!("unknown azure option {key:?}"))
-            })?;
-            builder = builder.with_config(config_key, value);
+        for (key, value) in store {
+            builder = builder.with_config(key, value);
         }
         let emulator = match builder.get_config_value(&AzureConfigKey::UseEmulator) {
             Some(v) => parse_bool("azure", "use_emulator", &v)?,

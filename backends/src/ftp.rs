@@ -36,11 +36,10 @@
 //! a small pool (option `connections`, default 4). Idle connections are
 //! checked with `NOOP` before reuse.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
@@ -49,6 +48,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::Deserialize;
 use suppaftp::list::ListParser;
 use suppaftp::tokio::{
     AsyncRustlsConnector, AsyncRustlsStream, AsyncTlsConnector, ImplAsyncFtpStream, TokioTlsStream,
@@ -59,7 +59,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 
-use crate::net_url::{has_control, read_secret_file, temp_name, Options, UrlParts};
+use crate::net_url::{has_control, read_secret_file, temp_name, UrlParts};
+use crate::options::{self, OptionMap};
 use crate::{
     clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
     Result,
@@ -76,15 +77,36 @@ const IO_CHUNK: usize = 1024 * 1024;
 /// A pooled connection idle for longer than this is probed with `NOOP`.
 const PROBE_AFTER: Duration = Duration::from_secs(15);
 
-const OPTIONS: &[&str] = &[
-    "password_file",
-    "user",
-    "connections",
-    "timeout_secs",
-    "ca_file",
-    "implicit_tls",
-    "tls_server_name",
-];
+/// The options of an FTP(S) repository; unset means the default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FtpOptions {
+    /// File whose first line is the password. The password is the URL's if
+    /// it has one, else this file's, else env `CAIRN_FTP_PASSWORD`, else
+    /// empty (enough for `anonymous`).
+    pub password_file: Option<PathBuf>,
+    /// Login name when the URL has none (env `CAIRN_FTP_USER`, default
+    /// `anonymous`).
+    pub user: Option<String>,
+    /// Pool size (default 4, at most 64).
+    pub connections: Option<usize>,
+    /// Connect, command and stall timeout in seconds (default 60).
+    pub timeout_secs: Option<u64>,
+    /// PEM certificates trusted besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Implicit FTPS (`ftps://` only; default false: explicit `AUTH TLS`).
+    pub implicit_tls: Option<bool>,
+    /// The name the certificate must carry, when it is not the URL's host.
+    pub tls_server_name: Option<String>,
+}
+
+impl FtpOptions {
+    /// The options as text (cairn.toml, [`FtpBackend::from_url`]); an
+    /// unknown key is an error.
+    pub fn from_map(text: &OptionMap) -> Result<FtpOptions> {
+        options::from_map("ftp", text)
+    }
+}
 
 /// A directory entry: name, size, whether it is a directory.
 type Entry = (String, u64, bool);
@@ -404,38 +426,28 @@ fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
 }
 
 impl FtpBackend {
-    /// Parse the URL and options. Nothing is contacted yet: the first
-    /// operation connects, so one unreachable backend does not stop a
-    /// multi-backend run from starting; a wrong address, certificate or
-    /// password is reported by that operation.
-    ///
-    /// Options (all optional):
-    /// - `password_file`: first line is the password. The password is the
-    ///   URL's if it has one, else this file's, else env
-    ///   `CAIRN_FTP_PASSWORD`, else empty (enough for `anonymous`);
-    /// - `user`: login name when the URL has none (env `CAIRN_FTP_USER`,
-    ///   default `anonymous`);
-    /// - `connections`: pool size (default 4);
-    /// - `timeout_secs`: connect, command and stall timeout (default 60);
-    /// - `ca_file`: PEM certificates trusted besides the webpki roots;
-    /// - `implicit_tls`: `true` for implicit FTPS (`ftps://` only);
-    /// - `tls_server_name`: the name the certificate must carry, when it is
-    ///   not the URL's host.
-    pub async fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
-        Self::configure(url, options)
+    /// [`FtpBackend::new`] with the options as text (see
+    /// [`FtpOptions::from_map`]). Async only for the callers written
+    /// against it: nothing is contacted here either.
+    pub async fn from_url(url: &str, options: &OptionMap) -> Result<Self> {
+        Self::new(url, FtpOptions::from_map(options)?)
     }
 
-    fn configure(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+    /// Parse the URL and check the options (reads `password_file` and
+    /// `ca_file`). Nothing is contacted yet: the first operation connects,
+    /// so one unreachable backend does not stop a multi-backend run from
+    /// starting; a wrong address, certificate or password is reported by
+    /// that operation.
+    pub fn new(url: &str, options: FtpOptions) -> Result<Self> {
         let u = UrlParts::parse(url, &["ftp", "ftps"])?;
-        let opts = Options::new("ftp", options, OPTIONS);
         let user = u
             .user
             .clone()
-            .or_else(|| opts.str("user").map(str::to_string))
+            .or(options.user)
             .or_else(|| env_nonempty("CAIRN_FTP_USER"))
             .unwrap_or_else(|| "anonymous".to_string());
         let display = u.redacted(Some(&user));
-        let implicit = opts.bool("implicit_tls")?.unwrap_or(false);
+        let implicit = options.implicit_tls.unwrap_or(false);
         let tls = match (u.scheme.as_str(), implicit) {
             ("ftp", false) => Tls::None,
             ("ftp", true) => {
@@ -447,7 +459,7 @@ impl FtpBackend {
             (_, false) => Tls::Explicit,
             (_, true) => Tls::Implicit,
         };
-        let password = match (&u.password, opts.path("password_file")) {
+        let password = match (&u.password, options.password_file.map(crate::home::expand)) {
             (Some(p), _) => p.clone(),
             (None, Some(f)) => read_secret_file("ftp", "password_file", &f)?,
             (None, None) => env_nonempty("CAIRN_FTP_PASSWORD").unwrap_or_default(),
@@ -460,15 +472,12 @@ impl FtpBackend {
                  CAIRN_FTP_PASSWORD) contains a control character (line break?)",
             ));
         }
-        let ca_file = opts.path("ca_file");
+        let ca_file = options.ca_file.map(crate::home::expand);
         let tls_config = match tls {
             Tls::None => None,
             _ => Some(tls_config(ca_file.as_deref())?),
         };
-        let connections = opts
-            .parse::<usize>("connections")?
-            .unwrap_or(4)
-            .clamp(1, 64);
+        let connections = options.connections.unwrap_or(4).clamp(1, 64);
         let cfg = Config {
             host: u.host.clone(),
             port: u
@@ -478,11 +487,8 @@ impl FtpBackend {
             password,
             tls,
             tls_config,
-            server_name: opts
-                .str("tls_server_name")
-                .map(str::to_string)
-                .unwrap_or_else(|| u.host.clone()),
-            timeout: opts.timeout(60)?,
+            server_name: options.tls_server_name.unwrap_or_else(|| u.host.clone()),
+            timeout: Duration::from_secs(options.timeout_secs.unwrap_or(60).max(1)),
             connections,
             path: u.path.clone(),
         };
@@ -1183,18 +1189,23 @@ mod tests {
 
     #[test]
     fn configure_and_display() {
-        let b = FtpBackend::configure("ftp://bob:hunter2@127.0.0.1:2121/repos", &BTreeMap::new())
-            .unwrap();
+        let b = FtpBackend::new(
+            "ftp://bob:hunter2@127.0.0.1:2121/repos",
+            FtpOptions::default(),
+        )
+        .unwrap();
         assert_eq!(b.to_string(), "ftp://bob:***@127.0.0.1:2121/repos");
         assert!(!format!("{b:?}").contains("hunter2"));
         assert_eq!(b.cfg.tls, Tls::None);
         assert!(!b.capabilities().atomic_create);
 
-        let mut o = BTreeMap::new();
-        o.insert("implicit_tls".to_string(), "true".to_string());
-        let b = FtpBackend::configure("ftps://h/x", &o).unwrap();
+        let o = FtpOptions {
+            implicit_tls: Some(true),
+            ..FtpOptions::default()
+        };
+        let b = FtpBackend::new("ftps://h/x", o.clone()).unwrap();
         assert_eq!((b.cfg.tls, b.cfg.port), (Tls::Implicit, 990));
-        assert!(FtpBackend::configure("ftp://h/x", &o).is_err());
+        assert!(FtpBackend::new("ftp://h/x", o).is_err());
     }
 
     #[test]

@@ -31,7 +31,6 @@
 //! answers 404, creates it with `POST /storage/v1/b?project=PROJECT`. Without
 //! a project it says so and asks for the bucket to be made first.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
@@ -46,6 +45,7 @@ use reqwest::{Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
 use crate::http_util::{shorten, status_kind, transport_error};
+use crate::options::{self, out_of_range, OptionMap};
 use crate::{
     clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
     Result,
@@ -125,11 +125,52 @@ struct ErrorDetail {
     message: String,
 }
 
+/// The options of a GCS repository (see the module docs); unset means the
+/// default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcsOptions {
+    /// The JSON API's root, for an emulator (else `CAIRN_GCS_ENDPOINT` or
+    /// `STORAGE_EMULATOR_HOST`, else [`DEFAULT_ENDPOINT`]).
+    pub endpoint: Option<String>,
+    /// Send no credentials (default: only when an emulator endpoint is set).
+    pub anonymous: Option<bool>,
+    /// Storage class of new objects, e.g. `NEARLINE`.
+    pub storage_class: Option<String>,
+    /// Per-request timeout in seconds (default 300).
+    pub timeout_secs: Option<f64>,
+    /// Connection timeout in seconds (default 10).
+    pub connect_timeout_secs: Option<f64>,
+    /// Suggested concurrency (default 8).
+    pub connections: Option<usize>,
+    /// The project a missing bucket is created in (default:
+    /// `GOOGLE_CLOUD_PROJECT`).
+    pub project: Option<String>,
+    /// Where a missing bucket is created (default: the service's, `US`).
+    pub location: Option<String>,
+    /// Whether `create()` (run by `cairn init`) creates a missing bucket
+    /// (default true).
+    pub create_bucket: Option<bool>,
+}
+
+impl GcsOptions {
+    /// The options as text (cairn.toml, [`GcsBackend::from_url`]); an
+    /// unknown key is an error.
+    pub fn from_map(text: &OptionMap) -> Result<GcsOptions> {
+        options::from_map("gcs", text)
+    }
+}
+
 impl GcsBackend {
-    /// Open `gs://bucket/prefix` with `options` (see the module docs). Builds
-    /// the client and finds the credentials' source; nothing is sent until
-    /// the first request.
-    pub fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self, BackendError> {
+    /// Open `gs://bucket/prefix` with `options` as text (see
+    /// [`GcsOptions::from_map`]).
+    pub fn from_url(url: &str, options: &OptionMap) -> Result<Self, BackendError> {
+        Self::new(url, GcsOptions::from_map(options)?)
+    }
+
+    /// Open `gs://bucket/prefix` with `options`. Builds the client and finds
+    /// the credentials' source; nothing is sent until the first request.
+    pub fn new(url: &str, options: GcsOptions) -> Result<Self, BackendError> {
         let rest = url
             .strip_prefix("gs://")
             .ok_or_else(|| other(format!("a GCS URL starts with gs://, not {url:?}")))?;
@@ -144,47 +185,37 @@ impl GcsBackend {
         }
         let prefix = prefix.trim_matches('/');
 
-        let mut options = options.clone();
-        let endpoint_option = options.remove("endpoint").or_else(emulator_from_env);
-        let anonymous = match options.remove("anonymous") {
-            Some(v) => parse_bool("anonymous", &v)?,
-            None => endpoint_option.is_some(),
-        };
-        let timeout = seconds(&mut options, "timeout_secs", DEFAULT_TIMEOUT)?;
+        let endpoint_option = options.endpoint.or_else(emulator_from_env);
+        let anonymous = options.anonymous.unwrap_or(endpoint_option.is_some());
+        let timeout = seconds("timeout_secs", options.timeout_secs, DEFAULT_TIMEOUT)?;
         let connect_timeout = seconds(
-            &mut options,
             "connect_timeout_secs",
+            options.connect_timeout_secs,
             DEFAULT_CONNECT_TIMEOUT,
         )?;
-        let connections = match options.remove("connections") {
+        let connections = match options.connections {
             None => 8,
-            Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                other(format!(
-                    "gcs option connections={v:?}: expected a positive whole number"
+            Some(0) => {
+                return Err(out_of_range(
+                    "gcs",
+                    "connections",
+                    0,
+                    "a positive whole number",
                 ))
-            })?,
+            }
+            Some(n) => n,
         };
-        let storage_class = options
-            .remove("storage_class")
-            .filter(|s| !s.trim().is_empty());
-        let create_bucket = match options.remove("create_bucket") {
-            Some(v) => parse_bool("create_bucket", &v)?,
-            None => true,
-        };
+        let storage_class = options.storage_class;
+        let create_bucket = options.create_bucket.unwrap_or(true);
         let project = options
-            .remove("project")
+            .project
             .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty());
         let location = options
-            .remove("location")
+            .location
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty());
-        if let Some(key) = options.keys().next() {
-            return Err(other(format!(
-                "unknown gcs option {key:?} (known: endpoint, anonymous, storage_class, timeout_secs, connect_timeout_secs, connections, project, location, create_bucket)"
-            )));
-        }
         let creation = match project {
             _ if !create_bucket => Creation::Off("the option create_bucket is false".into()),
             None => Creation::Off(
@@ -817,34 +848,12 @@ fn endpoint_display(endpoint: &str) -> String {
     }
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(other(format!(
-            "gcs option {key}={value:?}: expected true or false"
-        ))),
-    }
-}
-
-fn seconds(
-    options: &mut BTreeMap<String, String>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration> {
-    match options.remove(key) {
+/// A timeout option: a positive number of seconds, or `default`.
+fn seconds(key: &str, value: Option<f64>, default: Duration) -> Result<Duration> {
+    match value {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| {
-                other(format!(
-                    "gcs option {key}={v:?}: expected a positive number of seconds"
-                ))
-            }),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(out_of_range("gcs", key, s, "a positive number of seconds")),
     }
 }
 
@@ -897,6 +906,8 @@ fn is_stale_connection(err: &reqwest::Error, idempotent: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

@@ -10,7 +10,8 @@
 //! network backends behind cargo features); decorators that add behaviour to
 //! any backend (retry, limits, metrics, fault injection, dry-run) live in
 //! [`layer`]. The [`conformance`] module is the one suite every backend must
-//! pass.
+//! pass. Each network backend takes its settings as a typed struct of
+//! options, filled from text (cairn.toml, or a map) by [`options`].
 
 mod error;
 mod handle;
@@ -24,6 +25,7 @@ pub mod conformance;
 pub mod ftp;
 #[cfg(feature = "gcs")]
 pub mod gcs;
+pub mod home;
 #[cfg(any(feature = "s3", feature = "azure", feature = "gcs"))]
 mod http_util;
 pub mod layer;
@@ -33,6 +35,7 @@ pub mod memory;
 mod net_url;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub mod object_store_backend;
+pub mod options;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "sftp")]

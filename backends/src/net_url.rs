@@ -1,14 +1,11 @@
-//! URL and option parsing shared by the SFTP and FTP backends.
+//! URL parsing and small helpers shared by the SFTP and FTP backends.
 //!
-//! Both take `scheme://[user[:password]@]host[:port]/path` plus a map of
-//! options from the config file. A password in the URL is accepted (people
+//! Both take `scheme://[user[:password]@]host[:port]/path` (their options
+//! are typed structs, see [`crate::options`]). A password in the URL is accepted (people
 //! paste them) but never shown: [`UrlParts::redacted`] is what `Display`
 //! prints.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
 
 use crate::{BackendError, ErrorKind, Result};
 
@@ -176,95 +173,6 @@ pub(crate) fn percent_decode(s: &str) -> Result<String> {
         }
     }
     String::from_utf8(out).map_err(|_| invalid("", "%-escapes do not form UTF-8"))
-}
-
-/// Typed access to the option map, remembering which keys were used so that
-/// unknown (misspelt) keys can be reported.
-pub(crate) struct Options<'a> {
-    backend: &'static str,
-    map: &'a BTreeMap<String, String>,
-    known: &'static [&'static str],
-}
-
-impl<'a> Options<'a> {
-    pub fn new(
-        backend: &'static str,
-        map: &'a BTreeMap<String, String>,
-        known: &'static [&'static str],
-    ) -> Self {
-        for key in map.keys() {
-            if !known.contains(&key.as_str()) {
-                // A warning, not an error: the config layer may pass keys
-                // meant for every backend. A typo in a security option
-                // (known_hosts, ca_file, fingerprint) fails closed anyway.
-                tracing::warn!(
-                    "{backend}: ignoring unknown option {key:?} (known: {})",
-                    known.join(", ")
-                );
-            }
-        }
-        Options {
-            backend,
-            map,
-            known,
-        }
-    }
-
-    pub fn str(&self, key: &str) -> Option<&'a str> {
-        debug_assert!(self.known.contains(&key), "option {key} not declared");
-        self.map
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    pub fn path(&self, key: &str) -> Option<PathBuf> {
-        self.str(key).map(expand_tilde)
-    }
-
-    pub fn parse<T: FromStr>(&self, key: &str) -> Result<Option<T>> {
-        match self.str(key) {
-            None => Ok(None),
-            Some(v) => v.parse::<T>().map(Some).map_err(|_| {
-                BackendError::new(
-                    ErrorKind::Other,
-                    format!("{}: option {key} = {v:?} is not valid", self.backend),
-                )
-            }),
-        }
-    }
-
-    pub fn bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.str(key) {
-            None => Ok(None),
-            Some("true" | "yes" | "1" | "on") => Ok(Some(true)),
-            Some("false" | "no" | "0" | "off") => Ok(Some(false)),
-            Some(v) => Err(BackendError::new(
-                ErrorKind::Other,
-                format!(
-                    "{}: option {key} = {v:?} is not true or false",
-                    self.backend
-                ),
-            )),
-        }
-    }
-
-    /// `timeout_secs`, default `default_secs`, at least one second.
-    pub fn timeout(&self, default_secs: u64) -> Result<Duration> {
-        Ok(Duration::from_secs(
-            self.parse::<u64>("timeout_secs")?
-                .unwrap_or(default_secs)
-                .max(1),
-        ))
-    }
-}
-
-/// `~/x` → `$HOME/x`, since config files are written by hand.
-pub(crate) fn expand_tilde(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
-    }
 }
 
 /// Read a secret from a file: the first line, without its line ending.

@@ -17,7 +17,6 @@
 //! 4xx answers (bad credentials, missing bucket) are never retried by
 //! `object_store`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,7 +30,9 @@ use object_store::{
     Attribute, Attributes, BackoffConfig, GetOptions, GetRange, ObjectStore, PutOptions,
     PutPayload, RetryConfig,
 };
+use serde::Deserialize;
 
+use crate::options::{out_of_range, OptionMap};
 use crate::{
     clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
     Result,
@@ -52,66 +53,72 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Default number of retries `object_store` does by itself (see module docs).
 pub const DEFAULT_CLIENT_RETRIES: usize = 1;
 
-/// The options every `object_store`-based backend understands, taken out of
-/// the user's option map before the rest goes to the store's own builder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct CommonOptions {
-    /// Per-request timeout (`timeout_secs`).
-    pub timeout: Duration,
-    /// Connection timeout (`connect_timeout_secs`).
-    pub connect_timeout: Duration,
-    /// Idle pooled connections are closed after this (`pool_idle_timeout_secs`).
-    pub pool_idle_timeout: Duration,
-    /// Retries inside `object_store` (`retries`).
-    pub retries: usize,
-    /// Storage class / access tier for new objects (`storage_class`).
+/// The options every `object_store`-based backend (S3, Azure) understands
+/// besides the store's own keys. Unset means the default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientOptions {
+    /// Per-request timeout in seconds (default 300).
+    pub timeout_secs: Option<f64>,
+    /// Connection timeout in seconds (default 10).
+    pub connect_timeout_secs: Option<f64>,
+    /// Idle pooled connections are closed after this many seconds (default
+    /// 4: before servers close them under a request).
+    pub pool_idle_timeout_secs: Option<f64>,
+    /// Retries inside `object_store` (default 1: cairn's retry layer does the
+    /// real retrying).
+    pub retries: Option<usize>,
+    /// Suggested concurrency (default 8).
+    pub connections: Option<usize>,
+    /// Storage class / access tier for new objects.
     pub storage_class: Option<String>,
-    /// Suggested concurrency (`connections`).
+}
+
+/// [`ClientOptions`] checked, with the defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CommonOptions {
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub retries: usize,
+    pub storage_class: Option<String>,
     pub connections: usize,
 }
 
 impl CommonOptions {
-    /// Remove the common keys from `options` and parse them.
-    pub fn take(options: &mut BTreeMap<String, String>, scheme: &str) -> Result<Self> {
-        let secs =
-            |options: &mut BTreeMap<String, String>, key: &str, default: Duration| match options
-                .remove(key)
-            {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| bad_option(scheme, key, &v, "a positive number of seconds")),
-            };
-        let timeout = secs(options, "timeout_secs", DEFAULT_TIMEOUT)?;
-        let connect_timeout = secs(options, "connect_timeout_secs", DEFAULT_CONNECT_TIMEOUT)?;
-        let pool_idle_timeout = secs(options, "pool_idle_timeout_secs", DEFAULT_POOL_IDLE_TIMEOUT)?;
-        let retries = match options.remove("retries") {
-            None => DEFAULT_CLIENT_RETRIES,
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| bad_option(scheme, "retries", &v, "a whole number"))?,
+    /// Check `options` (of the backend `scheme`, for messages).
+    pub fn new(options: &ClientOptions, scheme: &str) -> Result<Self> {
+        let secs = |key: &str, value: Option<f64>, default: Duration| match value {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) => Err(out_of_range(scheme, key, s, "a positive number of seconds")),
         };
-        let connections =
-            match options.remove("connections") {
-                None => 8,
-                Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    bad_option(scheme, "connections", &v, "a positive whole number")
-                })?,
-            };
-        let storage_class = options
-            .remove("storage_class")
-            .filter(|s| !s.trim().is_empty());
+        let connections = match options.connections {
+            None => 8,
+            Some(0) => {
+                return Err(out_of_range(
+                    scheme,
+                    "connections",
+                    0,
+                    "a positive whole number",
+                ))
+            }
+            Some(n) => n,
+        };
         Ok(CommonOptions {
-            timeout,
-            connect_timeout,
-            pool_idle_timeout,
-            retries,
-            storage_class,
+            timeout: secs("timeout_secs", options.timeout_secs, DEFAULT_TIMEOUT)?,
+            connect_timeout: secs(
+                "connect_timeout_secs",
+                options.connect_timeout_secs,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            pool_idle_timeout: secs(
+                "pool_idle_timeout_secs",
+                options.pool_idle_timeout_secs,
+                DEFAULT_POOL_IDLE_TIMEOUT,
+            )?,
+            retries: options.retries.unwrap_or(DEFAULT_CLIENT_RETRIES),
+            storage_class: options.storage_class.clone(),
             connections,
         })
     }
@@ -124,6 +131,25 @@ pub(crate) fn bad_option(scheme: &str, key: &str, value: &str, expected: &str) -
         ErrorKind::Other,
         format!("{scheme} option {key}={value:?}: expected {expected}"),
     )
+}
+
+/// An option key of the store itself (`region`, `access_key_id`, …), as
+/// the store's key type `K` parses it; any other key is an unknown option
+/// of `scheme`, named in the error.
+pub(crate) fn store_keys<K: std::str::FromStr>(
+    scheme: &str,
+    options: OptionMap,
+) -> Result<Vec<(K, String)>> {
+    options
+        .into_iter()
+        .map(|(key, value)| match key.parse::<K>() {
+            Ok(k) => Ok((k, value)),
+            Err(_) => Err(BackendError::new(
+                ErrorKind::Other,
+                format!("unknown {scheme} option {key:?}"),
+            )),
+        })
+        .collect()
 }
 
 /// The retry policy handed to `object_store` (see the module docs for why it
@@ -960,6 +986,8 @@ pub(crate) use delegate_backend;
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -997,16 +1025,18 @@ mod tests {
 
     #[test]
     fn common_options_parse() {
-        let mut o = BTreeMap::from([
+        let o = BTreeMap::from([
             ("timeout_secs".to_string(), "12.5".to_string()),
             ("retries".to_string(), "0".to_string()),
             ("region".to_string(), "x".to_string()),
         ]);
-        let c = CommonOptions::take(&mut o, "s3").unwrap();
+        let (client, rest) = crate::options::split::<ClientOptions>("s3", &o).unwrap();
+        let c = CommonOptions::new(&client, "s3").unwrap();
         assert_eq!(c.timeout, Duration::from_millis(12_500));
         assert_eq!(c.retries, 0);
-        assert_eq!(o.len(), 1);
-        let mut bad = BTreeMap::from([("timeout_secs".to_string(), "-1".to_string())]);
-        assert!(CommonOptions::take(&mut bad, "s3").is_err());
+        assert_eq!(rest.len(), 1);
+        let bad = BTreeMap::from([("timeout_secs".to_string(), "-1".to_string())]);
+        let (client, _) = crate::options::split::<ClientOptions>("s3", &bad).unwrap();
+        assert!(CommonOptions::new(&client, "s3").is_err());
     }
 }

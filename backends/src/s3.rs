@@ -38,7 +38,6 @@
 //! `BucketAlreadyOwnedByYou` counts as success; `BucketAlreadyExists` (the
 //! name belongs to another account) is a `PermissionDenied` error.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -46,13 +45,16 @@ use bytes::Bytes;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredentialProvider};
 use object_store::client::HttpRequestBody;
 use object_store::ClientConfigKey;
+use serde::Deserialize;
 
 use crate::http_util::status_kind;
 use crate::object_store_backend::{
     bad_option, client_retry, delegate_backend, header_safe, is_auth_failure, map_error,
-    parse_bool, redact_endpoint, send_signed, split_url, unsafe_credential, xml_message, xml_tag,
-    CommonOptions, ContainerCreator, ObjectStoreBackend, Service,
+    parse_bool, redact_endpoint, send_signed, split_url, store_keys, unsafe_credential,
+    xml_message, xml_tag, ClientOptions, CommonOptions, ContainerCreator, ObjectStoreBackend,
+    Service,
 };
+use crate::options::{self, OptionMap};
 use crate::{BackendError, Capabilities, ErrorKind, Result};
 
 /// Largest object one S3 PUT accepts (cairn does not use multipart uploads).
@@ -102,19 +104,68 @@ fn check_credentials(builder: &AmazonS3Builder) -> Result<(), BackendError> {
     )))
 }
 
+/// The options of an S3 repository (see the module docs); unset means the
+/// default, or what the `AWS_*` environment says.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// Timeouts, retries, connections and storage class.
+    pub client: ClientOptions,
+    /// `endpoint/bucket/key` (default) rather than virtual-hosted
+    /// `bucket.endpoint/key`.
+    pub path_style: Option<bool>,
+    /// Whether `create()` (run by `cairn init`) creates a missing bucket
+    /// (default true).
+    pub create_bucket: Option<bool>,
+    /// An AWS profile (cargo feature `aws-profile`).
+    pub profile: Option<String>,
+    /// Any other `object_store` S3 key (`endpoint`, `region`,
+    /// `access_key_id`, `allow_http`, …), passed on as given.
+    pub store: Vec<(AmazonS3ConfigKey, String)>,
+}
+
+/// The keys of [`S3Options`] that are cairn's rather than `object_store`'s.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct OwnOptions {
+    path_style: Option<bool>,
+    create_bucket: Option<bool>,
+    profile: Option<String>,
+}
+
+impl S3Options {
+    /// The options as text (cairn.toml, [`S3Backend::from_url`]). A key that
+    /// is neither cairn's nor an `object_store` S3 key is an error.
+    pub fn from_map(text: &OptionMap) -> Result<S3Options> {
+        let (client, rest) = options::split::<ClientOptions>("s3", text)?;
+        let (own, rest) = options::split::<OwnOptions>("s3", &rest)?;
+        Ok(S3Options {
+            client,
+            path_style: own.path_style,
+            create_bucket: own.create_bucket,
+            profile: own.profile,
+            store: store_keys("s3", rest)?,
+        })
+    }
+}
+
 /// A repository in an S3 bucket.
 pub struct S3Backend {
     inner: ObjectStoreBackend,
 }
 
 impl S3Backend {
-    /// Open `s3://bucket/prefix` with `options` (see the module docs) on top
-    /// of the `AWS_*` environment. Builds the client only; nothing is sent
-    /// until the first request.
-    pub fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self, BackendError> {
+    /// Open `s3://bucket/prefix` with `options` as text (see
+    /// [`S3Options::from_map`]).
+    pub fn from_url(url: &str, options: &OptionMap) -> Result<Self, BackendError> {
+        Self::new(url, S3Options::from_map(options)?)
+    }
+
+    /// Open `s3://bucket/prefix` with `options` on top of the `AWS_*`
+    /// environment. Builds the client only; nothing is sent until the first
+    /// request.
+    pub fn new(url: &str, options: S3Options) -> Result<Self, BackendError> {
         let (bucket, prefix) = split_url(url, &["s3", "s3a"])?;
-        let mut options = options.clone();
-        let common = CommonOptions::take(&mut options, "s3")?;
+        let common = CommonOptions::new(&options.client, "s3")?;
 
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
@@ -131,15 +182,10 @@ impl S3Backend {
                 AmazonS3ConfigKey::Client(ClientConfigKey::PoolIdleTimeout),
                 format!("{}ms", common.pool_idle_timeout.as_millis()),
             );
-        if let Some(v) = options.remove("path_style") {
-            builder =
-                builder.with_virtual_hosted_style_request(!parse_bool("s3", "path_style", &v)?);
+        if let Some(path_style) = options.path_style {
+            builder = builder.with_virtual_hosted_style_request(!path_style);
         }
-        let create_bucket = match options.remove("create_bucket") {
-            Some(v) => parse_bool("s3", "create_bucket", &v)?,
-            None => true,
-        };
-        let profile = options.remove("profile");
+        let create_bucket = options.create_bucket.unwrap_or(true);
         // cairn deletes one object per call: a plain `DELETE /key` answers
         // with a status of its own (403, 404, 5xx) where `DeleteObjects`
         // nests per-key errors in an XML body, and it works on S3-compatible
@@ -148,13 +194,10 @@ impl S3Backend {
         if std::env::var_os("AWS_DISABLE_BULK_DELETE").is_none() {
             builder = builder.with_disable_bulk_delete(true);
         }
-        for (key, value) in &options {
-            let config_key: AmazonS3ConfigKey = key.parse().map_err(|_| {
-                BackendError::new(ErrorKind::Other, format!("unknown s3 option {key:?}"))
-            })?;
-            builder = builder.with_config(config_key, value);
+        for (key, value) in options.store {
+            builder = builder.with_config(key, value);
         }
-        builder = apply_profile(builder, profile)?;
+        builder = apply_profile(builder, options.profile)?;
         check_credentials(&builder)?;
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
@@ -394,7 +437,7 @@ mod tests {
     #[cfg(not(feature = "aws-profile"))]
     #[test]
     fn profile_needs_the_feature() {
-        let o = BTreeMap::from([("profile".to_string(), "work".to_string())]);
+        let o = std::collections::BTreeMap::from([("profile".to_string(), "work".to_string())]);
         let err = S3Backend::from_url("s3://b/p", &o).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         assert!(err.to_string().contains("aws-profile"), "{err}");

@@ -28,20 +28,10 @@ pub fn init_logging(g: &Global) {
     }
 }
 
-/// Human-readable size.
+/// Human-readable size: `512 B`, `1.5 KiB`, `12.3 MiB` (binary units, one
+/// decimal).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
 pub fn print_json(v: &serde_json::Value) {
@@ -130,5 +120,20 @@ pub fn report_fallbacks(g: &Global, repo: &cairn::repo::Repository) {
     }
     for line in sources_lines(repo) {
         eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn sizes_print_as_in_the_docs() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(157_594), "153.9 KiB");
+        assert_eq!(bytes(12_882_912), "12.3 MiB");
+        assert_eq!(bytes(5 << 40), "5.0 TiB");
     }
 }

@@ -46,7 +46,9 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(fallback)
+            cairn::backends::home::dir()
+                .unwrap_or_else(|| "/".into())
+                .join(fallback)
         })
 }
 
@@ -173,12 +175,7 @@ fn option_value(url: &str, key: &str, value: &toml::Value) -> anyhow::Result<Str
             _ => Err(fail(format!("environment variable {var} is not set"))),
         },
         (None, Some(Value::String(path)), 1) => {
-            let path = match path.strip_prefix("~/") {
-                Some(rest) => {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest)
-                }
-                None => PathBuf::from(path),
-            };
+            let path = cairn::backends::home::expand(path);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
             match text.lines().next().map(str::trim_end) {

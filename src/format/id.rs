@@ -71,30 +71,15 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+/// Lowercase hex, as ids and key material are written everywhere.
 pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
+/// Hex digits in either case; `None` for an odd length or any other
+/// character.
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let val = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(val(p[0])? << 4 | val(p[1])?))
-        .collect()
+    data_encoding::HEXLOWER_PERMISSIVE.decode(s.as_bytes()).ok()
 }
 
 #[cfg(test)]
@@ -115,5 +100,20 @@ mod tests {
         assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
         assert!("abc".parse::<Id>().is_err());
         assert!("zz".repeat(32).parse::<Id>().is_err());
+        assert_eq!(
+            id.to_hex().to_uppercase().parse::<Id>().unwrap(),
+            id,
+            "upper case is accepted"
+        );
+    }
+
+    #[test]
+    fn hex_is_strict_but_takes_either_case() {
+        assert_eq!(hex_encode(&[0xab, 0x01]), "ab01");
+        assert_eq!(hex_decode("aB01"), Some(vec![0xab, 0x01]));
+        assert_eq!(hex_decode(""), Some(vec![]));
+        for bad in ["abc", "0g", " 00", "00 ", "+1", "-1"] {
+            assert_eq!(hex_decode(bad), None, "{bad:?}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Fault injection, **for tests only**: the engine's tests (and ours) use it
-//! to check what happens when a backend misbehaves. It is always compiled so
-//! integration tests of other crates can use it without a feature, but
-//! nothing outside tests should ever construct one.
+//! to check what happens when a backend misbehaves. It is compiled only with
+//! the cargo feature `testing`, which the crates of this workspace enable in
+//! their dev-dependencies alone, so no shipped binary contains it.
 //!
 //! A [`FaultPlan`] says what goes wrong: a seeded fraction of calls failing
 //! with a given kind, a disk that fills up, latency, a call that hangs

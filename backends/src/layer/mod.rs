@@ -6,7 +6,8 @@
 //! - [`LimitBackend`]: caps concurrent requests.
 //! - [`ThrottleBackend`]: caps upload and download bandwidth.
 //! - [`MetricsBackend`]: counts requests, errors, bytes and latency.
-//! - [`FaultyBackend`]: fault injection, for tests only.
+//! - `FaultyBackend`: fault injection, for tests only (cargo feature
+//!   `testing`).
 //! - [`DryRunBackend`]: reads pass through, writes are only logged.
 //!
 //! Order matters: a limit inside a retry holds its permit only during one
@@ -14,6 +15,7 @@
 //! attempt, outside it count logical operations.
 
 mod dry_run;
+#[cfg(feature = "testing")]
 mod faulty;
 mod limit;
 mod metrics;
@@ -23,6 +25,7 @@ mod throttle;
 use std::fmt;
 
 pub use dry_run::DryRunBackend;
+#[cfg(feature = "testing")]
 pub use faulty::{FaultPlan, FaultyBackend};
 pub use limit::LimitBackend;
 pub use metrics::{Metrics, MetricsBackend, MetricsSnapshot, OpStats};

@@ -26,21 +26,23 @@
 mod conn;
 mod known_hosts;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use serde::Deserialize;
 
 use self::conn::{is_transport_error, Auth, Channel, Conn, Pool, Target};
 use self::known_hosts::HostKeyPolicy;
-use crate::net_url::{read_secret_file, temp_name, Options, UrlParts};
+use crate::net_url::{read_secret_file, temp_name, UrlParts};
+use crate::options::{self, OptionMap};
 use crate::{
     clip_range, Backend, BackendError, Capabilities, ErrorKind, Handle, Kind, ObjectMeta, PutMode,
     Result,
@@ -64,16 +66,42 @@ fn mtime(attrs: &russh_sftp::protocol::FileAttributes) -> Option<std::time::Syst
 /// Directory listings in flight while listing packs.
 const LIST_PARALLEL: usize = 16;
 
-const OPTIONS: &[&str] = &[
-    "known_hosts",
-    "host_key_fingerprint",
-    "key_file",
-    "password_file",
-    "user",
-    "connections",
-    "timeout_secs",
-    "fsync",
-];
+/// The options of an SFTP repository; unset means the default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftpOptions {
+    /// File to verify the host key against (env `CAIRN_SFTP_KNOWN_HOSTS`,
+    /// default `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// `SHA256:…` of the host key, instead of known_hosts.
+    pub host_key_fingerprint: Option<String>,
+    /// Private key (env `CAIRN_SFTP_KEY`); when neither is set, ssh-agent
+    /// and then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`. An encrypted
+    /// key's passphrase comes from `CAIRN_SFTP_KEY_PASSPHRASE`.
+    pub key_file: Option<PathBuf>,
+    /// File whose first line is the password. The password is the URL's if
+    /// it has one, else this file's, else env `CAIRN_SFTP_PASSWORD`; it is
+    /// tried after the keys.
+    pub password_file: Option<PathBuf>,
+    /// Login name when the URL has none (env `CAIRN_SFTP_USER`, then
+    /// `$USER`).
+    pub user: Option<String>,
+    /// SFTP channels on the SSH connection (default 4, at most 64).
+    pub connections: Option<usize>,
+    /// Connect and per-request timeout in seconds (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Flush each object to disk before publishing it (default true; only
+    /// where the server offers `fsync@openssh.com`).
+    pub fsync: Option<bool>,
+}
+
+impl SftpOptions {
+    /// The options as text (cairn.toml, [`SftpBackend::from_url`]); an
+    /// unknown key is an error.
+    pub fn from_map(text: &OptionMap) -> Result<SftpOptions> {
+        options::from_map("sftp", text)
+    }
+}
 
 /// An SFTP server holding one repository.
 pub struct SftpBackend {
@@ -104,41 +132,24 @@ fn env_nonempty(name: &str) -> Option<String> {
 }
 
 impl SftpBackend {
-    /// Parse the URL and options. Nothing is contacted yet: the first
-    /// operation connects (and reconnects after a failure), so one
-    /// unreachable backend does not stop a multi-backend run from starting;
-    /// a wrong host key, credential or address is reported by that
-    /// operation.
-    ///
-    /// Options (all optional):
-    /// - `known_hosts`: file to verify the host key against (env
-    ///   `CAIRN_SFTP_KNOWN_HOSTS`, default `~/.ssh/known_hosts`);
-    /// - `host_key_fingerprint`: `SHA256:…` of the host key, instead of
-    ///   known_hosts;
-    /// - `key_file`: private key (env `CAIRN_SFTP_KEY`); when neither is set,
-    ///   ssh-agent and then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; an
-    ///   encrypted key's passphrase comes from `CAIRN_SFTP_KEY_PASSPHRASE`;
-    /// - `password_file`: first line is the password. The password is the
-    ///   URL's if it has one, else this file's, else env
-    ///   `CAIRN_SFTP_PASSWORD`; it is tried after the keys;
-    /// - `user`: login name when the URL has none (env `CAIRN_SFTP_USER`,
-    ///   then `$USER`);
-    /// - `connections`: SFTP channels on the SSH connection (default 4);
-    /// - `timeout_secs`: connect and per-request timeout (default 60);
-    /// - `fsync`: flush each object to disk before publishing it (default
-    ///   true; only where the server offers `fsync@openssh.com`).
-    pub async fn from_url(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
-        Self::configure(url, options)
+    /// [`SftpBackend::new`] with the options as text (see
+    /// [`SftpOptions::from_map`]). Async only for the callers written
+    /// against it: nothing is contacted here either.
+    pub async fn from_url(url: &str, options: &OptionMap) -> Result<Self> {
+        Self::new(url, SftpOptions::from_map(options)?)
     }
 
-    /// Parse and check the URL and options (reads password_file).
-    fn configure(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+    /// Parse the URL and check the options (reads `password_file`). Nothing
+    /// is contacted yet: the first operation connects (and reconnects after
+    /// a failure), so one unreachable backend does not stop a multi-backend
+    /// run from starting; a wrong host key, credential or address is
+    /// reported by that operation.
+    pub fn new(url: &str, options: SftpOptions) -> Result<Self> {
         let u = UrlParts::parse(url, &["sftp"])?;
-        let opts = Options::new("sftp", options, OPTIONS);
         let user = u
             .user
             .clone()
-            .or_else(|| opts.str("user").map(str::to_string))
+            .or(options.user)
             .or_else(|| env_nonempty("CAIRN_SFTP_USER"))
             .or_else(|| env_nonempty("USER"))
             .ok_or_else(|| {
@@ -150,13 +161,14 @@ impl SftpBackend {
         let display = u.redacted(Some(&user));
         let port = u.port.unwrap_or(22);
 
-        let host_keys = if let Some(fp) = opts.str("host_key_fingerprint") {
-            HostKeyPolicy::Fingerprint(fp.to_string())
+        let host_keys = if let Some(fp) = options.host_key_fingerprint {
+            HostKeyPolicy::Fingerprint(fp)
         } else {
-            let path = opts
-                .path("known_hosts")
+            let path = options
+                .known_hosts
+                .map(crate::home::expand)
                 .or_else(|| env_nonempty("CAIRN_SFTP_KNOWN_HOSTS").map(PathBuf::from))
-                .or_else(|| home().map(|h| h.join(".ssh/known_hosts")))
+                .or_else(|| crate::home::dir().map(|h| h.join(".ssh/known_hosts")))
                 .ok_or_else(|| {
                     BackendError::new(
                         ErrorKind::Other,
@@ -166,15 +178,16 @@ impl SftpBackend {
             HostKeyPolicy::KnownHosts(path)
         };
 
-        let password = match (&u.password, opts.path("password_file")) {
+        let password = match (&u.password, options.password_file.map(crate::home::expand)) {
             (Some(p), _) => Some(p.clone()),
             (None, Some(f)) => Some(read_secret_file("sftp", "password_file", &f)?),
             (None, None) => env_nonempty("CAIRN_SFTP_PASSWORD"),
         };
-        let key_file = opts
-            .path("key_file")
+        let key_file = options
+            .key_file
+            .map(crate::home::expand)
             .or_else(|| env_nonempty("CAIRN_SFTP_KEY").map(PathBuf::from));
-        let default_keys = match (&key_file, home()) {
+        let default_keys = match (&key_file, crate::home::dir()) {
             (None, Some(h)) => ["id_ed25519", "id_ecdsa", "id_rsa"]
                 .iter()
                 .map(|n| h.join(".ssh").join(n))
@@ -187,17 +200,14 @@ impl SftpBackend {
             password,
             default_keys,
         };
-        let channels = opts
-            .parse::<usize>("connections")?
-            .unwrap_or(4)
-            .clamp(1, 64);
+        let channels = options.connections.unwrap_or(4).clamp(1, 64);
         let target = Target {
             host: u.host.clone(),
             port,
             user,
             auth,
             host_keys,
-            timeout: opts.timeout(60)?,
+            timeout: Duration::from_secs(options.timeout_secs.unwrap_or(60).max(1)),
             channels,
             label: display.clone(),
         };
@@ -215,7 +225,7 @@ impl SftpBackend {
         Ok(SftpBackend {
             pool: Pool::new(Arc::new(target)),
             prefix,
-            fsync: opts.bool("fsync")?.unwrap_or(true),
+            fsync: options.fsync.unwrap_or(true),
             display,
         })
     }
@@ -699,12 +709,6 @@ fn dir_prefix(path: &str) -> String {
     }
 }
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
-
 #[async_trait]
 impl Backend for SftpBackend {
     fn capabilities(&self) -> Capabilities {
@@ -780,9 +784,11 @@ mod tests {
     use super::*;
 
     fn backend(url: &str) -> SftpBackend {
-        let mut o = BTreeMap::new();
-        o.insert("known_hosts".to_string(), "/nonexistent".to_string());
-        SftpBackend::configure(url, &o).unwrap()
+        let o = SftpOptions {
+            known_hosts: Some("/nonexistent".into()),
+            ..SftpOptions::default()
+        };
+        SftpBackend::new(url, o).unwrap()
     }
 
     #[test]
