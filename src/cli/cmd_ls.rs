@@ -1,6 +1,5 @@
 //! `cairn snapshots` and `cairn ls`.
 
-use cairn::format::tree::NodeKind;
 use cairn::repo::{ReplicaSet, Repository};
 use clap::Args;
 use serde_json::json;
@@ -97,48 +96,27 @@ pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
     let snaps = repo.list_snapshots().await?;
     let snap = Repository::find_snapshot(&snaps, &a.snapshot)?;
     let index = repo.load_index().await?;
-    let prefix = a.path.clone().unwrap_or_else(|| "/".into());
-    let prefix = format!("/{}", prefix.trim_matches('/'));
-    let mut stack = vec![("".to_string(), snap.snapshot.tree.clone())];
-    let mut rows = Vec::new();
-    while let Some((dir, ids)) = stack.pop() {
-        let tree = repo.load_tree(&index, &ids).await?;
-        for n in tree.nodes.iter().rev() {
-            let path = format!("{dir}/{}", n.name.lossy());
-            let inside = path == prefix
-                || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
-                || prefix == "/";
-            let above = prefix.starts_with(&format!("{path}/"));
-            if n.kind == NodeKind::Dir && (inside || above) {
-                stack.push((path.clone(), n.subtree.clone()));
-            }
-            if inside {
-                rows.push((path, n.clone()));
-            }
-        }
-    }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows = cairn::ops::ls::ls(
+        &repo,
+        &index,
+        &snap.snapshot.tree,
+        a.path.as_deref().unwrap_or("/"),
+    )
+    .await?;
     if g.json {
-        output::print_json(&serde_json::Value::Array(
-            rows.iter()
-                .map(|(p, n)| {
-                    json!({"path": p, "type": n.kind, "mode": n.mode, "size": n.size,
-                           "mtime": n.mtime, "uid": n.uid, "gid": n.gid})
-                })
-                .collect(),
-        ));
+        output::print_json(&serde_json::to_value(&rows).expect("listing serializes"));
     } else {
-        for (p, n) in rows {
+        for n in rows {
             if a.long {
                 let t = jiff::Timestamp::from_nanosecond(n.mtime as i128)
                     .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
                 println!(
                     "{:o} {:>5} {:>5} {:>12} {} {}",
-                    n.mode, n.uid, n.gid, n.size, t, p
+                    n.mode, n.uid, n.gid, n.size, t, n.path
                 );
             } else {
-                println!("{p}");
+                println!("{}", n.path);
             }
         }
     }

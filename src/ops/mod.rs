@@ -4,11 +4,14 @@
 
 pub mod backup;
 pub mod check;
+pub mod diff;
 mod finding;
+pub mod ls;
 mod outcome;
 pub mod progress;
 pub mod repair;
 pub mod restore;
+pub mod stats;
 pub mod status;
 pub mod sync;
 
