@@ -21,17 +21,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_backends::azure::AzureBackend;
+use cairn_backends::conformance::support::{closed_port, expect_fast};
 use cairn_backends::conformance::{
     assert_conformance, fresh_location as fresh, server_from_env as configured, SuiteOptions,
 };
 use cairn_backends::gcs::GcsBackend;
 use cairn_backends::s3::S3Backend;
-use cairn_backends::{Backend, BackendError, ErrorKind, Handle, Kind, PutMode};
+use cairn_backends::{Backend, ErrorKind, Handle, Kind, PutMode};
 
 /// How long a request that must fail fast (bad credentials, nothing
 /// listening) may take: long enough for a slow CI machine, far shorter than
 /// any retry storm (object_store alone would retry for up to 3 minutes).
-const FAST: Duration = Duration::from_secs(10);
 
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -40,36 +40,8 @@ fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// An address on loopback where nothing listens (a port just released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 fn suite() -> SuiteOptions {
     SuiteOptions::default()
-}
-
-/// `op` must fail with `want`, within [`FAST`]; returns the error.
-async fn expect_fast<T: std::fmt::Debug>(
-    what: &str,
-    want: ErrorKind,
-    op: impl std::future::Future<Output = Result<T, BackendError>>,
-) -> BackendError {
-    let start = Instant::now();
-    let result = op.await;
-    let elapsed = start.elapsed();
-    let err = match result {
-        Ok(v) => panic!("{what}: expected {want}, but it succeeded: {v:?}"),
-        Err(e) => e,
-    };
-    eprintln!("{what}: {elapsed:.2?}: {err}");
-    assert_eq!(err.kind(), want, "{what}: wrong kind for error: {err}");
-    assert!(
-        elapsed < FAST,
-        "{what}: took {elapsed:?} to fail (retrying a permanent error?): {err}"
-    );
-    err
 }
 
 fn key() -> Handle {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cairn_backends::conformance::support::{closed_port, expect_fast};
 use cairn_backends::conformance::{
     fresh_location as fresh, report, run, server_from_env as configured, SuiteOptions,
 };
@@ -49,37 +50,12 @@ async fn conformance(backend: Arc<dyn Backend>, opts: &SuiteOptions) {
 }
 
 /// How long a request that must fail fast may take.
-const FAST: Duration = Duration::from_secs(10);
 
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// A port on loopback where nothing listens (one just released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// `op` must fail with `want` within [`FAST`]; returns the error.
-async fn expect_fast<T: std::fmt::Debug>(
-    what: &str,
-    want: ErrorKind,
-    op: impl std::future::Future<Output = Result<T, BackendError>>,
-) -> BackendError {
-    let start = Instant::now();
-    let result = op.await;
-    let elapsed = start.elapsed();
-    let err = match result {
-        Ok(v) => panic!("{what}: expected {want}, but it succeeded: {v:?}"),
-        Err(e) => e,
-    };
-    assert_eq!(err.kind(), want, "{what}: wrong kind for error: {err}");
-    assert!(elapsed < FAST, "{what}: took {elapsed:?} to fail: {err}");
-    err
 }
 
 fn probe() -> Handle {

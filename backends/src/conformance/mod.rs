@@ -16,6 +16,7 @@
 
 mod cases;
 mod env;
+pub mod support;
 
 pub use env::{fresh_location, loud_skip, server_from_env};
 
