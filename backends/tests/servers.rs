@@ -29,10 +29,6 @@ use cairn_backends::gcs::GcsBackend;
 use cairn_backends::s3::S3Backend;
 use cairn_backends::{Backend, ErrorKind, Handle, Kind, PutMode};
 
-/// How long a request that must fail fast (bad credentials, nothing
-/// listening) may take: long enough for a slow CI machine, far shorter than
-/// any retry storm (object_store alone would retry for up to 3 minutes).
-
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()

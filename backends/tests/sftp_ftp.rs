@@ -49,8 +49,6 @@ async fn conformance(backend: Arc<dyn Backend>, opts: &SuiteOptions) {
     );
 }
 
-/// How long a request that must fail fast may take.
-
 fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::{BackendError, ErrorKind};
 
-/// How quickly a refused or unreachable operation must fail.
+/// How long a request that must fail fast (bad credentials, nothing
+/// listening) may take: long enough for a slow CI machine, far shorter than
+/// any retry storm (object_store alone would retry for up to 3 minutes).
 pub const FAST: Duration = Duration::from_secs(10);
 
 /// A port on loopback where nothing listens (one just released).
