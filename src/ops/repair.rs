@@ -21,7 +21,7 @@ use crate::format::index::IndexPack;
 use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
-use crate::ops::Outcome;
+use crate::ops::{Finding, Outcome, Problem};
 use crate::repo::survey::{list_all, Listing, NeedsCache};
 use crate::repo::MasterIndex;
 use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository, TreeWalker, Visit, Visitor};
@@ -45,9 +45,23 @@ pub struct RepairReport {
     pub actions: Vec<String>,
     /// Problems the repair could not fix.
     pub unfixable: Vec<String>,
+    /// The same, typed.
+    pub findings: Vec<Finding>,
 }
 
 impl RepairReport {
+    /// Record a problem the repair could not fix; `msg` starts with the
+    /// object's name.
+    fn unfixable(&mut self, msg: String) {
+        let object = msg.split(':').next().unwrap_or_default().to_string();
+        self.findings.push(
+            Finding::error(Problem::LostData, msg.clone())
+                .replica(&self.replica)
+                .object(object),
+        );
+        self.unfixable.push(msg);
+    }
+
     /// Damaged when something had no good copy anywhere.
     pub fn outcome(&self) -> Outcome {
         if self.unfixable.is_empty() {
@@ -169,7 +183,7 @@ async fn repair_packs_locked(
         let (data, s) = match repo.get_verified_from(&h, holders).await {
             Ok(got) => got,
             Err(f) => {
-                rep.unfixable.push(format!(
+                rep.unfixable(format!(
                     "{h}: {why}; no good copy on another replica{}",
                     if f.tried.is_empty() {
                         String::new()
@@ -301,7 +315,7 @@ async fn repair_index_locked(
     while let Some((id, res)) = reads.next().await {
         match res {
             Ok(e) => entries.push(e),
-            Err(e) if e.is_damage() => rep.unfixable.push(format!(
+            Err(e) if e.is_damage() => rep.unfixable(format!(
                 "data/{}: {e}; left out of the index (`cairn repair packs` replaces it)",
                 id.to_hex()
             )),

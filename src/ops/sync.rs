@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
+use crate::ops::{Finding, Problem};
 use crate::repo::survey::{list_all, Listing, Needs, NeedsCache};
 use crate::repo::MasterIndex;
 use crate::repo::{IndexFile, LockMode, Replica, ReplicaSet, Repository, SnapshotEntry};
@@ -47,6 +48,8 @@ pub struct SyncReport {
     pub snapshots: u64,
     /// Objects that could not be copied, and why.
     pub skipped: Vec<String>,
+    /// The same, typed.
+    pub findings: Vec<Finding>,
     /// The target failed (it stays consistent; run sync again).
     pub error: Option<String>,
 }
@@ -74,6 +77,18 @@ pub fn outcome(reports: &[SyncReport], unusable: &[String]) -> crate::ops::Outco
 }
 
 impl SyncReport {
+    /// Record an object that could not be copied; `msg` starts with the
+    /// object's name (`data/…`, `index/…`, `snapshots/…`).
+    fn skip(&mut self, msg: String) {
+        let object = msg.split(':').next().unwrap_or_default().to_string();
+        self.findings.push(
+            Finding::warning(Problem::LostData, msg.clone())
+                .replica(&self.replica)
+                .object(object),
+        );
+        self.skipped.push(msg);
+    }
+
     pub fn is_ok(&self) -> bool {
         self.error.is_none() && self.skipped.is_empty()
     }
@@ -302,7 +317,7 @@ impl Shared<'_> {
             }
             let holders = self.holders(src, |l| l.packs.contains_key(&info.id));
             if holders.is_empty() {
-                rep.skipped.push(format!(
+                rep.skip(format!(
                     "data/{}: described by a source's index but stored on no source",
                     info.id.to_hex()
                 ));
@@ -336,7 +351,7 @@ impl Shared<'_> {
                     rep.packs += 1;
                     rep.pack_bytes += n;
                 }
-                Err(CopyError::Source(msg)) => rep.skipped.push(msg),
+                Err(CopyError::Source(msg)) => rep.skip(msg),
                 // The target itself fails: stop here, what it holds is
                 // still consistent.
                 Err(CopyError::Target(e)) => return Err(e),
@@ -359,7 +374,7 @@ impl Shared<'_> {
             }
             let absent = f.packs.iter().filter(|id| !has.contains(id)).count();
             if absent > 0 {
-                rep.skipped.push(format!(
+                rep.skip(format!(
                     "index/{}: {absent} of its packs could not be copied",
                     f.name
                 ));
@@ -391,7 +406,7 @@ impl Shared<'_> {
                 .filter(|id| !has.contains(id) || !indexed.contains(id))
                 .count();
             if needs.is_broken() || lacking > 0 {
-                rep.skipped.push(format!(
+                rep.skip(format!(
                     "snapshots/{name}: not copied, {} of the data it needs is on no source{}",
                     if lacking > 0 {
                         format!("{lacking} pack(s)")
@@ -433,7 +448,7 @@ impl Shared<'_> {
         match self.copy(h, holders, t).await {
             Ok(_) => Ok(true),
             Err(CopyError::Source(msg)) => {
-                rep.skipped.push(msg);
+                rep.skip(msg);
                 Ok(false)
             }
             Err(CopyError::Target(e)) => Err(e),
