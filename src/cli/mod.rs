@@ -239,3 +239,30 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Unlock(a) => cmd_unlock::run(&g, a).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_the_usual_spellings() {
+        for (text, secs) in [
+            ("30", 30),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+            ("PT10M", 600),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["5x", "", "-5m", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
