@@ -258,6 +258,9 @@ async fn check_replica(
     // Index files.
     let mut index = MasterIndex::default();
     for m in &index_files {
+        if too_big(rc, m, crate::repo::docs::MAX_INDEX_BYTES) {
+            continue;
+        }
         match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
                 repo.keyring(),
@@ -399,6 +402,9 @@ async fn check_replica(
     // Snapshots and the trees below them, each distinct tree once.
     let mut walker = TreeWalker::new(&one, &index).each_tree_once();
     for m in &snap_files {
+        if too_big(rc, m, crate::repo::docs::MAX_SNAPSHOT_BYTES) {
+            continue;
+        }
         let snap: Snapshot = match one.get_verified(&m.handle, one.all()).await.and_then(|d| {
             let plain = open_doc(
                 repo.keyring(),
@@ -452,6 +458,25 @@ async fn check_replica(
         }
     }
     Ok(())
+}
+
+/// A document listed larger than cairn ever writes one is reported, not
+/// downloaded.
+fn too_big(rc: &mut ReplicaCheck, m: &cairn_backends::ObjectMeta, max: u64) -> bool {
+    if m.size <= max {
+        return false;
+    }
+    rc.add(
+        Finding::error(
+            Problem::Unreadable,
+            format!(
+                "{}: {} bytes, over the {max}-byte limit of its kind (not read)",
+                m.handle, m.size
+            ),
+        )
+        .object(&m.handle),
+    );
+    true
 }
 
 /// Collects what is wrong with the trees and files of one snapshot.

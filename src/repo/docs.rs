@@ -55,14 +55,45 @@ pub fn open_doc(keyring: &Keyring, kind: ObjectKind, what: &str, data: &[u8]) ->
         Codec::Zstd => {
             let mut out = Vec::new();
             let mut dec = zstd::stream::read::Decoder::new(body).map_err(|_| corrupt())?;
-            std::io::copy(&mut std::io::Read::take(&mut dec, 1 << 31), &mut out)
+            std::io::copy(&mut std::io::Read::take(&mut dec, MAX_DOC_PLAIN), &mut out)
                 .map_err(|_| corrupt())?;
             Ok(out)
         }
     }
 }
 
+/// The largest index file read: 64 packs of small files' blobs stay far
+/// below it. Larger objects in `index/` are not downloaded.
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+/// The largest snapshot file read (a snapshot keeps at most 100 errors).
+pub const MAX_SNAPSHOT_BYTES: u64 = 16 << 20;
+/// The largest plaintext a document may decompress to.
+const MAX_DOC_PLAIN: u64 = 512 << 20;
+
 impl Repository {
+    /// The documents of `kind` on every replica, with the replicas that
+    /// list each. A copy listed larger than `max` is not one cairn wrote:
+    /// it is left out (with a warning naming it) before anything is
+    /// downloaded, so a planted huge object cannot exhaust memory.
+    async fn list_docs(&self, kind: Kind, max: u64) -> Result<BTreeMap<String, ReplicaSet>> {
+        let mut names: BTreeMap<String, ReplicaSet> = BTreeMap::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            for m in r.backend.list(kind).await.map_err(be(r))? {
+                if m.size > max {
+                    tracing::warn!(
+                        "{}: {} is {} bytes, over the {max}-byte limit of its kind; ignored",
+                        r.name,
+                        m.handle,
+                        m.size
+                    );
+                    continue;
+                }
+                names.entry(m.handle.name).or_default().insert(i);
+            }
+        }
+        Ok(names)
+    }
+
     /// Read the index files of every replica into one master index.
     ///
     /// An index file whose every copy is damaged (or vanished since the
@@ -77,12 +108,7 @@ impl Repository {
     /// Like [`Repository::load_index`], also returning each readable index
     /// file with the replicas that list it and the packs it describes.
     pub async fn load_index_files(&self) -> Result<(MasterIndex, Vec<IndexFile>)> {
-        let mut names: BTreeMap<String, ReplicaSet> = BTreeMap::new();
-        for (i, r) in self.replicas.iter().enumerate() {
-            for m in r.backend.list(Kind::Index).await.map_err(be(r))? {
-                names.entry(m.handle.name).or_default().insert(i);
-            }
-        }
+        let names = self.list_docs(Kind::Index, MAX_INDEX_BYTES).await?;
         let mut index = MasterIndex::default();
         let mut files = Vec::new();
         for (name, mask) in names {
@@ -120,12 +146,7 @@ impl Repository {
     /// the others unreachable or stop new backups (`check` reports it).
     /// Other failures (an unreachable replica) still fail the listing.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let mut names: BTreeMap<String, ReplicaSet> = BTreeMap::new();
-        for (i, r) in self.replicas.iter().enumerate() {
-            for m in r.backend.list(Kind::Snapshot).await.map_err(be(r))? {
-                names.entry(m.handle.name).or_default().insert(i);
-            }
-        }
+        let names = self.list_docs(Kind::Snapshot, MAX_SNAPSHOT_BYTES).await?;
         let mut out = Vec::new();
         for (name, mask) in names {
             match self.read_snapshot(&name, mask).await {

@@ -1366,3 +1366,57 @@ fn planted_key_slots_with_absurd_costs_are_skipped_with_a_warning() {
     assert!(err.contains("over the limits"), "{err}");
     assert!(err.contains("not a key slot"), "{err}");
 }
+
+/// A huge object planted in `snapshots/` or `index/` (a sparse file, so
+/// the test writes nothing) is named and ignored without being read: the
+/// listing's size is checked before any download.
+#[test]
+fn huge_planted_documents_are_ignored_before_download() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let src = env.path("src");
+    make_tree(&src, 1 << 16);
+    env.init(&[&repo]);
+    env.cairn(&[&repo])
+        .args(["backup", "--quiet"])
+        .arg(&src)
+        .assert()
+        .success();
+    for dir in ["snapshots", "index"] {
+        let f = fs::File::create(repo.join(dir).join("f".repeat(64))).unwrap();
+        f.set_len(3 << 30).unwrap();
+    }
+    let out = env
+        .cairn(&[&repo])
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 1);
+    let planted = |dir: &str| format!("{dir}/{}", "f".repeat(64));
+    assert!(
+        err.contains(&planted("snapshots")) && err.contains("limit"),
+        "{err}"
+    );
+    // A backup reads the index: it names the planted one and goes on.
+    let out = env
+        .cairn(&[&repo])
+        .args(["backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&planted("index")) && err.contains("limit"),
+        "{err}"
+    );
+    // check reports both as damage without downloading them.
+    let out = env.cairn(&[&repo]).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    for dir in ["snapshots", "index"] {
+        assert!(text.contains(&planted(dir)), "{text}");
+    }
+}
