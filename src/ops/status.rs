@@ -86,7 +86,7 @@ impl Status {
         } else if self
             .snapshots
             .iter()
-            .any(|s| s.replicas.iter().any(|p| *p == Presence::Damaged))
+            .any(|s| s.replicas.contains(&Presence::Damaged))
         {
             Outcome::Damaged
         } else if !self.all_complete() {
