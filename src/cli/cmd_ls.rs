@@ -1,7 +1,7 @@
 //! `cairn snapshots` and `cairn ls`.
 
-use cairn::format::tree::NodeKind;
-use cairn::repo::{ReplicaSet, Repository};
+use cairn::ops::ls::{self, SnapshotFilter};
+use cairn::repo::ReplicaSet;
 use clap::Args;
 use serde_json::json;
 
@@ -20,13 +20,11 @@ pub struct SnapshotsArgs {
 
 pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
-    let snaps: Vec<_> = repo
-        .list_snapshots()
-        .await?
-        .into_iter()
-        .filter(|s| a.host.as_ref().is_none_or(|h| &s.snapshot.host == h))
-        .filter(|s| a.tag.as_ref().is_none_or(|t| s.snapshot.tags.contains(t)))
-        .collect();
+    let filter = SnapshotFilter {
+        host: a.host,
+        tag: a.tag,
+    };
+    let snaps = ls::snapshots(&repo, &filter).await?;
     let names = |set: ReplicaSet| -> Vec<String> {
         set.iter().map(|i| repo.replica(i).name.clone()).collect()
     };
@@ -94,51 +92,21 @@ pub struct LsArgs {
 pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
     let _lock = repo.lock(cairn::repo::LockMode::Shared, "ls").await?;
-    let snaps = repo.list_snapshots().await?;
-    let snap = Repository::find_snapshot(&snaps, &a.snapshot)?;
-    let index = repo.load_index().await?;
-    let prefix = a.path.clone().unwrap_or_else(|| "/".into());
-    let prefix = format!("/{}", prefix.trim_matches('/'));
-    let mut stack = vec![("".to_string(), snap.snapshot.tree.clone())];
-    let mut rows = Vec::new();
-    while let Some((dir, ids)) = stack.pop() {
-        let tree = repo.load_tree(&index, &ids).await?;
-        for n in tree.nodes.iter().rev() {
-            let path = format!("{dir}/{}", n.name.lossy());
-            let inside = path == prefix
-                || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
-                || prefix == "/";
-            let above = prefix.starts_with(&format!("{path}/"));
-            if n.kind == NodeKind::Dir && (inside || above) {
-                stack.push((path.clone(), n.subtree.clone()));
-            }
-            if inside {
-                rows.push((path, n.clone()));
-            }
-        }
-    }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let listing = ls::ls(&repo, &a.snapshot, a.path.as_deref()).await?;
     if g.json {
-        output::print_json(&serde_json::Value::Array(
-            rows.iter()
-                .map(|(p, n)| {
-                    json!({"path": p, "type": n.kind, "mode": n.mode, "size": n.size,
-                           "mtime": n.mtime, "uid": n.uid, "gid": n.gid})
-                })
-                .collect(),
-        ));
+        output::print_json(&serde_json::to_value(&listing.entries).expect("entries serialize"));
     } else {
-        for (p, n) in rows {
+        for e in &listing.entries {
             if a.long {
-                let t = jiff::Timestamp::from_nanosecond(n.mtime as i128)
+                let t = jiff::Timestamp::from_nanosecond(e.mtime as i128)
                     .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
                 println!(
                     "{:o} {:>5} {:>5} {:>12} {} {}",
-                    n.mode, n.uid, n.gid, n.size, t, p
+                    e.mode, e.uid, e.gid, e.size, t, e.path
                 );
             } else {
-                println!("{p}");
+                println!("{}", e.path);
             }
         }
     }

@@ -4,10 +4,13 @@
 
 pub mod backup;
 pub mod check;
+pub mod ls;
 mod outcome;
 pub mod repair;
 pub mod restore;
 pub mod status;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use outcome::{ExitCode, Outcome};
