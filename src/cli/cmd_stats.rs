@@ -1,11 +1,9 @@
 //! `cairn stats` and `cairn cat`.
 
-use std::collections::HashSet;
-
 use anyhow::bail;
 use cairn::backends::{Handle, Kind};
 use cairn::format::crypto::ObjectKind;
-use cairn::format::tree::NodeKind;
+use cairn::ops::stats;
 use cairn::repo::{open_doc, Repository};
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -22,80 +20,29 @@ pub struct StatsArgs {
 pub async fn stats(g: &Global, a: StatsArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
     let _lock = repo.lock(cairn::repo::LockMode::Shared, "stats").await?;
-    let snaps = repo.list_snapshots().await?;
-    let chosen: Vec<_> = match &a.snapshot {
-        Some(s) => vec![Repository::find_snapshot(&snaps, s)?.clone()],
-        None => snaps.clone(),
-    };
-    let index = repo.load_index().await?;
-    let (mut files, mut restore_size) = (0u64, 0u64);
-    let mut blobs = HashSet::new();
-    let mut trees_seen = HashSet::new();
-    for s in &chosen {
-        let mut stack = vec![s.snapshot.tree.clone()];
-        while let Some(ids) = stack.pop() {
-            blobs.extend(ids.iter().copied());
-            let first = trees_seen.insert(ids.clone());
-            let tree = repo.load_tree(&index, &ids).await?;
-            for n in &tree.nodes {
-                if n.kind == NodeKind::File {
-                    files += 1;
-                    restore_size += n.size;
-                    if first {
-                        blobs.extend(n.content.iter().copied());
-                    }
-                }
-                if n.kind == NodeKind::Dir {
-                    stack.push(n.subtree.clone());
-                }
-            }
-        }
-    }
-    let (mut raw, mut stored) = (0u64, 0u64);
-    for id in &blobs {
-        if let Some((_, loc)) = index.get(id) {
-            raw += loc.raw_len as u64;
-            stored += loc.stored_len as u64;
-        }
-    }
-    let mut per_replica = Vec::new();
-    for r in repo.replicas() {
-        let packs = r
-            .backend
-            .list(Kind::Pack)
-            .await
-            .map_err(|e| cairn::Error::backend(&r.name, e))?;
-        per_replica.push(json!({"name": r.name, "packs": packs.len(), "bytes": packs.iter().map(|p| p.size).sum::<u64>()}));
-    }
+    let st = stats::stats(&repo, a.snapshot.as_deref()).await?;
     if g.json {
-        output::print_json(&json!({
-            "type": "stats", "snapshots": chosen.len(), "files": files, "restore_size": restore_size,
-            "unique_blobs": blobs.len(), "unique_raw_bytes": raw, "unique_stored_bytes": stored,
-            "replicas": per_replica,
-        }));
+        let mut v = serde_json::to_value(&st).expect("stats serialize");
+        v["type"] = json!("stats");
+        output::print_json(&v);
     } else {
-        println!("snapshots:            {}", chosen.len());
-        println!("files:                {files}");
-        println!("restore size:         {}", bytes(restore_size));
+        println!("snapshots:            {}", st.snapshots);
+        println!("files:                {}", st.files);
+        println!("restore size:         {}", bytes(st.restore_size));
         println!(
             "unique blobs:         {} ({} raw, {} stored)",
-            blobs.len(),
-            bytes(raw),
-            bytes(stored)
+            st.unique_blobs,
+            bytes(st.unique_raw_bytes),
+            bytes(st.unique_stored_bytes)
         );
-        if stored > 0 {
+        if st.unique_stored_bytes > 0 {
             println!(
                 "dedup + compression:  {:.2}x",
-                restore_size as f64 / stored as f64
+                st.restore_size as f64 / st.unique_stored_bytes as f64
             );
         }
-        for r in &per_replica {
-            println!(
-                "replica {}: {} packs, {}",
-                r["name"].as_str().unwrap_or(""),
-                r["packs"],
-                bytes(r["bytes"].as_u64().unwrap_or(0))
-            );
+        for r in &st.replicas {
+            println!("replica {}: {} packs, {}", r.name, r.packs, bytes(r.bytes));
         }
     }
     Ok(exit::OK)

@@ -8,6 +8,7 @@ pub mod ls;
 mod outcome;
 pub mod repair;
 pub mod restore;
+pub mod stats;
 pub mod status;
 pub mod sync;
 #[cfg(test)]
