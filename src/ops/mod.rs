@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod ls;
 mod outcome;
 pub mod repair;
