@@ -11,7 +11,7 @@
 //!   listings and the tree walker. It reaches storage only through
 //!   [`cairn_backends::Backend`].
 //! - [`ops`]: one module per operation (backup, restore, check, sync,
-//!   repair, status), each returning a typed report.
+//!   repair, status, ls, diff, stats), each returning a typed report.
 //! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
 pub mod error;

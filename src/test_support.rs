@@ -87,3 +87,23 @@ pub async fn packs(repo: &Repository, i: usize) -> Vec<cairn_backends::Handle> {
         .map(|m| m.handle)
         .collect()
 }
+
+/// A new repository on one in-memory replica.
+pub async fn memory_repo() -> Repository {
+    init(memory_replicas(1)).await
+}
+
+/// Back up `path` with the options `adjust` sets; the new snapshot's id.
+pub async fn backup_of(
+    repo: &Repository,
+    path: std::path::PathBuf,
+    adjust: impl FnOnce(&mut BackupOptions),
+) -> crate::format::id::Id {
+    let mut opts = BackupOptions::new(vec![path]);
+    adjust(&mut opts);
+    let progress = Arc::new(Progress::new(
+        repo.replicas().iter().map(|r| r.name.clone()),
+    ));
+    let out = backup(repo, &opts, progress).await.unwrap();
+    out.id.expect("the snapshot was written")
+}

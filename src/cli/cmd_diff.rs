@@ -1,6 +1,7 @@
-//! `cairn diff`: renders [`cairn::ops::diff`].
+//! `cairn diff`: added (+), removed (-), modified (M) and type-changed (T)
+//! paths between two snapshots.
 
-use cairn::repo::Repository;
+use cairn::ops::diff::{diff, ChangeKind};
 use clap::Args;
 use serde_json::json;
 
@@ -16,32 +17,35 @@ pub struct DiffArgs {
     pub from: Option<String>,
 }
 
+/// The mark of each kind of change, in the text and in `--json`.
+fn mark(c: ChangeKind) -> char {
+    match c {
+        ChangeKind::Added => '+',
+        ChangeKind::Removed => '-',
+        ChangeKind::Modified => 'M',
+        ChangeKind::TypeChanged => 'T',
+    }
+}
+
 pub async fn run(g: &Global, a: DiffArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
     let _lock = repo.lock(cairn::repo::LockMode::Shared, "diff").await?;
-    let snaps = repo.list_snapshots().await?;
-    let s1 = Repository::find_snapshot(&snaps, &a.snapshot1)?;
-    let s2 = Repository::find_snapshot(&snaps, &a.snapshot2)?;
-    let index = repo.load_index().await?;
-    let rep = cairn::ops::diff::diff(&repo, &index, &s1.snapshot.tree, &s2.snapshot.tree).await?;
+    let d = diff(&repo, &a.snapshot1, &a.snapshot2).await?;
     if g.json {
         output::print_json(&json!({
             "type": "diff",
-            "from": s1.id.to_hex(),
-            "to": s2.id.to_hex(),
-            "changes": rep.changes,
+            "from": d.from.to_hex(),
+            "to": d.to.to_hex(),
+            "changes": d.changes.iter().map(|c| json!({"change": mark(c.change).to_string(), "path": c.path})).collect::<Vec<_>>(),
         }));
     } else {
-        println!("comparing snapshot {} to {}:", s1.id.short(), s2.id.short());
-        for c in &rep.changes {
-            println!("{}    {}", c.change, c.path);
+        println!("comparing snapshot {} to {}:", d.from.short(), d.to.short());
+        for c in &d.changes {
+            println!("{}    {}", mark(c.change), c.path);
         }
         println!(
             "{} added, {} removed, {} modified, {} type changed",
-            rep.count("+"),
-            rep.count("-"),
-            rep.count("M"),
-            rep.count("T")
+            d.counts.added, d.counts.removed, d.counts.modified, d.counts.type_changed
         );
     }
     output::report_fallbacks(g, &repo);

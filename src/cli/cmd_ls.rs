@@ -1,6 +1,7 @@
 //! `cairn snapshots` and `cairn ls`.
 
-use cairn::repo::{ReplicaSet, Repository};
+use cairn::ops::ls::{self, SnapshotFilter};
+use cairn::repo::ReplicaSet;
 use clap::Args;
 use serde_json::json;
 
@@ -19,13 +20,11 @@ pub struct SnapshotsArgs {
 
 pub async fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
-    let snaps: Vec<_> = repo
-        .list_snapshots()
-        .await?
-        .into_iter()
-        .filter(|s| a.host.as_ref().is_none_or(|h| &s.snapshot.host == h))
-        .filter(|s| a.tag.as_ref().is_none_or(|t| s.snapshot.tags.contains(t)))
-        .collect();
+    let filter = SnapshotFilter {
+        host: a.host,
+        tag: a.tag,
+    };
+    let snaps = ls::snapshots(&repo, &filter).await?;
     let names = |set: ReplicaSet| -> Vec<String> {
         set.iter().map(|i| repo.replica(i).name.clone()).collect()
     };
@@ -93,30 +92,21 @@ pub struct LsArgs {
 pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
     let _lock = repo.lock(cairn::repo::LockMode::Shared, "ls").await?;
-    let snaps = repo.list_snapshots().await?;
-    let snap = Repository::find_snapshot(&snaps, &a.snapshot)?;
-    let index = repo.load_index().await?;
-    let rows = cairn::ops::ls::ls(
-        &repo,
-        &index,
-        &snap.snapshot.tree,
-        a.path.as_deref().unwrap_or("/"),
-    )
-    .await?;
+    let listing = ls::ls(&repo, &a.snapshot, a.path.as_deref()).await?;
     if g.json {
-        output::print_json(&serde_json::to_value(&rows).expect("listing serializes"));
+        output::print_json(&serde_json::to_value(&listing.entries).expect("entries serialize"));
     } else {
-        for n in rows {
+        for e in &listing.entries {
             if a.long {
-                let t = jiff::Timestamp::from_nanosecond(n.mtime as i128)
+                let t = jiff::Timestamp::from_nanosecond(e.mtime as i128)
                     .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
                 println!(
                     "{:o} {:>5} {:>5} {:>12} {} {}",
-                    n.mode, n.uid, n.gid, n.size, t, n.path
+                    e.mode, e.uid, e.gid, e.size, t, e.path
                 );
             } else {
-                println!("{}", n.path);
+                println!("{}", e.path);
             }
         }
     }

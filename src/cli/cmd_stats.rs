@@ -1,9 +1,9 @@
 //! `cairn stats` and `cairn cat`.
 
 use anyhow::bail;
-use cairn::backends::{Handle, Kind};
-use cairn::format::crypto::ObjectKind;
-use cairn::repo::{open_doc, Repository};
+use cairn::backends::Handle;
+use cairn::ops::stats;
+use cairn::repo::{key_slots, Repository};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
@@ -19,16 +19,10 @@ pub struct StatsArgs {
 pub async fn stats(g: &Global, a: StatsArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
     let _lock = repo.lock(cairn::repo::LockMode::Shared, "stats").await?;
-    let snaps = repo.list_snapshots().await?;
-    let chosen: Vec<_> = match &a.snapshot {
-        Some(s) => vec![Repository::find_snapshot(&snaps, s)?.clone()],
-        None => snaps.clone(),
-    };
-    let index = repo.load_index().await?;
-    let st = cairn::ops::stats::stats(&repo, &index, &chosen).await?;
+    let st = stats::stats(&repo, a.snapshot.as_deref()).await?;
     if g.json {
         let mut v = serde_json::to_value(&st).expect("stats serialize");
-        v["type"] = "stats".into();
+        v["type"] = json!("stats");
         output::print_json(&v);
     } else {
         println!("snapshots:            {}", st.snapshots);
@@ -92,25 +86,15 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         CatWhat::Keys => {
-            let r = &sel.replicas[0];
-            let mut out = Vec::new();
-            for m in r
-                .backend
-                .list(Kind::Key)
-                .await
-                .map_err(|e| cairn::Error::backend(&r.name, e))?
-            {
-                let d = r
-                    .backend
-                    .get(&m.handle, None)
-                    .await
-                    .map_err(|e| cairn::Error::backend(&r.name, e))?;
-                let slot: cairn::format::keys::KeySlot = serde_json::from_slice(&d)?;
-                out.push(
-                    json!({"id": m.handle.name, "created": slot.created, "host": slot.host,
-                                "username": slot.username, "kdf": slot.kdf, "params": slot.params}),
-                );
-            }
+            // What identifies a slot, not the wrapped keyring.
+            let out: Vec<_> = key_slots(&sel.replicas[0])
+                .await?
+                .into_iter()
+                .map(|(name, slot)| {
+                    json!({"id": name, "created": slot.created, "host": slot.host,
+                           "username": slot.username, "kdf": slot.kdf, "params": slot.params})
+                })
+                .collect();
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         CatWhat::Snapshot => {
@@ -128,11 +112,7 @@ pub async fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
                 bail!(UsageError("cat index needs an id".into()))
             };
             let repo = repos::open_from(g, a.from.as_deref()).await?;
-            let h = Handle::new(Kind::Index, &id);
-            let data = repo.get_verified(&h, repo.all()).await?;
-            let plain = open_doc(repo.keyring(), ObjectKind::Index, &h.to_string(), &data)?;
-            let packs = cairn::format::index::decode(&plain)
-                .map_err(|e| cairn::Error::Corrupt(e.to_string()))?;
+            let packs = repo.read_index_file(&id, repo.all()).await?;
             let v: Vec<_> = packs
                 .iter()
                 .map(|p| json!({"pack": p.id.to_hex(), "size": p.size, "epoch": p.header.epoch,

@@ -132,7 +132,13 @@ impl Repository {
         Ok((index, files))
     }
 
-    async fn read_index_file(&self, name: &str, mask: ReplicaSet) -> Result<Vec<index::IndexPack>> {
+    /// The packs index file `name` describes, read from the replicas in
+    /// `mask` (the first that serves a verified copy).
+    pub async fn read_index_file(
+        &self,
+        name: &str,
+        mask: ReplicaSet,
+    ) -> Result<Vec<index::IndexPack>> {
         let h = Handle::new(Kind::Index, name);
         let data = self.get_verified(&h, mask).await?;
         let plain = open_doc(&self.keyring, ObjectKind::Index, &h.to_string(), &data)?;

@@ -35,7 +35,7 @@ pub use docs::{open_doc, seal_doc, IndexFile, SnapshotEntry};
 pub use fetch::{FetchFailure, ReadStats};
 pub use lock::{LockGuard, LockMode, LockOptions};
 pub use master_index::{BlobLoc, MasterIndex, PackInfo};
-pub use open::InitOptions;
+pub use open::{key_slots, InitOptions};
 pub use replica_set::ReplicaSet;
 pub use walk::{TreeWalker, Visit, Visitor};
 

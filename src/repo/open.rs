@@ -219,18 +219,10 @@ impl Repository {
                     );
                     continue;
                 }
-                let data = match r.backend.get(&meta.handle, None).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        last_err = Some(Error::backend(&r.name, e));
-                        continue;
-                    }
-                };
-                let slot: KeySlot = match serde_json::from_slice(&data) {
+                let slot = match read_key_slot(r, &meta.handle).await {
                     Ok(s) => s,
                     Err(e) => {
-                        last_err =
-                            Some(Error::Corrupt(format!("{}: {}: {e}", r.name, meta.handle)));
+                        last_err = Some(e);
                         continue;
                     }
                 };
@@ -264,5 +256,50 @@ impl Repository {
         let u = self.unavailable.remove(pos);
         self.replicas.push(u.replica);
         Ok(self.replicas.len() - 1)
+    }
+}
+
+/// The key slots of `replica`, each with its name. They are public (the
+/// keyring in them is wrapped), so no passphrase is needed.
+pub async fn key_slots(replica: &Replica) -> Result<Vec<(String, KeySlot)>> {
+    let mut out = Vec::new();
+    for meta in replica.backend.list(Kind::Key).await.map_err(be(replica))? {
+        let slot = read_key_slot(replica, &meta.handle).await?;
+        out.push((meta.handle.name, slot));
+    }
+    Ok(out)
+}
+
+async fn read_key_slot(r: &Replica, handle: &Handle) -> Result<KeySlot> {
+    let data = r.backend.get(handle, None).await.map_err(be(r))?;
+    serde_json::from_slice(&data).map_err(|e| Error::Corrupt(format!("{}: {handle}: {e}", r.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn key_slots_are_read_without_the_passphrase() {
+        let repo = crate::test_support::memory_repo().await;
+        let slots = key_slots(repo.replica(0)).await.unwrap();
+        assert_eq!(slots.len(), 1);
+        let (name, slot) = &slots[0];
+        assert!(!name.is_empty());
+        assert_eq!(slot.kdf, "argon2id");
+        assert_eq!(slot.params.memory_kib, KdfParams::MIN_MEMORY_KIB);
+        assert_eq!(slot.host, crate::sys::hostname());
+
+        let h = Handle::new(Kind::Key, name);
+        let r = repo.replica(0);
+        r.backend
+            .put(&h, Bytes::from_static(b"not json"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let Err(err) = key_slots(r).await else {
+            panic!("a slot that is not JSON was read")
+        };
+        assert!(matches!(err, Error::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains(&h.to_string()), "{err}");
     }
 }

@@ -103,6 +103,31 @@ impl<'a> TreeWalker<'a> {
     /// Walk the tree `root`, whose directory is `root_path` (`/` for a
     /// snapshot's root).
     pub async fn walk(&mut self, root: &[Id], root_path: &Path, v: &mut impl Visitor) {
+        let walked = self.run(root, root_path, v, false).await;
+        debug_assert!(walked.is_ok(), "only try_walk stops at a tree");
+    }
+
+    /// Like [`TreeWalker::walk`], but the first tree that cannot be loaded
+    /// ends the walk with its error ([`Visitor::unreadable`] is not
+    /// called): for results that would be wrong if a directory were
+    /// missing (a listing, a total), where the error itself (and the exit
+    /// code it carries) is what the caller must report.
+    pub async fn try_walk(
+        &mut self,
+        root: &[Id],
+        root_path: &Path,
+        v: &mut impl Visitor,
+    ) -> Result<()> {
+        self.run(root, root_path, v, true).await
+    }
+
+    async fn run(
+        &mut self,
+        root: &[Id],
+        root_path: &Path,
+        v: &mut impl Visitor,
+        fail_fast: bool,
+    ) -> Result<()> {
         let mut stack = vec![Step::Enter(root_path.to_path_buf(), root.to_vec())];
         while let Some(step) = stack.pop() {
             let (path, ids) = match step {
@@ -123,6 +148,7 @@ impl<'a> TreeWalker<'a> {
             }
             let tree = match self.load(&ids).await {
                 Ok(t) => t,
+                Err(e) if fail_fast => return Err(e),
                 Err(e) => {
                     v.unreadable(&path, &ids, &e);
                     continue;
@@ -139,6 +165,7 @@ impl<'a> TreeWalker<'a> {
             // Directories in name order.
             stack[first_dir..].reverse();
         }
+        Ok(())
     }
 }
 
@@ -254,5 +281,38 @@ mod tests {
             .walk(&root, Path::new("/"), &mut once)
             .await;
         assert_eq!(count(&once), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn try_walk_stops_at_an_unreadable_tree_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("s");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/f"), "1").unwrap();
+        let (repo, root) = backed_up(&src).await;
+        let index = repo.load_index().await.unwrap();
+        let (pack, _) = index.get(&root[0]).unwrap();
+        let h = cairn_backends::Handle::new(cairn_backends::Kind::Pack, pack.id.to_hex());
+        repo.replica(0).backend.delete(&h).await.unwrap();
+
+        #[derive(Default)]
+        struct Unreadable(usize);
+        impl Visitor for Unreadable {
+            fn unreadable(&mut self, _: &Path, _: &[Id], _: &Error) {
+                self.0 += 1;
+            }
+        }
+        let mut v = Unreadable::default();
+        TreeWalker::new(&repo, &index)
+            .walk(&root, Path::new("/"), &mut v)
+            .await;
+        assert_eq!(v.0, 1);
+        let mut v = Unreadable::default();
+        let err = TreeWalker::new(&repo, &index)
+            .try_walk(&root, Path::new("/"), &mut v)
+            .await
+            .unwrap_err();
+        assert!(err.is_damage(), "{err}");
+        assert_eq!(v.0, 0);
     }
 }
