@@ -1,6 +1,7 @@
 //! Exit codes, documented in docs/exit-codes.md.
 
 use cairn::backends::ErrorKind;
+use cairn::config::ConfigError;
 use cairn::format::keys::KeyError;
 use cairn::Error;
 
@@ -51,6 +52,13 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
                 }
                 Error::AllReplicasFailed(_) => UNREACHABLE,
                 _ => FAILURE,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return match e {
+                // A mistake in cairn.toml, an option or a URL.
+                ConfigError::Invalid(_) | ConfigError::Backend { .. } => USAGE,
+                ConfigError::Path { .. } => FAILURE,
             };
         }
         if cause.downcast_ref::<super::UsageError>().is_some() {
