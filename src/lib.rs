@@ -12,8 +12,12 @@
 //!   [`cairn_backends::Backend`].
 //! - [`ops`]: one module per operation (backup, restore, check, sync,
 //!   repair, status, ls, diff, stats), each returning a typed report.
+//! - [`config`]: what a front end opens — `cairn.toml`, default paths, and
+//!   the factory from a URL and its options to a backend with its
+//!   decorators. The only module that names concrete backends.
 //! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
+pub mod config;
 pub mod error;
 pub mod format;
 pub mod ops;

@@ -3,6 +3,7 @@
 //! or from the error that ended it); these names are for the few places of
 //! the binary that return a code of their own.
 
+use cairn::config::ConfigError;
 use cairn::ops::{ExitCode, Outcome};
 use cairn::Error;
 
@@ -15,6 +16,9 @@ pub const UNREACHABLE: i32 = ExitCode::Unreachable as i32;
 pub fn code_for(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
+            return e.exit_code().code();
+        }
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
             return e.exit_code().code();
         }
         if cause.downcast_ref::<super::UsageError>().is_some() {
