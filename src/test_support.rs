@@ -54,7 +54,14 @@ pub async fn backup_dir(repo: &Repository, src: &Path) -> BackupOutcome {
     ));
     let mut opts = BackupOptions::new(vec![src.to_path_buf()]);
     opts.workers = 2;
-    backup(repo, &opts, progress).await.unwrap()
+    let out = backup(repo, &opts, progress).await.unwrap();
+    // Every report serialises (it is what the API will return).
+    let json = serde_json::to_value(&out).expect("backup report serializes");
+    assert_eq!(
+        json["replicas"].as_array().map(Vec::len),
+        Some(repo.replicas().len())
+    );
+    out
 }
 
 /// A small source tree: a random file big enough for several packs'

@@ -80,16 +80,25 @@ impl BackupOptions {
 }
 
 /// How one replica fared.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct ReplicaOutcome {
     pub name: String,
+    /// Serialised as the error's text with its causes.
+    #[serde(serialize_with = "error_text")]
     pub error: Option<Error>,
     pub packs: u64,
     pub bytes: u64,
 }
 
+fn error_text<S: serde::Serializer>(e: &Option<Error>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_some(&crate::error::chain(e)),
+        None => s.serialize_none(),
+    }
+}
+
 /// The result of a backup run.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize)]
 pub struct BackupOutcome {
     /// The snapshot id, when at least one replica got it.
     pub id: Option<Id>,
