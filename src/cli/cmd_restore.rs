@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn::ops::restore::{restore, RestoreOptions, RestoreProgress};
-use cairn::repo::Repository;
+use cairn::ops::restore::{restore_snapshot, RestoreOptions, RestoreProgress};
 use clap::Args;
 use serde_json::json;
 
@@ -36,10 +35,6 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         None => (a.snapshot.clone(), None),
     };
     let repo = repos::open_from(g, a.from.as_deref()).await?;
-    let _lock = repo.lock(cairn::repo::LockMode::Shared, "restore").await?;
-    let snaps = repo.list_snapshots().await?;
-    let snap = Repository::find_snapshot(&snaps, &spec)?;
-    let index = repo.load_index().await?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath: sub,
@@ -49,9 +44,9 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
     };
     let progress = Arc::new(RestoreProgress::default());
     let ticker = super::progress::show(g, progress.clone());
-    let res = restore(&repo, &index, snap, &opts, &progress).await;
+    let res = restore_snapshot(&repo, &spec, &opts, &progress).await;
     ticker.stop();
-    let out = res?;
+    let (snap, out) = res?;
     if g.json {
         output::print_json(
             &json!({"type": "summary", "snapshot": snap.id.to_hex(), "result": out,

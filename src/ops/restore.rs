@@ -124,6 +124,25 @@ async fn locate(
     Ok((node, ids))
 }
 
+/// Restore the snapshot `spec` (`latest`, an id or a unique prefix)
+/// under a shared lock, loading the snapshot list and the index itself:
+/// what a front end calls. Returns the snapshot restored and the report.
+pub async fn restore_snapshot(
+    repo: &Repository,
+    spec: &str,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<(SnapshotEntry, RestoreOutcome)> {
+    repo.with_lock(crate::repo::LockMode::Shared, "restore", async || {
+        let snaps = repo.list_snapshots().await?;
+        let snap = Repository::find_snapshot(&snaps, spec)?.clone();
+        let index = repo.load_index().await?;
+        let out = restore(repo, &index, &snap, opts, progress).await?;
+        Ok((snap, out))
+    })
+    .await
+}
+
 /// Restore `snap` according to `opts`.
 pub async fn restore(
     repo: &Repository,

@@ -1350,11 +1350,12 @@ fn planted_key_slots_with_absurd_costs_are_skipped_with_a_warning() {
     for (i, (mem, iters)) in [(u32::MAX, 1u32), (8192, u32::MAX)].into_iter().enumerate() {
         slot["params"]["memory_kib"] = mem.into();
         slot["params"]["iterations"] = iters.into();
-        // Listed first, so it is tried before the real one.
         let name = format!("{}{i}", "0".repeat(63));
         fs::write(repo.join("keys").join(name), slot.to_string()).unwrap();
     }
     fs::write(repo.join("keys").join("1".repeat(64)), vec![b' '; 1 << 20]).unwrap();
+    // The right passphrase opens the repository, whichever slot the
+    // listing gives first.
     let out = env
         .cairn(&[&repo])
         .arg("backup")
@@ -1363,7 +1364,17 @@ fn planted_key_slots_with_absurd_costs_are_skipped_with_a_warning() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("over the limits"), "{err}");
+    // A wrong one tries every slot: each planted one is named and skipped,
+    // nothing aborts, and the answer is "wrong passphrase".
+    let out = env
+        .cairn(&[&repo])
+        .env("CAIRN_PASSWORD", "not the passphrase")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{err}");
+    assert_eq!(err.matches("over the limits").count(), 2, "{err}");
     assert!(err.contains("not a key slot"), "{err}");
 }
 
