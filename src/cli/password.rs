@@ -69,17 +69,27 @@ fn non_empty(p: String, source: &str) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(p))
 }
 
+/// Ctrl-C at the prompt interrupts the read: that is an interruption
+/// (exit 130), not an I/O failure.
+fn ask(question: &str) -> anyhow::Result<String> {
+    rpassword::prompt_password(question).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            cairn::Error::Interrupted.into()
+        } else {
+            anyhow::Error::from(e)
+        }
+    })
+}
+
 fn prompt(confirm: bool) -> anyhow::Result<SecretString> {
     if !std::io::stdin().is_terminal() {
         bail!(UsageError(
             "no passphrase: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE (--password-file) or CAIRN_PASSWORD_COMMAND".into()
         ));
     }
-    let p = Zeroizing::new(rpassword::prompt_password(
-        "enter passphrase for repository: ",
-    )?);
+    let p = Zeroizing::new(ask("enter passphrase for repository: ")?);
     if confirm {
-        let q = Zeroizing::new(rpassword::prompt_password("enter passphrase again: ")?);
+        let q = Zeroizing::new(ask("enter passphrase again: ")?);
         if *p != *q {
             bail!(UsageError("the passphrases do not match".into()));
         }

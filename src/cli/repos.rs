@@ -201,4 +201,5 @@ fn prepare(g: &Global, repo: &mut cairn::repo::Repository) {
         ..Default::default()
     });
     repo.set_cancel_token(g.cancel.clone());
+    super::signals::arm();
 }

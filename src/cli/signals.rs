@@ -2,7 +2,19 @@
 //! token (it stops at the next safe point, reports what it did and releases
 //! its locks); a second one ends the process at once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio_util::sync::CancellationToken;
+
+/// Set once a repository is open: from then on a signal cancels the
+/// operation. Before (at a passphrase prompt, say) there is nothing to stop
+/// cleanly, and a signal ends the process at once, as it always did.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// A repository is open: let the next signal cancel instead of exiting.
+pub fn arm() {
+    ARMED.store(true, Ordering::Relaxed);
+}
 
 /// Watch for signals until the returned guard is dropped.
 pub fn watch(cancel: CancellationToken, json: bool) -> Watch {
@@ -19,6 +31,9 @@ pub fn watch(cancel: CancellationToken, json: bool) -> Watch {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
+        if !ARMED.load(Ordering::Relaxed) {
+            std::process::exit(cairn::ops::ExitCode::Interrupted.code());
+        }
         if !json {
             eprintln!("\n{first}: stopping at the next safe point (again to quit at once)");
         }
