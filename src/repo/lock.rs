@@ -132,6 +132,9 @@ impl std::fmt::Display for LockEntry {
     }
 }
 
+/// The largest object in `locks/` read as a lock.
+const MAX_LOCK_BYTES: u64 = 64 << 10;
+
 fn conflicts(want: LockMode, held: LockMode) -> bool {
     want == LockMode::Exclusive || held == LockMode::Exclusive
 }
@@ -246,21 +249,45 @@ impl Repository {
     /// Every lock on every replica. A replica that cannot be listed is an
     /// error: a lock there could not be honoured.
     pub async fn list_locks(&self) -> Result<Vec<LockEntry>> {
+        self.scan_locks(None, false).await
+    }
+
+    /// The locks of every replica but the one named `own` (ours: no need
+    /// to read it back). With `tolerant`, a replica that cannot be listed
+    /// is warned about and passed over: a shared lock does not need it,
+    /// and the command fails on that replica at its first write anyway.
+    async fn scan_locks(&self, own: Option<&str>, tolerant: bool) -> Result<Vec<LockEntry>> {
         let now = Timestamp::now();
         let stale_after = self.lock_options().stale_after;
         let mut out = Vec::new();
         for r in self.replicas() {
-            let metas = r
-                .backend
-                .list(Kind::Lock)
-                .await
-                .map_err(|e| Error::backend(&r.name, e))?;
-            for m in metas {
-                let info = match r.backend.get(&m.handle, None).await {
-                    Ok(d) => self.open_lock(&d),
-                    // Removed since the listing: its holder is done.
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::backend(&r.name, e)),
+            let metas = match r.backend.list(Kind::Lock).await {
+                Ok(m) => m,
+                Err(e) if tolerant => {
+                    tracing::warn!("{}: cannot list locks: {e}", r.name);
+                    continue;
+                }
+                Err(e) => return Err(Error::backend(&r.name, e)),
+            };
+            for m in metas
+                .into_iter()
+                .filter(|m| Some(m.handle.name.as_str()) != own)
+            {
+                // A lock is a few hundred bytes: a larger object is not
+                // one, and is not downloaded.
+                let info = if m.size > MAX_LOCK_BYTES {
+                    None
+                } else {
+                    match r.backend.get(&m.handle, None).await {
+                        Ok(d) => self.open_lock(&d),
+                        // Removed since the listing: its holder is done.
+                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) if tolerant => {
+                            tracing::warn!("{}: cannot read {}: {e}", r.name, m.handle);
+                            continue;
+                        }
+                        Err(e) => return Err(Error::backend(&r.name, e)),
+                    }
                 };
                 if info.is_none() {
                     tracing::warn!(
@@ -282,21 +309,17 @@ impl Repository {
     }
 
     fn open_lock(&self, data: &[u8]) -> Option<LockInfo> {
-        // A lock is a few hundred bytes; anything larger is not one.
-        if data.len() > 64 << 10 {
-            return None;
-        }
         let plain = self.keyring().open(ObjectKind::Lock, data).ok()?;
         serde_json::from_slice(&plain).ok()
     }
 
     /// Locks that stop us from taking a `mode` lock now.
     async fn conflicting(&self, mode: LockMode, own: Option<&str>) -> Result<Vec<LockEntry>> {
+        let tolerant = mode == LockMode::Shared;
         Ok(self
-            .list_locks()
+            .scan_locks(own, tolerant)
             .await?
             .into_iter()
-            .filter(|l| Some(l.name.as_str()) != own)
             .filter(|l| match &l.info {
                 Some(i) => !l.stale && conflicts(mode, i.mode()),
                 None => false,

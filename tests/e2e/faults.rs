@@ -1393,7 +1393,7 @@ fn huge_planted_documents_are_ignored_before_download() {
         .arg(&src)
         .assert()
         .success();
-    for dir in ["snapshots", "index"] {
+    for dir in ["snapshots", "index", "locks"] {
         let f = fs::File::create(repo.join(dir).join("f".repeat(64))).unwrap();
         f.set_len(3 << 30).unwrap();
     }
