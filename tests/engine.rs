@@ -108,7 +108,8 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         },
         &CheckProgress::default(),
     )
-    .await;
+    .await
+    .unwrap();
     assert!(report[0].is_clean(), "{report:?}");
 
     // The good one restores.
@@ -123,7 +124,8 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         },
         &CheckProgress::default(),
     )
-    .await;
+    .await
+    .unwrap();
     assert!(report[0].is_clean(), "{report:?}");
     let snaps = good_repo.list_snapshots().await.unwrap();
     let index = good_repo.load_index().await.unwrap();
@@ -174,7 +176,8 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         },
         &CheckProgress::default(),
     )
-    .await;
+    .await
+    .unwrap();
     assert!(report[0].is_clean(), "{report:?}");
     assert_eq!(full_inner.list(Kind::Snapshot).await.unwrap().len(), 1);
 }
@@ -257,7 +260,8 @@ async fn reads_fall_back_to_another_replica() {
         },
         &CheckProgress::default(),
     )
-    .await;
+    .await
+    .unwrap();
     assert!(!report[0].errors.is_empty(), "damage on a is found");
     assert!(report[1].is_clean(), "{:?}", report[1]);
     let snaps = repo.list_snapshots().await.unwrap();
@@ -335,6 +339,7 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
             &CheckProgress::default(),
         )
         .await
+        .unwrap()
     };
     let report = check_b().await;
     assert!(report[0].is_clean(), "{report:?}");

@@ -30,7 +30,6 @@ pub struct CheckArgs {
 
 pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
-    let _lock = repo.lock(cairn::repo::LockMode::Shared, "check").await?;
     let only = if a.backend.is_empty() {
         None
     } else {
@@ -50,6 +49,7 @@ pub async fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
     .await;
     let cross = cross_check(&repo, only.as_deref()).await;
     ticker.stop();
+    let reports = reports?;
     let unusable: Vec<String> = repo.unavailable().iter().map(|u| u.name.clone()).collect();
     let outcome = cairn::ops::check::outcome(&reports, &cross, &unusable);
     if g.json {

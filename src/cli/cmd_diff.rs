@@ -29,7 +29,6 @@ fn mark(c: ChangeKind) -> char {
 
 pub async fn run(g: &Global, a: DiffArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
-    let _lock = repo.lock(cairn::repo::LockMode::Shared, "diff").await?;
     let d = diff(&repo, &a.snapshot1, &a.snapshot2).await?;
     if g.json {
         output::print_json(&json!({

@@ -91,7 +91,6 @@ pub struct LsArgs {
 
 pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
     let repo = repos::open_from(g, a.from.as_deref()).await?;
-    let _lock = repo.lock(cairn::repo::LockMode::Shared, "ls").await?;
     let listing = ls::ls(&repo, &a.snapshot, a.path.as_deref()).await?;
     if g.json {
         output::print_json(&serde_json::to_value(&listing.entries).expect("entries serialize"));

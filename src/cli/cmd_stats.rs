@@ -18,7 +18,6 @@ pub struct StatsArgs {
 
 pub async fn stats(g: &Global, a: StatsArgs) -> anyhow::Result<i32> {
     let repo = repos::open(g, false).await?;
-    let _lock = repo.lock(cairn::repo::LockMode::Shared, "stats").await?;
     let st = stats::stats(&repo, a.snapshot.as_deref()).await?;
     if g.json {
         let mut v = serde_json::to_value(&st).expect("stats serialize");

@@ -180,8 +180,21 @@ impl ReplicaCheck {
     }
 }
 
-/// Check every replica of `repo`.
+/// Check every replica of `repo`, under a shared lock (a repair or prune
+/// holding the exclusive one may be rewriting what this reads). Only the
+/// lock can fail; each replica's problems are in its report.
 pub async fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+) -> Result<Vec<ReplicaCheck>> {
+    repo.with_lock(crate::repo::LockMode::Shared, "check", async || {
+        Ok(check_locked(repo, opts, progress).await)
+    })
+    .await
+}
+
+async fn check_locked(
     repo: &Repository,
     opts: &CheckOptions,
     progress: &CheckProgress,

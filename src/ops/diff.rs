@@ -74,6 +74,15 @@ fn modified(a: &Node, b: &Node) -> bool {
 /// Compare snapshot `from` with snapshot `to` (each an id, a unique prefix
 /// or `latest`).
 pub async fn diff(repo: &Repository, from: &str, to: &str) -> Result<Diff> {
+    // Shared: a repair or prune holding the exclusive lock may be
+    // rewriting the index this reads.
+    repo.with_lock(crate::repo::LockMode::Shared, "diff", async || {
+        diff_locked(repo, from, to).await
+    })
+    .await
+}
+
+async fn diff_locked(repo: &Repository, from: &str, to: &str) -> Result<Diff> {
     let snaps = repo.list_snapshots().await?;
     let s1 = Repository::find_snapshot(&snaps, from)?;
     let s2 = Repository::find_snapshot(&snaps, to)?;

@@ -77,6 +77,15 @@ pub struct Listing {
 /// or with `path` only that path and what is below it. A path that is not
 /// in the snapshot lists nothing.
 pub async fn ls(repo: &Repository, spec: &str, path: Option<&str>) -> Result<Listing> {
+    // Shared: a repair or prune holding the exclusive lock may be
+    // rewriting the index this reads.
+    repo.with_lock(crate::repo::LockMode::Shared, "ls", async || {
+        ls_locked(repo, spec, path).await
+    })
+    .await
+}
+
+async fn ls_locked(repo: &Repository, spec: &str, path: Option<&str>) -> Result<Listing> {
     let snaps = repo.list_snapshots().await?;
     let snap = Repository::find_snapshot(&snaps, spec)?;
     let index = repo.load_index().await?;

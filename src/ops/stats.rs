@@ -44,6 +44,15 @@ pub struct ReplicaStats {
 /// Statistics of snapshot `spec` (an id, a unique prefix or `latest`), or
 /// of every snapshot.
 pub async fn stats(repo: &Repository, spec: Option<&str>) -> Result<Stats> {
+    // Shared: a repair or prune holding the exclusive lock may be
+    // rewriting the index this reads.
+    repo.with_lock(crate::repo::LockMode::Shared, "stats", async || {
+        stats_locked(repo, spec).await
+    })
+    .await
+}
+
+async fn stats_locked(repo: &Repository, spec: Option<&str>) -> Result<Stats> {
     let snaps = repo.list_snapshots().await?;
     let chosen = match spec {
         Some(s) => vec![Repository::find_snapshot(&snaps, s)?],
