@@ -31,6 +31,8 @@ pub enum CodecError {
     Decompress(std::io::Error),
     #[error("decoded length {got} does not match the recorded {expected}")]
     Length { expected: usize, got: usize },
+    #[error("recorded length {0} is over the {MAX_BLOB_BYTES}-byte blob limit")]
+    TooLarge(usize),
 }
 
 thread_local! {
@@ -73,8 +75,17 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Codec {
     }
 }
 
+/// Largest plaintext blob: the largest chunk the chunker can cut (trees are
+/// chunked like file content).
+pub const MAX_BLOB_BYTES: usize = 1 << 24;
+
 /// Decode a payload whose plaintext is known to be `raw_len` bytes.
 pub fn decompress(codec: Codec, data: Vec<u8>, raw_len: usize) -> Result<Vec<u8>, CodecError> {
+    // The declared size sizes the output buffer: refuse it before
+    // allocating when no writer could have produced it.
+    if raw_len > MAX_BLOB_BYTES {
+        return Err(CodecError::TooLarge(raw_len));
+    }
     let out = match codec {
         Codec::Raw => data,
         Codec::Zstd => DECOMPRESSOR
@@ -116,6 +127,11 @@ mod tests {
         crate::format::crypto::fill_random(&mut d);
         assert_eq!(compress(&d, 3).0, Codec::Raw);
         assert_eq!(compress(&vec![7u8; 4096], 3).0, Codec::Zstd);
+        // A declared size past the cap is refused before any allocation.
+        assert!(matches!(
+            decompress(Codec::Zstd, vec![0; 8], MAX_BLOB_BYTES + 1),
+            Err(CodecError::TooLarge(_))
+        ));
     }
 
     #[test]

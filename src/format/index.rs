@@ -8,10 +8,10 @@
 //! blob `id[32] ‖ kind u8 ‖ codec u8 ‖ seq u32 ‖ offset u32 ‖ stored_len u32 ‖
 //! raw_len u32`. All integers little-endian.
 
-use crate::format::codec::Codec;
-use crate::format::crypto::{Header, ObjectKind};
+use crate::format::codec::{Codec, MAX_BLOB_BYTES};
+use crate::format::crypto::{Header, ObjectKind, HEADER_LEN, TAG_LEN};
 use crate::format::id::Id;
-use crate::format::pack::{BlobKind, PackEntry};
+use crate::format::pack::{BlobKind, PackEntry, MAX_PACK_BLOBS, MAX_PACK_BYTES};
 
 /// A pack as described by an index file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,9 +28,11 @@ pub struct IndexError(&'static str);
 
 const MAGIC: &[u8; 4] = b"CIDX";
 const BLOB_LEN: usize = 32 + 2 + 16;
+/// Encoded size of a pack record without its blobs.
+const PACK_LEN: usize = 32 + 8 + 4 + 32 + 4;
 
 pub fn encode(packs: &[IndexPack]) -> Vec<u8> {
-    let n: usize = packs.iter().map(|p| 80 + p.blobs.len() * BLOB_LEN).sum();
+    let n: usize = packs.iter().map(|p| PACK_LEN + p.blobs.len() * BLOB_LEN).sum();
     let mut out = Vec::with_capacity(9 + n);
     out.extend_from_slice(MAGIC);
     out.push(1);
@@ -81,18 +83,25 @@ pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>, IndexError> {
         return Err(IndexError("bad magic or version"));
     }
     let count = r.u32()? as usize;
-    let mut packs = Vec::with_capacity(count.min(1 << 20));
+    // Capacities come from the bytes present, not from the counts claimed.
+    let mut packs = Vec::with_capacity(count.min(r.0.len() / PACK_LEN));
     for _ in 0..count {
         let id = r.id()?;
         let size = r.u64()?;
+        if size > MAX_PACK_BYTES {
+            return Err(IndexError("pack size over the limit"));
+        }
         let epoch = r.u32()?;
         let salt = r.take(32)?.try_into().unwrap();
         let n = r.u32()? as usize;
-        let mut blobs = Vec::with_capacity(n.min(1 << 20));
+        if n > MAX_PACK_BLOBS {
+            return Err(IndexError("blob count over the limit"));
+        }
+        let mut blobs = Vec::with_capacity(n.min(r.0.len() / BLOB_LEN));
         for _ in 0..n {
             let id = r.id()?;
             let kb = r.take(2)?;
-            blobs.push(PackEntry {
+            let e = PackEntry {
                 id,
                 kind: BlobKind::from_u8(kb[0]).ok_or(IndexError("blob kind"))?,
                 codec: Codec::from_u8(kb[1]).ok_or(IndexError("codec"))?,
@@ -100,7 +109,18 @@ pub fn decode(data: &[u8]) -> Result<Vec<IndexPack>, IndexError> {
                 offset: r.u32()?,
                 stored_len: r.u32()?,
                 raw_len: r.u32()?,
-            });
+            };
+            // Readers fetch exactly this range of the pack: it must lie
+            // after the header and inside the pack.
+            let end = e.offset as u64 + e.stored_len as u64;
+            if (e.offset as usize) < HEADER_LEN
+                || e.stored_len < TAG_LEN as u32
+                || end > size
+                || e.raw_len as usize > MAX_BLOB_BYTES
+            {
+                return Err(IndexError("blob range outside its pack"));
+            }
+            blobs.push(e);
         }
         packs.push(IndexPack {
             id,
@@ -140,8 +160,8 @@ pub(crate) mod tests {
                     },
                     codec: Codec::Zstd,
                     seq: i as u32,
-                    offset: 42 + i as u32 * 10,
-                    stored_len: 10,
+                    offset: 42 + i as u32 * 20,
+                    stored_len: 20,
                     raw_len: 30,
                 })
                 .collect(),
@@ -162,5 +182,29 @@ pub(crate) mod tests {
         for n in 0..e.len() {
             assert!(decode(&e[..n]).is_err());
         }
+    }
+    #[test]
+    fn hostile_counts_and_ranges_are_refused() {
+        // A count of 2^32-1 packs with no bytes behind it fails fast,
+        // without reserving room for them.
+        let mut e = encode(&[]);
+        let at = e.len() - 4;
+        e[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&e).is_err());
+        // A blob that reaches past its pack's listed size.
+        let mut p = pack(1, 2);
+        p.blobs[1].stored_len = 5000;
+        assert!(decode(&encode(&[p])).is_err());
+        // A blob inside the header, or shorter than its tag.
+        let mut p = pack(1, 1);
+        p.blobs[0].offset = 0;
+        assert!(decode(&encode(&[p])).is_err());
+        let mut p = pack(1, 1);
+        p.blobs[0].stored_len = 3;
+        assert!(decode(&encode(&[p])).is_err());
+        // A pack larger than any writer makes.
+        let mut p = pack(1, 1);
+        p.size = MAX_PACK_BYTES + 1;
+        assert!(decode(&encode(&[p])).is_err());
     }
 }

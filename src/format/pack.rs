@@ -6,7 +6,7 @@
 //! rebuilt from the packs alone. A pack's name is the BLAKE3 hash of all its
 //! bytes.
 
-use crate::format::codec::Codec;
+use crate::format::codec::{Codec, MAX_BLOB_BYTES};
 use crate::format::crypto::{
     CryptoError, Header, Key32, ObjectKey, ObjectKind, HEADER_LEN, TAG_LEN,
 };
@@ -49,6 +49,19 @@ pub struct PackEntry {
 
 const FOOTER_ENTRY: usize = 32 + 1 + 1 + 4 + 4;
 
+/// Most blobs one pack may hold. Writers close a pack when it reaches this
+/// many, so a reader can refuse a larger footer before reading it.
+pub const MAX_PACK_BLOBS: usize = 1 << 20;
+
+/// Largest footer (count, entries, tag) a pack may carry.
+pub const MAX_FOOTER_BYTES: u64 = (4 + MAX_PACK_BLOBS * FOOTER_ENTRY + TAG_LEN) as u64;
+
+/// Largest pack a reader accepts: the largest configurable pack size
+/// (1 GiB), plus one blob of the largest chunk that can overflow it, plus
+/// the footer. Anything bigger in `data/` was not written by cairn and is
+/// judged from its listed size, never downloaded.
+pub const MAX_PACK_BYTES: u64 = (1 << 30) + (32 << 20) + MAX_FOOTER_BYTES;
+
 /// Accumulates sealed blobs until the pack is large enough to store.
 pub struct PackBuilder {
     header: Header,
@@ -86,6 +99,14 @@ impl PackBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether another blob of `payload_len` bytes would take the pack past
+    /// `target` bytes or past [`MAX_PACK_BLOBS`] blobs (an empty pack always
+    /// takes one blob).
+    pub fn would_overflow(&self, payload_len: usize, target: usize) -> bool {
+        !self.is_empty()
+            && (self.buf.len() + payload_len > target || self.entries.len() >= MAX_PACK_BLOBS)
     }
 
     /// Seal `payload` (already compressed with `codec`) and append it. The
@@ -165,7 +186,11 @@ pub fn tail_len(last4: &[u8]) -> Result<u64, PackError> {
     let b: [u8; 4] = last4
         .try_into()
         .map_err(|_| PackError::Malformed("too short"))?;
-    Ok(4 + u32::from_le_bytes(b) as u64)
+    let flen = u32::from_le_bytes(b) as u64;
+    if flen > MAX_FOOTER_BYTES {
+        return Err(PackError::Malformed("footer length over the limit"));
+    }
+    Ok(4 + flen)
 }
 
 /// Parse a pack's footer from its first bytes (`head`, at least the
@@ -182,11 +207,14 @@ pub fn read_footer_parts(
     if header.kind != ObjectKind::Pack {
         return Err(PackError::Malformed("not a pack"));
     }
+    if total_len > MAX_PACK_BYTES {
+        return Err(PackError::Malformed("pack size over the limit"));
+    }
     let total = usize::try_from(total_len).map_err(|_| PackError::Malformed("too large"))?;
     if total < HEADER_LEN + 4 + TAG_LEN + 4 || tail.len() < 4 || tail.len() > total {
         return Err(PackError::Malformed("too short"));
     }
-    let flen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as usize;
+    let flen = tail_len(&tail[tail.len() - 4..])? as usize - 4;
     let fstart = total
         .checked_sub(4 + flen)
         .filter(|s| *s >= HEADER_LEN)
@@ -219,6 +247,9 @@ pub fn read_footer_parts(
             stored_len,
             raw_len: u32::from_le_bytes(e[34..38].try_into().unwrap()),
         });
+        if entries[seq].raw_len as usize > MAX_BLOB_BYTES || (stored_len as usize) < TAG_LEN {
+            return Err(PackError::Malformed("blob length out of range"));
+        }
         offset += stored_len as usize;
     }
     if offset != fstart {
@@ -311,5 +342,35 @@ mod tests {
                 read_footer(&p.data[..p.data.len() - cut], &[0; 32], |_| Some(k.clone())).is_err()
             );
         }
+    }
+    #[test]
+    fn oversized_claims_are_refused_before_reading() {
+        // A footer length past the cap is refused from its last 4 bytes.
+        assert!(tail_len(&u32::MAX.to_le_bytes()).is_err());
+        let k = Key32::random();
+        let mut b = PackBuilder::new(1, &k, &[0; 32], 1024);
+        b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 100, &[1; 100]);
+        let p = b.finish();
+        let tail = tail_len(&p.data[p.data.len() - 4..]).unwrap() as usize;
+        // A listed size past the largest pack is refused, whatever the bytes.
+        let r = read_footer_parts(
+            &p.data[..HEADER_LEN],
+            &p.data[p.data.len() - tail..],
+            MAX_PACK_BYTES + 1,
+            &[0; 32],
+            |_| Some(k.clone()),
+        );
+        assert!(matches!(r, Err(PackError::Malformed(_))), "{r:?}");
+    }
+
+    #[test]
+    fn builder_closes_a_pack_at_its_size_or_blob_limit() {
+        let k = Key32::random();
+        let mut b = PackBuilder::new(1, &k, &[0; 32], 1 << 20);
+        // An empty pack always takes the next blob, however large.
+        assert!(!b.would_overflow(usize::MAX / 2, 10));
+        b.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 100, &[1; 100]);
+        assert!(b.would_overflow(1 << 20, 1 << 20));
+        assert!(!b.would_overflow(100, 1 << 20));
     }
 }

@@ -327,6 +327,21 @@ async fn check_replica(
             Some(_) => {}
         }
     }
+    for (id, size) in &present {
+        if *size > crate::format::pack::MAX_PACK_BYTES {
+            let h = Handle::new(Kind::Pack, id.to_hex());
+            rc.add(
+                Finding::error(
+                    Problem::Unreadable,
+                    format!(
+                        "{h}: {size} bytes, over the {}-byte limit of its kind (not read)",
+                        crate::format::pack::MAX_PACK_BYTES
+                    ),
+                )
+                .object(&h),
+            );
+        }
+    }
     let referenced: HashSet<Id> = index.packs.iter().map(|p| p.id).collect();
     let stray = present.keys().filter(|id| !referenced.contains(id)).count();
     if stray > 0 {
@@ -369,7 +384,7 @@ async fn check_replica(
                             break;
                         };
                         let h = Handle::new(Kind::Pack, p.id.to_hex());
-                        let res = match rt.block_on(replica.backend.get(&h, None)) {
+                        let res = match rt.block_on(replica.backend.get(&h, Some(0..p.size))) {
                             Ok(data) => {
                                 let expected =
                                     by_pack.get(&p.id).map(Vec::as_slice).unwrap_or_default();

@@ -265,8 +265,14 @@ async fn read_pack_index(repo: &Repository, t: usize, id: Id, size: u64) -> Resu
     let b = &repo.replicas()[t].backend;
     let h = Handle::new(Kind::Pack, id.to_hex());
     let err = be(repo, t);
+    if size > pack::MAX_PACK_BYTES {
+        return Err(Error::Corrupt(format!(
+            "{h}: {size} bytes, over the {}-byte limit of its kind (not read)",
+            pack::MAX_PACK_BYTES
+        )));
+    }
     if size <= GUESS + HEADER_LEN as u64 {
-        let all = b.get(&h, None).await.map_err(&err)?;
+        let all = b.get(&h, Some(0..size)).await.map_err(&err)?;
         return index_pack(repo, id, &all, &all, all.len() as u64);
     }
     let head = b.get(&h, Some(0..HEADER_LEN as u64)).await.map_err(&err)?;

@@ -320,3 +320,42 @@ pub fn std_command(c: &assert_cmd::Command) -> std::process::Command {
     }
     s
 }
+
+/// Run a command to completion and return its output with its peak
+/// resident set size in KiB, read from the kernel's accounting of that one
+/// child (`wait4`), so tests running in parallel do not disturb it.
+#[allow(unsafe_code)]
+pub fn output_with_peak_rss(c: &assert_cmd::Command) -> (std::process::Output, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = std_command(c)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills in; the pid is our own
+    // child, reaped here exactly once (std's Child is never waited on).
+    let rusage = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        let r = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
+        assert_eq!(r, child.id() as libc::pid_t, "wait4 failed");
+        ru
+    };
+    let output = std::process::Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (output, rusage.ru_maxrss as u64)
+}

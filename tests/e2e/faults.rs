@@ -1378,11 +1378,13 @@ fn planted_key_slots_with_absurd_costs_are_skipped_with_a_warning() {
     assert!(err.contains("not a key slot"), "{err}");
 }
 
-/// A huge object planted in `snapshots/` or `index/` (a sparse file, so
-/// the test writes nothing) is named and ignored without being read: the
-/// listing's size is checked before any download.
+/// A 3 GiB object planted in `snapshots/`, `index/`, `keys/`, `locks/` and
+/// `data/` (sparse files, so the test writes nothing) is named and ignored
+/// without being read: the listing's size is checked before any download,
+/// and no command's memory grows with it.
 #[test]
-fn huge_planted_documents_are_ignored_before_download() {
+fn huge_planted_objects_are_ignored_before_download() {
+    const RSS_LIMIT_KIB: u64 = 256 << 10;
     let env = Env::new();
     let repo = env.path("repo");
     let src = env.path("src");
@@ -1393,41 +1395,83 @@ fn huge_planted_documents_are_ignored_before_download() {
         .arg(&src)
         .assert()
         .success();
-    for dir in ["snapshots", "index", "locks"] {
-        let f = fs::File::create(repo.join(dir).join("f".repeat(64))).unwrap();
-        f.set_len(3 << 30).unwrap();
+    let name = "f".repeat(64);
+    let planted = |dir: &str| {
+        if dir == "data" {
+            format!("data/ff/{name}")
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    for dir in ["snapshots", "index", "locks", "keys", "data"] {
+        let p = repo.join(planted(dir));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::File::create(p).unwrap().set_len(3 << 30).unwrap();
     }
-    let out = env
-        .cairn(&[&repo])
-        .args(["snapshots", "--json"])
-        .output()
-        .unwrap();
+    let run = |args: &[&str]| {
+        let mut c = env.cairn(&[&repo]);
+        c.args(args);
+        let (out, rss) = output_with_peak_rss(&c);
+        assert!(
+            rss < RSS_LIMIT_KIB,
+            "{args:?} peaked at {rss} KiB: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let out = run(&["snapshots", "--json"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 1);
-    let planted = |dir: &str| format!("{dir}/{}", "f".repeat(64));
-    assert!(
-        err.contains(&planted("snapshots")) && err.contains("limit"),
-        "{err}"
-    );
+    assert!(err.contains(&planted("snapshots")), "{err}");
+    // Every slot is tried only when the passphrase fits none: the planted
+    // one is then named, and never downloaded.
+    let mut c = env.cairn(&[&repo]);
+    c.env("CAIRN_PASSWORD", "not the passphrase").arg("snapshots");
+    let (out, rss) = output_with_peak_rss(&c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(rss < RSS_LIMIT_KIB, "wrong passphrase peaked at {rss} KiB");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(err.contains(&planted("keys")), "{err}");
     // A backup reads the index: it names the planted one and goes on.
-    let out = env
-        .cairn(&[&repo])
-        .args(["backup"])
-        .arg(&src)
-        .output()
-        .unwrap();
+    let out = run(&["backup", src.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains(&planted("index")) && err.contains("limit"),
         "{err}"
     );
-    // check reports both as damage without downloading them.
-    let out = env.cairn(&[&repo]).arg("check").output().unwrap();
+    // check reports each as damage without downloading it.
+    let out = run(&["check", "--read-data"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{text}");
-    for dir in ["snapshots", "index"] {
-        assert!(text.contains(&planted(dir)), "{text}");
+    for dir in ["snapshots", "index", "data"] {
+        assert!(text.contains(&planted(dir)), "{dir}: {text}");
     }
+    // Rebuilding the index leaves the planted pack out, by its size.
+    let out = run(&[
+        "repair",
+        "index",
+        "--dry-run",
+        "--backend",
+        repo.to_str().unwrap(),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&planted("data")) && text.contains("limit"),
+        "{text}"
+    );
+    // The data is all still there.
+    let target = env.path("restored");
+    let out = run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&src, &restored(&target, &src));
 }

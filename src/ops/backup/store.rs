@@ -227,7 +227,7 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
             // Close the open pack first if this blob would overflow it, so a
             // pack stays one bounded allocation.
             let full = match slot {
-                Some(b) if !b.is_empty() && b.len() + payload.len() > s.pack_size => slot.take(),
+                Some(b) if b.would_overflow(payload.len(), s.pack_size) => slot.take(),
                 _ => None,
             };
             let epoch = s.keyring.current();
