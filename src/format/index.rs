@@ -32,7 +32,10 @@ const BLOB_LEN: usize = 32 + 2 + 16;
 const PACK_LEN: usize = 32 + 8 + 4 + 32 + 4;
 
 pub fn encode(packs: &[IndexPack]) -> Vec<u8> {
-    let n: usize = packs.iter().map(|p| PACK_LEN + p.blobs.len() * BLOB_LEN).sum();
+    let n: usize = packs
+        .iter()
+        .map(|p| PACK_LEN + p.blobs.len() * BLOB_LEN)
+        .sum();
     let mut out = Vec::with_capacity(9 + n);
     out.extend_from_slice(MAGIC);
     out.push(1);

@@ -324,7 +324,8 @@ pub fn std_command(c: &assert_cmd::Command) -> std::process::Command {
 /// Run a command to completion and return its output with its peak
 /// resident set size in KiB, read from the kernel's accounting of that one
 /// child (`wait4`), so tests running in parallel do not disturb it.
-#[allow(unsafe_code)]
+// The child is reaped by wait4 below, which clippy cannot see.
+#[allow(unsafe_code, clippy::zombie_processes)]
 pub fn output_with_peak_rss(c: &assert_cmd::Command) -> (std::process::Output, u64) {
     use std::io::Read;
     use std::process::Stdio;

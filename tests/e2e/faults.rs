@@ -1427,7 +1427,8 @@ fn huge_planted_objects_are_ignored_before_download() {
     // Every slot is tried only when the passphrase fits none: the planted
     // one is then named, and never downloaded.
     let mut c = env.cairn(&[&repo]);
-    c.env("CAIRN_PASSWORD", "not the passphrase").arg("snapshots");
+    c.env("CAIRN_PASSWORD", "not the passphrase")
+        .arg("snapshots");
     let (out, rss) = output_with_peak_rss(&c);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(rss < RSS_LIMIT_KIB, "wrong passphrase peaked at {rss} KiB");
