@@ -12,6 +12,8 @@
 //!   [`cairn_backends::Backend`].
 //! - [`ops`]: one module per operation (backup, restore, check, sync,
 //!   repair, status, ls, diff, stats), each returning a typed report.
+//! - [`retention`]: pure planning of which snapshots a retention policy
+//!   keeps, and why.
 //! - [`config`]: what a front end opens — `cairn.toml`, default paths, and
 //!   the factory from a URL and its options to a backend with its
 //!   decorators. The only module that names concrete backends.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod format;
 pub mod ops;
 pub mod repo;
+pub mod retention;
 pub mod sys;
 #[cfg(test)]
 mod test_support;
