@@ -39,6 +39,10 @@ pub struct BackupArgs {
     /// Host name recorded in the snapshot.
     #[arg(long)]
     pub host: Option<String>,
+    /// Record this as the snapshot's time instead of now: RFC 3339
+    /// (2026-01-31T03:00:00Z) or `YYYY-MM-DD HH:MM:SS` in local time.
+    #[arg(long, value_name = "TIME", value_parser = crate::cli::parse_time)]
+    pub time: Option<jiff::Timestamp>,
     /// Parent snapshot for change detection [default: latest of same host and paths].
     #[arg(long)]
     pub parent: Option<String>,
@@ -93,6 +97,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         let snaps = repo.list_snapshots().await?;
         opts.parent = Some(cairn::repo::Repository::find_snapshot(&snaps, p)?.id);
     }
+    opts.time = a.time;
     opts.force = a.force;
     opts.queue = a.queue;
     opts.connections = a.connections;

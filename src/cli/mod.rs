@@ -122,6 +122,23 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from(d).map_err(|_| format!("{s:?}: a duration cannot be negative"))
 }
 
+/// A point in time: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM[:SS]`
+/// (a space or `T` between) in the local time zone.
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    let s = s.trim();
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    s.parse::<jiff::civil::DateTime>()
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::system()))
+        .map(|z| z.timestamp())
+        .map_err(|_| {
+            format!(
+                "{s:?} is not a time: use RFC 3339 (2026-01-31T03:00:00Z) or YYYY-MM-DD HH:MM:SS"
+            )
+        })
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a repository on every given location.
@@ -242,8 +259,26 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_time};
     use std::time::Duration;
+
+    #[test]
+    fn times_in_rfc3339_or_local_civil_form() {
+        assert_eq!(
+            parse_time("2026-01-31T03:00:00+01:00").unwrap().to_string(),
+            "2026-01-31T02:00:00Z"
+        );
+        let local = jiff::civil::date(2026, 1, 31)
+            .at(3, 0, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::system())
+            .unwrap()
+            .timestamp();
+        assert_eq!(parse_time("2026-01-31 03:00:00"), Ok(local));
+        assert_eq!(parse_time("2026-01-31T03:00"), Ok(local));
+        for bad in ["yesterday", "2026-13-01 00:00:00", "", "2026-01-31 25:00"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_in_the_usual_spellings() {

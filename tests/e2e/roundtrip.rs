@@ -356,3 +356,43 @@ fn stats_and_cat() {
         "slot listing shows no wrapped key: {text}"
     );
 }
+
+/// `backup --time` records the given time (imports, retention tests); a
+/// bad time is a usage error naming the flag.
+#[test]
+fn backup_time_is_recorded() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let src = env.path("src");
+    make_tree(&src, 1 << 12);
+    env.init(&[&repo]);
+    for t in ["2021-10-31T01:30:00Z", "2020-02-29T12:00:00+02:00"] {
+        env.cairn(&[&repo])
+            .args(["backup", "--quiet", "--time", t])
+            .arg(&src)
+            .assert()
+            .success();
+    }
+    let out = env
+        .cairn(&[&repo])
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let v = last_json(&out.stdout);
+    let mut times: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["time"].as_str().unwrap())
+        .collect();
+    times.sort();
+    assert_eq!(times, ["2020-02-29T10:00:00Z", "2021-10-31T01:30:00Z"]);
+    let out = env
+        .cairn(&[&repo])
+        .args(["backup", "--time", "last tuesday"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--time"));
+}

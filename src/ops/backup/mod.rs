@@ -49,6 +49,8 @@ pub struct BackupOptions {
     pub host: String,
     /// Use this snapshot as parent instead of the automatic choice.
     pub parent: Option<Id>,
+    /// The snapshot's time instead of now (imports, tests).
+    pub time: Option<Timestamp>,
     /// Read every file even if the parent says it is unchanged.
     pub force: bool,
     pub readers: usize,
@@ -70,6 +72,7 @@ impl BackupOptions {
             one_file_system: false,
             host: crate::sys::hostname(),
             parent: None,
+            time: None,
             force: false,
             readers: cores.clamp(2, 4),
             workers: cores,
@@ -161,7 +164,7 @@ pub async fn backup(
     progress: Arc<Progress>,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let time = Timestamp::now();
+    let time = opts.time.unwrap_or_else(Timestamp::now);
     let excludes = Excludes::new(&opts.excludes)
         .map_err(|e| Error::Invalid(format!("exclude pattern: {e}")))?;
     let paths: Vec<String> = match &opts.stdin_name {
