@@ -321,6 +321,7 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
         from: repo.all(),
         to: vec![1],
         dry_run: false,
+        only: None,
     };
     let reports = sync(&repo, &opts, &SyncProgress::new(&repo, &[1]))
         .await

@@ -74,6 +74,7 @@ pub async fn run(g: &Global, a: SyncArgs) -> anyhow::Result<i32> {
             from,
             to,
             dry_run: a.dry_run,
+            only: None,
         },
         &progress,
     )

@@ -6,6 +6,7 @@ mod cmd_backend;
 mod cmd_backup;
 mod cmd_check;
 mod cmd_diff;
+mod cmd_forget;
 mod cmd_init;
 mod cmd_ls;
 mod cmd_repair;
@@ -155,6 +156,8 @@ pub enum Command {
     Status(cmd_status::StatusArgs),
     /// Copy what lagging replicas lack from the others (encrypted, verified).
     Sync(cmd_sync::SyncArgs),
+    /// Forget snapshots by retention policy (per replica, reconciled) or by id.
+    Forget(cmd_forget::ForgetArgs),
     /// Verify the repository on every replica.
     Check(cmd_check::CheckArgs),
     /// Heal a replica from the others, rebuild an index, or deal with lost data.
@@ -247,6 +250,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Restore(a) => cmd_restore::run(&g, a).await,
         Command::Status(a) => cmd_status::run(&g, a).await,
         Command::Sync(a) => cmd_sync::run(&g, a).await,
+        Command::Forget(a) => cmd_forget::run(&g, a).await,
         Command::Check(a) => cmd_check::run(&g, a).await,
         Command::Repair(a) => cmd_repair::run(&g, a).await,
         Command::Diff(a) => cmd_diff::run(&g, a).await,

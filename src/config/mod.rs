@@ -78,12 +78,19 @@ pub struct ConfigFile {
     /// Named backends: `[backends.NAME] url = "…"` plus backend options.
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
+    /// The default retention policy (`[retention]`).
+    #[serde(default)]
+    pub retention: Option<crate::retention::Policy>,
 }
 
 /// One `[backends.NAME]` table.
 #[derive(Clone, Debug, Deserialize)]
 pub struct BackendConfig {
     pub url: String,
+    /// This backend's retention policy (`[backends.NAME.retention]`),
+    /// instead of the default one.
+    #[serde(default)]
+    pub retention: Option<crate::retention::Policy>,
     /// Backend options (endpoint, region, connections, …), as written.
     /// They are checked when the backend is opened, against the options of
     /// the backend the URL names: a backend that is not used this time
@@ -93,6 +100,18 @@ pub struct BackendConfig {
 }
 
 impl ConfigFile {
+    /// The retention policies configured: the default and each backend's.
+    pub fn policies(&self) -> crate::ops::forget::Policies {
+        crate::ops::forget::Policies {
+            default: self.retention.clone(),
+            by_replica: self
+                .backends
+                .iter()
+                .filter_map(|(n, b)| b.retention.clone().map(|p| (n.clone(), p)))
+                .collect(),
+        }
+    }
+
     /// Read the configuration: the file `path`, or else the default
     /// ([`paths::default_config_file`]), which may be missing (no backends).
     pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {

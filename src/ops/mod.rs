@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check;
 pub mod diff;
 mod finding;
+pub mod forget;
 pub mod ls;
 mod outcome;
 pub mod progress;

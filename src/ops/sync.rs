@@ -36,6 +36,9 @@ pub struct SyncOptions {
     pub to: Vec<usize>,
     /// Work out what would be copied, copy nothing.
     pub dry_run: bool,
+    /// Copy only these snapshots and what they need (`forget` uses it to
+    /// give a replica the snapshots its policy keeps); `None`: everything.
+    pub only: Option<HashSet<Id>>,
 }
 
 /// What a sync did (or, in a dry run, would do) to one target.
@@ -215,7 +218,8 @@ pub async fn sync(
     .await
 }
 
-async fn sync_locked(
+/// [`sync`] for a caller that already holds a lock (`forget`).
+pub(crate) async fn sync_locked(
     repo: &Repository,
     opts: &SyncOptions,
     progress: &SyncProgress,
@@ -235,7 +239,8 @@ async fn sync_locked(
                 .as_ref()
                 .is_ok_and(|l| !l.snapshots.contains(&e.id.to_hex()))
         });
-        if lacking && !e.replicas.intersection(opts.from).is_empty() {
+        let wanted = opts.only.as_ref().is_none_or(|o| o.contains(&e.id));
+        if wanted && lacking && !e.replicas.intersection(opts.from).is_empty() {
             needs.insert(e.id, cache.of_snapshot(repo, &index, &e.snapshot).await);
         }
     }
@@ -246,6 +251,7 @@ async fn sync_locked(
         files: &files,
         snaps: &snaps,
         needs: &needs,
+        only: opts.only.as_ref(),
     };
     let reports = futures::future::join_all(opts.to.iter().enumerate().map(|(k, &t)| {
         let src = opts.from.intersection(listed).without(t);
@@ -262,9 +268,36 @@ struct Shared<'a> {
     files: &'a [IndexFile],
     snaps: &'a [SnapshotEntry],
     needs: &'a HashMap<Id, Arc<Needs>>,
+    only: Option<&'a HashSet<Id>>,
 }
 
 impl Shared<'_> {
+    /// With a restriction, the packs the chosen snapshots need.
+    fn needed_packs(&self) -> Option<HashSet<Id>> {
+        let only = self.only?;
+        let mut packs = HashSet::new();
+        for e in self.snaps.iter().filter(|e| only.contains(&e.id)) {
+            if let Some(n) = self.needs.get(&e.id) {
+                packs.extend(n.packs.iter().map(|&pk| self.index.packs[pk as usize].id));
+            }
+        }
+        Some(packs)
+    }
+
+    /// The index files to copy to `t`: all, or with a restriction those
+    /// describing a needed pack.
+    fn files_to_copy(&self, t: usize, needed: Option<&HashSet<Id>>) -> Vec<&IndexFile> {
+        let Some(needed) = needed else {
+            return self.files.iter().collect();
+        };
+        let target = self.listings[t].as_ref().ok();
+        self.files
+            .iter()
+            .filter(|f| !target.is_some_and(|l| l.index.contains(&f.name)))
+            .filter(|f| f.packs.iter().any(|id| needed.contains(id)))
+            .collect()
+    }
+
     /// Source replicas whose listing holds `pred`.
     fn holders(&self, src: ReplicaSet, pred: impl Fn(&Listing) -> bool) -> ReplicaSet {
         src.iter()
@@ -308,11 +341,25 @@ impl Shared<'_> {
         p: &TargetProgress,
         rep: &mut SyncReport,
     ) -> Result<()> {
-        // Packs: every pack a source's index describes that the target lacks.
+        // Packs: every pack a source's index describes that the target lacks
+        // (restricted: those of the index files that describe a pack the
+        // chosen snapshots need, since index files are copied whole).
+        let needed = self.needed_packs();
+        let files = self.files_to_copy(t, needed.as_ref());
+        let wanted: Option<HashSet<Id>> = needed.as_ref().map(|n| {
+            files
+                .iter()
+                .flat_map(|f| f.packs.iter().copied())
+                .chain(n.iter().copied())
+                .collect()
+        });
         let mut has: HashSet<Id> = tl.packs.keys().copied().collect();
         let mut todo = Vec::new();
         for info in &self.index.packs {
-            if has.contains(&info.id) || info.replicas.intersection(src).is_empty() {
+            if has.contains(&info.id)
+                || info.replicas.intersection(src).is_empty()
+                || wanted.as_ref().is_some_and(|w| !w.contains(&info.id))
+            {
                 continue;
             }
             let holders = self.holders(src, |l| l.packs.contains_key(&info.id));
@@ -368,7 +415,7 @@ impl Shared<'_> {
             .filter(|info| info.replicas.contains(t))
             .map(|info| info.id)
             .collect();
-        for f in self.files {
+        for f in files {
             if f.replicas.intersection(src).is_empty() || tl.index.contains(&f.name) {
                 continue;
             }
@@ -518,6 +565,7 @@ mod tests {
             from: repo.all(),
             to: vec![1],
             dry_run: false,
+            only: None,
         };
         let reports = sync(&repo, &opts, &SyncProgress::new(&repo, &[1]))
             .await

@@ -6,6 +6,7 @@ mod common;
 mod faults;
 mod locks;
 mod replicas;
+mod retention;
 mod roundtrip;
 mod servers;
 #[path = "../support/mod.rs"]
