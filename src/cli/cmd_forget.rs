@@ -214,13 +214,14 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
                 ),
                 Action::Absent => unreachable!(),
             };
-            println!(
+            let line = format!(
                 "  {word:<8} {}  {}  {:<12} {:<24} {why}",
                 s.id.short(),
                 s.time.strftime("%Y-%m-%d %H:%M:%S"),
                 s.host,
                 s.paths.join(" "),
             );
+            println!("{}", line.trim_end());
         }
         let forgot = if report.dry_run {
             "would forget"
