@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::ops::{Finding, Problem};
 use crate::repo::survey::{list_all, Listing, Needs, NeedsCache};
+use crate::repo::docs::{MAX_CONFIG_BYTES, MAX_KEY_SLOT_BYTES};
 use crate::repo::MasterIndex;
 use crate::repo::{IndexFile, LockMode, Replica, ReplicaSet, Repository, SnapshotEntry};
 
@@ -170,6 +171,14 @@ pub async fn seed(repo: &mut Repository, name: &str) -> Result<usize> {
 /// The config and key slots of `source`, as stored.
 async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
     let be = |e| Error::backend(&source.name, e);
+    // Sizes first: a planted giant is named, never downloaded or copied.
+    let size = source.backend.head(&Handle::config()).await.map_err(be)?.size;
+    if size > MAX_CONFIG_BYTES {
+        return Err(Error::Corrupt(format!(
+            "{}: config is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit (not read)",
+            source.name
+        )));
+    }
     let config = source
         .backend
         .get(&Handle::config(), None)
@@ -177,6 +186,15 @@ async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
         .map_err(be)?;
     let mut slots = Vec::new();
     for m in source.backend.list(Kind::Key).await.map_err(be)? {
+        if m.size > MAX_KEY_SLOT_BYTES {
+            tracing::warn!(
+                "{}: {} is {} bytes, not a key slot; not copied",
+                source.name,
+                m.handle,
+                m.size
+            );
+            continue;
+        }
         let data = source.backend.get(&m.handle, None).await.map_err(be)?;
         slots.push((m.handle, data));
     }

@@ -67,6 +67,10 @@ pub fn open_doc(keyring: &Keyring, kind: ObjectKind, what: &str, data: &[u8]) ->
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
 /// The largest snapshot file read (a snapshot keeps at most 100 errors).
 pub const MAX_SNAPSHOT_BYTES: u64 = 16 << 20;
+/// The largest key slot read: a slot is a few hundred bytes of JSON.
+pub const MAX_KEY_SLOT_BYTES: u64 = 64 << 10;
+/// The largest `config` read: a few hundred bytes of JSON.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
 /// The largest plaintext a document may decompress to.
 const MAX_DOC_PLAIN: u64 = 512 << 20;
 

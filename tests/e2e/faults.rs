@@ -1466,6 +1466,17 @@ fn huge_planted_objects_are_ignored_before_download() {
         text.contains(&planted("data")) && text.contains("limit"),
         "{text}"
     );
+    // Seeding a new replica from it copies neither planted slot nor pack.
+    let new = env.path("new");
+    let mut c = env.cairn(&[&repo, &new]);
+    c.args(["sync", "--to", new.to_str().unwrap()]);
+    let (out, rss) = output_with_peak_rss(&c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(rss < RSS_LIMIT_KIB, "sync peaked at {rss} KiB: {err}");
+    assert!(err.contains(&planted("keys")), "{err}");
+    assert!(!new.join(planted("keys")).exists());
+    assert!(!new.join(planted("data")).exists());
+    env.cairn(&[&new]).arg("check").assert().success();
     // The data is all still there.
     let target = env.path("restored");
     let out = run(&["restore", "latest", "--target", target.to_str().unwrap()]);
