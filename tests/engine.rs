@@ -312,7 +312,7 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
     let out = run_backup(&repo, &src).await;
     assert!(out.replicas[0].error.is_none());
     assert!(out.replicas[1].error.is_some());
-    let st = status(&repo).await.unwrap();
+    let st = status(&repo, None).await.unwrap();
     assert!(!st.all_complete());
     assert_eq!(st.replicas[1].behind_snapshots, 1, "{st:?}");
 
@@ -352,7 +352,7 @@ async fn a_replica_that_failed_every_write_is_completed_by_sync() {
         .unwrap();
     assert!(reports[0].is_ok(), "{reports:?}");
     assert_eq!(reports[0].snapshots, 1);
-    let st = status(&repo).await.unwrap();
+    let st = status(&repo, None).await.unwrap();
     assert!(st.all_complete(), "{st:?}");
     let report = check_b().await;
     assert!(report[0].is_clean(), "{report:?}");

@@ -136,11 +136,7 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
                 .into()
         ));
     }
-    let tz = match &a.timezone {
-        Some(name) => jiff::tz::TimeZone::get(name)
-            .map_err(|_| UsageError(format!("--timezone: {name:?} is not a known time zone")))?,
-        None => jiff::tz::TimeZone::system(),
-    };
+    let tz = timezone(a.timezone.as_deref())?;
     let repo = repos::open(g, false).await?;
     let mut opts = ForgetOptions::new(policies);
     if !a.snapshots.is_empty() {
@@ -244,4 +240,13 @@ fn join(r: &[cairn::retention::Reason]) -> String {
         .map(|r| r.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `--timezone NAME`, or the system's.
+pub fn timezone(name: Option<&str>) -> anyhow::Result<jiff::tz::TimeZone> {
+    match name {
+        Some(name) => Ok(jiff::tz::TimeZone::get(name)
+            .map_err(|_| UsageError(format!("--timezone: {name:?} is not a known time zone")))?),
+        None => Ok(jiff::tz::TimeZone::system()),
+    }
 }

@@ -1,17 +1,29 @@
 //! `cairn status`: the snapshot × replica matrix.
 
-use cairn::ops::status::{short, status, Presence, Status};
+use cairn::ops::status::{short, status, Presence, Retention, Status};
 use clap::Args;
 
 use super::output::{self, bytes};
 use super::{exit, repos, Global};
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Time zone of the retention policies' calendar buckets [default: local].
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+}
 
-pub async fn run(g: &Global, _a: StatusArgs) -> anyhow::Result<i32> {
+pub async fn run(g: &Global, a: StatusArgs) -> anyhow::Result<i32> {
+    let tz = super::cmd_forget::timezone(a.timezone.as_deref())?;
+    let policies = repos::load_config(g)?.policies();
     let repo = repos::open(g, false).await?;
-    let st = status(&repo).await?;
+    let retention = Retention {
+        policies: &policies,
+        tz,
+        now: jiff::Timestamp::now(),
+    };
+    let configured = policies.default.is_some() || !policies.by_replica.is_empty();
+    let st = status(&repo, configured.then_some(&retention)).await?;
     if g.json {
         output::print_json(&to_json(&st));
     } else {
@@ -29,6 +41,16 @@ fn to_json(st: &Status) -> serde_json::Value {
             if let Some(entries) = snap["replicas"].as_array_mut() {
                 for (entry, r) in entries.iter_mut().zip(&st.replicas) {
                     entry["name"] = r.name.clone().into();
+                }
+            }
+            // Each replica's retention verdict goes into its entry.
+            if let Some(ret) = snap.as_object_mut().and_then(|o| o.remove("retention")) {
+                let entries = snap["replicas"].as_array_mut().expect("replicas");
+                for (entry, r) in entries.iter_mut().zip(ret.as_array().into_iter().flatten()) {
+                    if !r.is_null() {
+                        entry["keep"] = (!r.as_array().is_some_and(|a| a.is_empty())).into();
+                        entry["reasons"] = r.clone();
+                    }
                 }
             }
         }
@@ -116,7 +138,7 @@ fn print(st: &Status) {
             })
             .collect();
         println!(
-            "{:<9} {:<19} {:<12}{cells}  {}{}",
+            "{:<9} {:<19} {:<12}{cells}  {}{}{}",
             short(&s.id),
             s.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             s.host,
@@ -125,10 +147,38 @@ fn print(st: &Status) {
                 String::new()
             } else {
                 format!("  [{}]", s.tags.join(","))
-            }
+            },
+            kept_by(s),
         );
+    }
+    if st.snapshots.iter().any(|s| !s.retention.is_empty()) {
+        println!("\nretention: why each replica's policy keeps the snapshot (\"forget\": it does not; `cairn forget --dry-run` for the plan)");
     }
     println!(
         "\nok: complete  -: missing (`cairn sync`)  -Np: N packs missing (`cairn sync` or `cairn repair packs`)  LOST: data on no replica (`cairn repair snapshots`)  ?: replica unusable"
     );
+}
+
+/// "  retention: A daily 1, weekly 1; B forget" for replicas with a policy.
+fn kept_by(s: &cairn::ops::status::SnapshotStatus) -> String {
+    let parts: Vec<String> = s
+        .retention
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            r.as_ref().map(|reasons| {
+                if reasons.is_empty() {
+                    format!("{} forget", letter(i))
+                } else {
+                    let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                    format!("{} {}", letter(i), why.join(", "))
+                }
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("  retention: {}", parts.join("; "))
+    }
 }

@@ -205,8 +205,27 @@ pub async fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetRep
 }
 
 /// Per replica position: which snapshots (by position in `snaps`) its
-/// policy keeps, with the reasons.
-type Keeps = Vec<Option<Vec<Vec<Reason>>>>;
+/// policy keeps, with the reasons; `None` for a replica without a policy.
+pub type Keeps = Vec<Option<Vec<Vec<Reason>>>>;
+
+/// What each named replica's policy keeps of `snaps` (for `status`).
+pub fn judge(
+    policies: &Policies,
+    names: &[&str],
+    snaps: &[&SnapshotEntry],
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<Keeps> {
+    let mut opts = ForgetOptions::new(policies.clone());
+    opts.tz = tz.clone();
+    opts.now = now;
+    let stored: Vec<u64> = snaps
+        .iter()
+        .map(|e| e.snapshot.summary.bytes_stored)
+        .collect();
+    let size_of = |kept: &[usize]| kept.iter().map(|&i| stored[i]).sum::<u64>();
+    Ok(evaluate(names, snaps, &opts, &size_of)?.0)
+}
 
 fn evaluate(
     names: &[&str],

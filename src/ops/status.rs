@@ -34,6 +34,11 @@ pub struct SnapshotStatus {
     pub tags: Vec<String>,
     /// One entry per replica, in the order of [`Status::replicas`].
     pub replicas: Vec<Presence>,
+    /// Per replica (same order): why its retention policy keeps the
+    /// snapshot (empty: `forget` would remove it), or `None` when it has
+    /// no policy. Empty when no policy was given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<Option<Vec<crate::retention::Reason>>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,9 +115,18 @@ impl Status {
     }
 }
 
+/// The retention policies to judge snapshots by, in `status`.
+pub struct Retention<'a> {
+    pub policies: &'a crate::ops::forget::Policies,
+    pub tz: jiff::tz::TimeZone,
+    pub now: Timestamp,
+}
+
 /// Survey every replica. Replicas that were not usable when the
-/// repository was opened are listed last, with their error.
-pub async fn status(repo: &Repository) -> Result<Status> {
+/// repository was opened are listed last, with their error. With
+/// `retention`, each snapshot says which replicas' policies keep it, and
+/// why (judged over all snapshots, as `forget` does).
+pub async fn status(repo: &Repository, retention: Option<&Retention<'_>>) -> Result<Status> {
     let listings = list_all(repo).await;
     let (index, _) = repo.load_index_files().await?;
     let snaps = repo.list_snapshots().await?;
@@ -192,6 +206,7 @@ pub async fn status(repo: &Repository) -> Result<Status> {
             paths: entry.snapshot.paths.clone(),
             tags: entry.snapshot.tags.clone(),
             replicas: presence,
+            retention: Vec::new(),
         });
     }
     let restorable = out
@@ -213,6 +228,17 @@ pub async fn status(repo: &Repository) -> Result<Status> {
         });
         for s in &mut out {
             s.replicas.push(Presence::Unreachable);
+        }
+    }
+    if let Some(ret) = retention {
+        let names: Vec<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+        let entries: Vec<&crate::repo::SnapshotEntry> = snaps.iter().collect();
+        let keeps = crate::ops::forget::judge(ret.policies, &names, &entries, &ret.tz, ret.now)?;
+        for (s, snap) in out.iter_mut().enumerate() {
+            snap.retention = keeps
+                .iter()
+                .map(|k| k.as_ref().map(|k| k[s].clone()))
+                .collect();
         }
     }
     Ok(Status {

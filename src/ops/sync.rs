@@ -24,8 +24,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::ops::{Finding, Problem};
-use crate::repo::survey::{list_all, Listing, Needs, NeedsCache};
 use crate::repo::docs::{MAX_CONFIG_BYTES, MAX_KEY_SLOT_BYTES};
+use crate::repo::survey::{list_all, Listing, Needs, NeedsCache};
 use crate::repo::MasterIndex;
 use crate::repo::{IndexFile, LockMode, Replica, ReplicaSet, Repository, SnapshotEntry};
 
@@ -172,7 +172,12 @@ pub async fn seed(repo: &mut Repository, name: &str) -> Result<usize> {
 async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
     let be = |e| Error::backend(&source.name, e);
     // Sizes first: a planted giant is named, never downloaded or copied.
-    let size = source.backend.head(&Handle::config()).await.map_err(be)?.size;
+    let size = source
+        .backend
+        .head(&Handle::config())
+        .await
+        .map_err(be)?
+        .size;
     if size > MAX_CONFIG_BYTES {
         return Err(Error::Corrupt(format!(
             "{}: config is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit (not read)",
@@ -577,7 +582,7 @@ mod tests {
         let first = open(replicas[..1].to_vec()).await;
         backup_dir(&first, &src).await;
         let repo = open(replicas).await;
-        let st = crate::ops::status::status(&repo).await.unwrap();
+        let st = crate::ops::status::status(&repo, None).await.unwrap();
         assert!(!st.all_complete());
         let opts = SyncOptions {
             from: repo.all(),
@@ -592,7 +597,7 @@ mod tests {
         assert_eq!(reports[0].snapshots, 1);
         assert!(reports[0].packs > 0);
         assert_eq!(outcome(&reports, &[]), crate::ops::Outcome::Ok);
-        let st = crate::ops::status::status(&repo).await.unwrap();
+        let st = crate::ops::status::status(&repo, None).await.unwrap();
         assert!(st.all_complete(), "{st:?}");
         assert_eq!(packs(&repo, 0).await.len(), packs(&repo, 1).await.len());
     }

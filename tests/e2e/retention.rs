@@ -125,6 +125,31 @@ keep_weekly = 3
         serde_json::json!(["weekly 3"])
     );
 
+    // status shows each replica's verdict and reasons.
+    let out = env
+        .cairn_with_config(&cfg)
+        .args(["status", "--json", "--timezone", "UTC"])
+        .output()
+        .unwrap();
+    let st = last_json(&out.stdout);
+    let first = st["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == ids[0].as_str())
+        .unwrap();
+    assert_eq!(first["replicas"][0]["keep"], false, "{first}");
+    assert_eq!(
+        first["replicas"][1]["reasons"],
+        serde_json::json!(["weekly 3"])
+    );
+    let out = env
+        .cairn_with_config(&cfg)
+        .args(["status", "--timezone", "UTC"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retention: A forget; B weekly 3"));
+
     let out = env
         .cairn_with_config(&cfg)
         .args(["forget", "--timezone", "UTC"])
