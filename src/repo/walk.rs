@@ -10,6 +10,11 @@
 //! one visit, which is what whole-repository passes (check, survey, stats)
 //! want. A walk that needs every path (restore, ls) visits every
 //! occurrence.
+//!
+//! Entries whose names could leave their directory or repeat an earlier
+//! name ([`Tree::take_refused`]) never reach [`Visitor::node`]: they are
+//! reported through [`Visitor::refused`], so every walk builds paths from
+//! safe components only.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use super::{MasterIndex, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::Id;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Refused, Tree};
 
 /// Whether to go below a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub trait Visitor {
         Visit::Descend
     }
 
+    /// An entry of directory `dir` was refused for its name: it is not
+    /// visited (nor anything below it).
+    fn refused(&mut self, _dir: &Path, _entry: &Refused) {}
+
     /// After everything below `path` was visited.
     fn leave(&mut self, _path: &Path, _ids: &[Id]) {}
 }
@@ -60,8 +69,12 @@ pub struct TreeWalker<'a> {
     index: &'a MasterIndex,
     once: bool,
     seen: HashSet<Vec<Id>>,
-    cache: HashMap<Vec<Id>, Arc<Tree>>,
+    cache: HashMap<Vec<Id>, Loaded>,
+    loads: u64,
 }
+
+/// A decoded tree without its refused entries, and those entries.
+type Loaded = (Arc<Tree>, Arc<Vec<Refused>>);
 
 enum Step {
     Enter(PathBuf, Vec<Id>),
@@ -76,6 +89,7 @@ impl<'a> TreeWalker<'a> {
             once: false,
             seen: HashSet::new(),
             cache: HashMap::new(),
+            loads: 0,
         }
     }
 
@@ -87,17 +101,30 @@ impl<'a> TreeWalker<'a> {
         self
     }
 
-    /// Load a tree, from the cache when it was loaded recently.
+    /// Load a tree, from the cache when it was loaded recently; refused
+    /// entries are taken out (see [`Tree::take_refused`]).
     pub async fn load(&mut self, ids: &[Id]) -> Result<Arc<Tree>> {
+        Ok(self.load_checked(ids).await?.0)
+    }
+
+    async fn load_checked(&mut self, ids: &[Id]) -> Result<Loaded> {
         if let Some(t) = self.cache.get(ids) {
             return Ok(t.clone());
         }
-        let tree = Arc::new(self.repo.load_tree(self.index, ids).await?);
+        let mut tree = self.repo.load_tree(self.index, ids).await?;
+        self.loads += 1;
+        let refused = tree.take_refused();
+        let loaded = (Arc::new(tree), Arc::new(refused));
         if self.cache.len() >= CACHE_TREES {
             self.cache.clear();
         }
-        self.cache.insert(ids.to_vec(), tree.clone());
-        Ok(tree)
+        self.cache.insert(ids.to_vec(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// How many trees were fetched and decoded so far (cache misses).
+    pub fn loads(&self) -> u64 {
+        self.loads
     }
 
     /// Walk the tree `root`, whose directory is `root_path` (`/` for a
@@ -146,7 +173,7 @@ impl<'a> TreeWalker<'a> {
             if self.once {
                 self.seen.insert(ids.clone());
             }
-            let tree = match self.load(&ids).await {
+            let loaded = match self.load_checked(&ids).await {
                 Ok(t) => t,
                 Err(e) if fail_fast => return Err(e),
                 Err(e) => {
@@ -154,6 +181,10 @@ impl<'a> TreeWalker<'a> {
                     continue;
                 }
             };
+            let (tree, refused) = &loaded;
+            for r in refused.iter() {
+                v.refused(&path, r);
+            }
             stack.push(Step::Leave(path.clone(), ids));
             let first_dir = stack.len();
             for n in &tree.nodes {
