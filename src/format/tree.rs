@@ -211,9 +211,9 @@ impl Tree {
         let mut refused = Vec::new();
         let mut seen = std::collections::HashSet::new();
         self.nodes.retain(|n| {
-            let bad = validate_name(&n.name.0).err().or_else(|| {
-                (!seen.insert(n.name.0.clone())).then_some(NameError::Duplicate)
-            });
+            let bad = validate_name(&n.name.0)
+                .err()
+                .or_else(|| (!seen.insert(n.name.0.clone())).then_some(NameError::Duplicate));
             match bad {
                 Some(reason) => {
                     refused.push(Refused {

@@ -7,9 +7,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::format::id::hex_encode;
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::id::hex_encode;
 use crate::format::tree::{escape_bytes, Node, NodeKind};
 use crate::repo::{Repository, SnapshotEntry, TreeWalker, Visit, Visitor};
 

@@ -346,4 +346,81 @@ mod tests {
         assert!(err.is_damage(), "{err}");
         assert_eq!(v.0, 0);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subtree_referenced_a_million_times_is_loaded_once() {
+        use crate::ops::restore::forge::{self, Forge};
+        use crate::test_support::{init, memory_replicas};
+        // A binary DAG 20 levels deep: 2^20 leaf directories, 21 trees.
+        const LEVELS: usize = 20;
+        let repo = init(memory_replicas(1)).await;
+        let f = Forge::new(&repo).await.unwrap();
+        let mut t = f.tree(vec![forge::node(b"f", NodeKind::File)]);
+        for _ in 0..LEVELS {
+            t = f.tree(vec![forge::dir(b"a", t.clone()), forge::dir(b"b", t)]);
+        }
+        f.commit(t.clone(), "/").await.unwrap();
+        let index = repo.load_index().await.unwrap();
+
+        #[derive(Default)]
+        struct Count(u64);
+        impl Visitor for Count {
+            fn node(&mut self, _: &Path, n: &Node) -> Visit {
+                self.0 += u64::from(n.kind == NodeKind::File);
+                Visit::Descend
+            }
+        }
+        let mut c = Count::default();
+        let mut w = TreeWalker::new(&repo, &index);
+        let started = std::time::Instant::now();
+        w.walk(&t, Path::new("/"), &mut c).await;
+        eprintln!("walked 2^{LEVELS} leaves in {:?}", started.elapsed());
+        assert_eq!(c.0, 1 << LEVELS);
+        assert_eq!(w.loads(), LEVELS as u64 + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_entries_are_reported_not_visited() {
+        use crate::ops::restore::forge::{self, Forge};
+        use crate::test_support::{init, memory_replicas};
+        let repo = init(memory_replicas(1)).await;
+        let f = Forge::new(&repo).await.unwrap();
+        let inner = f.tree(vec![forge::node(b"x", NodeKind::File)]);
+        let t = f.tree(vec![
+            forge::dir(b"..", inner.clone()),
+            forge::node(b"ok", NodeKind::File),
+            forge::node(b"ok", NodeKind::File),
+        ]);
+        f.commit(t.clone(), "/").await.unwrap();
+        let index = repo.load_index().await.unwrap();
+
+        #[derive(Default)]
+        struct Seen(Vec<String>);
+        impl Visitor for Seen {
+            fn node(&mut self, p: &Path, _: &Node) -> Visit {
+                self.0.push(format!("node {}", p.display()));
+                Visit::Descend
+            }
+            fn refused(&mut self, dir: &Path, r: &Refused) {
+                self.0.push(format!(
+                    "refused {} {} {}",
+                    dir.display(),
+                    r.name.lossy(),
+                    r.reason
+                ));
+            }
+        }
+        let mut s = Seen::default();
+        TreeWalker::new(&repo, &index)
+            .walk(&t, Path::new("/"), &mut s)
+            .await;
+        assert_eq!(
+            s.0,
+            [
+                "refused / .. name `.` or `..`",
+                "refused / ok name appears twice in its directory",
+                "node /ok",
+            ]
+        );
+    }
 }

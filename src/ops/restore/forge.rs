@@ -136,7 +136,11 @@ pub fn node(name: &[u8], kind: NodeKind) -> Node {
 pub fn file(f: &Forge, name: &[u8], data: &[u8]) -> Node {
     Node {
         size: data.len() as u64,
-        content: if data.is_empty() { Vec::new() } else { f.data(data) },
+        content: if data.is_empty() {
+            Vec::new()
+        } else {
+            f.data(data)
+        },
         ..node(name, NodeKind::File)
     }
 }

@@ -84,7 +84,8 @@ impl Root {
             return Ok(rustix::fs::openat(&self.fd, ".", flags, mode)?);
         }
         if self.beneath.load(Relaxed) {
-            let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             match rustix::fs::openat2(&self.fd, rel, flags, mode, how) {
                 Err(Errno::NOSYS) => self.beneath.store(false, Relaxed),
                 r => return Ok(r?),
@@ -103,13 +104,17 @@ impl Root {
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let name = Path::new(std::ffi::OsStr::from_bytes(last));
         if dirs.is_empty() {
-            return Ok((rustix::fs::openat(&self.fd, ".", dir_flags, Mode::empty())?, name));
+            return Ok((
+                rustix::fs::openat(&self.fd, ".", dir_flags, Mode::empty())?,
+                name,
+            ));
         }
         let dir_path = Path::new(std::ffi::OsStr::from_bytes(
             &rel.as_os_str().as_bytes()[..rel.as_os_str().len() - last.len() - 1],
         ));
         if self.beneath.load(Relaxed) {
-            let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             match rustix::fs::openat2(&self.fd, dir_path, dir_flags, Mode::empty(), how) {
                 Err(Errno::NOSYS) => self.beneath.store(false, Relaxed),
                 r => return Ok((r?, name)),
@@ -172,7 +177,11 @@ impl Root {
 
     /// Open the regular file `rel` for writing.
     pub fn open_file(&self, rel: &Path, write: bool) -> io::Result<File> {
-        let flags = if write { OFlags::WRONLY } else { OFlags::RDONLY };
+        let flags = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY
+        };
         let fd = self.open_at(rel, flags, Mode::empty())?;
         let st = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
@@ -242,7 +251,12 @@ impl Root {
                     rustix::fs::chownat(&fd, "", uid(n), gid(n), AtFlags::EMPTY_PATH)?;
                 }
                 let proc = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
-                rustix::fs::chmodat(CWD, proc.as_str(), Mode::from_raw_mode(perm), AtFlags::empty())?;
+                rustix::fs::chmodat(
+                    CWD,
+                    proc.as_str(),
+                    Mode::from_raw_mode(perm),
+                    AtFlags::empty(),
+                )?;
                 rustix::fs::utimensat(&dir, name, &times(n), AtFlags::SYMLINK_NOFOLLOW)?;
                 Ok(())
             }

@@ -31,8 +31,8 @@ use crate::format::id::Id;
 use crate::format::tree::{escape_bytes, validate_name, Node, NodeKind, Refused};
 use crate::ops::{Finding, Problem, Severity};
 use crate::repo::{MasterIndex, TreeWalker, Visit, Visitor};
-use fs::Root;
 use crate::repo::{Repository, SnapshotEntry};
+use fs::Root;
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -147,8 +147,7 @@ async fn locate(
     let mut node = None;
     let comps: Vec<&str> = subpath.split('/').filter(|c| !c.is_empty()).collect();
     for (i, c) in comps.iter().enumerate() {
-        validate_name(c.as_bytes())
-            .map_err(|e| Error::Invalid(format!("{subpath}: {e}")))?;
+        validate_name(c.as_bytes()).map_err(|e| Error::Invalid(format!("{subpath}: {e}")))?;
         let n = tree
             .find(c.as_bytes())
             .cloned()
@@ -428,10 +427,8 @@ impl Visitor for Planner<'_> {
                     // Parents of an included file are created, without metadata.
                     if let Err(e) = self.root.mkdir_all(parent) {
                         let shown = self.target.join(parent);
-                        self.failed = Some(Error::io(
-                            escape_bytes(shown.as_os_str().as_bytes()),
-                            e,
-                        ));
+                        self.failed =
+                            Some(Error::io(escape_bytes(shown.as_os_str().as_bytes()), e));
                         return Visit::Skip;
                     }
                 }
@@ -530,7 +527,9 @@ fn restore_files(
                 };
                 pieces.sort_by_key(|p| p.loc.offset);
                 for run in runs(&pieces) {
-                    restore_run(repo, index, rt, w, pack, run, files, &slots, progress, errors);
+                    restore_run(
+                        repo, index, rt, w, pack, run, files, &slots, progress, errors,
+                    );
                 }
             });
         }
@@ -707,7 +706,11 @@ fn create_other(root: &Root, p: &Path, n: &Node) -> std::io::Result<bool> {
     let kind = rustix::fs::FileType::from_raw_mode(n.mode);
     match n.kind {
         NodeKind::Symlink => {
-            let t = n.target.as_ref().map(|t| t.0.as_slice()).unwrap_or_default();
+            let t = n
+                .target
+                .as_ref()
+                .map(|t| t.0.as_slice())
+                .unwrap_or_default();
             root.symlink(p, t)?;
         }
         NodeKind::Fifo => root.mknod(p, rustix::fs::FileType::Fifo, 0o600, 0)?,
