@@ -460,6 +460,7 @@ struct FileSlot {
 /// to the files that use it. A backup of many small files packs thousands
 /// of them together, so this turns one request, one thread hand-off and one
 /// decryption set-up per file into one per pack.
+#[allow(clippy::too_many_arguments)]
 fn restore_files(
     repo: &Repository,
     index: &MasterIndex,
