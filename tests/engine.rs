@@ -136,6 +136,8 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         include: vec![],
         verify: true,
         workers: 2,
+        allow_devices: false,
+        keep_setuid: false,
     };
     let res = restore(
         &good_repo,
@@ -273,6 +275,8 @@ async fn reads_fall_back_to_another_replica() {
         include: vec![],
         verify: true,
         workers: 2,
+        allow_devices: false,
+        keep_setuid: false,
     };
     let res = restore(&repo, &index, &snaps[0], &opts, &RestoreProgress::default())
         .await

@@ -102,10 +102,15 @@ pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
                     .unwrap_or_default();
                 println!(
                     "{:o} {:>5} {:>5} {:>12} {} {}",
-                    e.mode, e.uid, e.gid, e.size, t, e.path
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    e.size,
+                    t,
+                    e.display()
                 );
             } else {
-                println!("{}", e.path);
+                println!("{}", e.display());
             }
         }
     }

@@ -27,6 +27,14 @@ pub struct RestoreArgs {
     /// [default: a local replica first].
     #[arg(long, value_name = "REPO")]
     pub from: Option<String>,
+    /// Create device nodes the snapshot holds (needs root); without it
+    /// they are skipped and reported.
+    #[arg(long)]
+    pub allow_devices: bool,
+    /// Keep set-user-id and set-group-id bits of files; without it they
+    /// are cleared and reported.
+    #[arg(long)]
+    pub keep_setuid: bool,
 }
 
 pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
@@ -41,6 +49,8 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         include: a.include.clone(),
         verify: a.verify,
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+        allow_devices: a.allow_devices,
+        keep_setuid: a.keep_setuid,
     };
     let progress = Arc::new(RestoreProgress::default());
     let ticker = super::progress::show(g, progress.clone());
@@ -53,6 +63,13 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
                     "sources": output::sources_json(&repo), "fallbacks": repo.reads().fallbacks()}),
         );
     } else {
+        for f in &out.findings {
+            let level = match f.severity {
+                cairn::ops::Severity::Error => "error",
+                cairn::ops::Severity::Warning => "warning",
+            };
+            eprintln!("{level}: {}", f.message);
+        }
         for e in &out.errors {
             eprintln!("error: {e}");
         }

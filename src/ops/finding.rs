@@ -38,6 +38,14 @@ pub enum Problem {
     CopiesDiffer,
     /// A replica lacks snapshots other replicas hold.
     Behind,
+    /// A tree entry whose name could leave its directory (or repeats an
+    /// earlier one): not restored.
+    RefusedEntry,
+    /// An entry deliberately not restored (a device node without
+    /// `--allow-devices`).
+    NotRestored,
+    /// Set-user/group-id bits cleared (without `--keep-setuid`).
+    ModeCleared,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,14 +1,16 @@
 //! `snapshots` and `ls`: what a repository holds — its snapshots, chosen
 //! by host and tag, and the entries of one snapshot or of a path in it.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::format::id::hex_encode;
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{escape_bytes, Node, NodeKind};
 use crate::repo::{Repository, SnapshotEntry, TreeWalker, Visit, Visitor};
 
 /// Which snapshots to list; a criterion left `None` matches every snapshot.
@@ -37,9 +39,13 @@ pub async fn snapshots(repo: &Repository, filter: &SnapshotFilter) -> Result<Vec
 /// One entry of a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    /// Absolute path in the snapshot; bytes of a name that are not UTF-8
-    /// show as U+FFFD.
+    /// Absolute path in the snapshot, exact when it is UTF-8; otherwise
+    /// escaped (see [`escape_bytes`]) and the exact bytes are in
+    /// `path_hex`.
     pub path: String,
+    /// The path's bytes in hex, only when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     #[serde(rename = "type")]
     pub kind: NodeKind,
     /// Permission bits and file type, as in `st_mode`.
@@ -52,15 +58,29 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(path: String, n: &Node) -> Entry {
+    fn new(path: &[u8], n: &Node) -> Entry {
+        let (path, path_hex) = match std::str::from_utf8(path) {
+            Ok(p) => (p.to_string(), None),
+            Err(_) => (escape_bytes(path), Some(hex_encode(path))),
+        };
         Entry {
             path,
+            path_hex,
             kind: n.kind,
             mode: n.mode,
             size: n.size,
             mtime: n.mtime,
             uid: n.uid,
             gid: n.gid,
+        }
+    }
+
+    /// The path for a terminal: control characters escaped, so a hostile
+    /// name cannot move the cursor or forge another line.
+    pub fn display(&self) -> String {
+        match self.path_hex {
+            Some(_) => self.path.clone(),
+            None => escape_bytes(self.path.as_bytes()),
         }
     }
 }
@@ -119,6 +139,7 @@ struct Collect {
 
 impl Visitor for Collect {
     fn node(&mut self, path: &Path, n: &Node) -> Visit {
+        let bytes = path.as_os_str().as_bytes();
         let path = path.to_string_lossy();
         let inside = path == self.prefix || path.starts_with(&self.below);
         let above = self
@@ -126,7 +147,7 @@ impl Visitor for Collect {
             .strip_prefix(&*path)
             .is_some_and(|rest| rest.starts_with('/'));
         if inside {
-            self.entries.push(Entry::new(path.into_owned(), n));
+            self.entries.push(Entry::new(bytes, n));
         }
         if inside || above {
             Visit::Descend
@@ -184,6 +205,7 @@ mod tests {
         let meta = fs::metadata(src.join("a/b/f")).unwrap();
         let want = Entry {
             path: f.path.clone(),
+            path_hex: None,
             kind: NodeKind::File,
             mode: 0o100640,
             size: 5,

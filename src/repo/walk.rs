@@ -10,6 +10,11 @@
 //! one visit, which is what whole-repository passes (check, survey, stats)
 //! want. A walk that needs every path (restore, ls) visits every
 //! occurrence.
+//!
+//! Entries whose names could leave their directory or repeat an earlier
+//! name ([`Tree::take_refused`]) never reach [`Visitor::node`]: they are
+//! reported through [`Visitor::refused`], so every walk builds paths from
+//! safe components only.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use super::{MasterIndex, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::Id;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Refused, Tree};
 
 /// Whether to go below a directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub trait Visitor {
         Visit::Descend
     }
 
+    /// An entry of directory `dir` was refused for its name: it is not
+    /// visited (nor anything below it).
+    fn refused(&mut self, _dir: &Path, _entry: &Refused) {}
+
     /// After everything below `path` was visited.
     fn leave(&mut self, _path: &Path, _ids: &[Id]) {}
 }
@@ -60,8 +69,12 @@ pub struct TreeWalker<'a> {
     index: &'a MasterIndex,
     once: bool,
     seen: HashSet<Vec<Id>>,
-    cache: HashMap<Vec<Id>, Arc<Tree>>,
+    cache: HashMap<Vec<Id>, Loaded>,
+    loads: u64,
 }
+
+/// A decoded tree without its refused entries, and those entries.
+type Loaded = (Arc<Tree>, Arc<Vec<Refused>>);
 
 enum Step {
     Enter(PathBuf, Vec<Id>),
@@ -76,6 +89,7 @@ impl<'a> TreeWalker<'a> {
             once: false,
             seen: HashSet::new(),
             cache: HashMap::new(),
+            loads: 0,
         }
     }
 
@@ -87,17 +101,30 @@ impl<'a> TreeWalker<'a> {
         self
     }
 
-    /// Load a tree, from the cache when it was loaded recently.
+    /// Load a tree, from the cache when it was loaded recently; refused
+    /// entries are taken out (see [`Tree::take_refused`]).
     pub async fn load(&mut self, ids: &[Id]) -> Result<Arc<Tree>> {
+        Ok(self.load_checked(ids).await?.0)
+    }
+
+    async fn load_checked(&mut self, ids: &[Id]) -> Result<Loaded> {
         if let Some(t) = self.cache.get(ids) {
             return Ok(t.clone());
         }
-        let tree = Arc::new(self.repo.load_tree(self.index, ids).await?);
+        let mut tree = self.repo.load_tree(self.index, ids).await?;
+        self.loads += 1;
+        let refused = tree.take_refused();
+        let loaded = (Arc::new(tree), Arc::new(refused));
         if self.cache.len() >= CACHE_TREES {
             self.cache.clear();
         }
-        self.cache.insert(ids.to_vec(), tree.clone());
-        Ok(tree)
+        self.cache.insert(ids.to_vec(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// How many trees were fetched and decoded so far (cache misses).
+    pub fn loads(&self) -> u64 {
+        self.loads
     }
 
     /// Walk the tree `root`, whose directory is `root_path` (`/` for a
@@ -146,7 +173,7 @@ impl<'a> TreeWalker<'a> {
             if self.once {
                 self.seen.insert(ids.clone());
             }
-            let tree = match self.load(&ids).await {
+            let loaded = match self.load_checked(&ids).await {
                 Ok(t) => t,
                 Err(e) if fail_fast => return Err(e),
                 Err(e) => {
@@ -154,6 +181,10 @@ impl<'a> TreeWalker<'a> {
                     continue;
                 }
             };
+            let (tree, refused) = &loaded;
+            for r in refused.iter() {
+                v.refused(&path, r);
+            }
             stack.push(Step::Leave(path.clone(), ids));
             let first_dir = stack.len();
             for n in &tree.nodes {
@@ -314,5 +345,82 @@ mod tests {
             .unwrap_err();
         assert!(err.is_damage(), "{err}");
         assert_eq!(v.0, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subtree_referenced_a_million_times_is_loaded_once() {
+        use crate::ops::restore::forge::{self, Forge};
+        use crate::test_support::{init, memory_replicas};
+        // A binary DAG 20 levels deep: 2^20 leaf directories, 21 trees.
+        const LEVELS: usize = 20;
+        let repo = init(memory_replicas(1)).await;
+        let f = Forge::new(&repo).await.unwrap();
+        let mut t = f.tree(vec![forge::node(b"f", NodeKind::File)]);
+        for _ in 0..LEVELS {
+            t = f.tree(vec![forge::dir(b"a", t.clone()), forge::dir(b"b", t)]);
+        }
+        f.commit(t.clone(), "/").await.unwrap();
+        let index = repo.load_index().await.unwrap();
+
+        #[derive(Default)]
+        struct Count(u64);
+        impl Visitor for Count {
+            fn node(&mut self, _: &Path, n: &Node) -> Visit {
+                self.0 += u64::from(n.kind == NodeKind::File);
+                Visit::Descend
+            }
+        }
+        let mut c = Count::default();
+        let mut w = TreeWalker::new(&repo, &index);
+        let started = std::time::Instant::now();
+        w.walk(&t, Path::new("/"), &mut c).await;
+        eprintln!("walked 2^{LEVELS} leaves in {:?}", started.elapsed());
+        assert_eq!(c.0, 1 << LEVELS);
+        assert_eq!(w.loads(), LEVELS as u64 + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_entries_are_reported_not_visited() {
+        use crate::ops::restore::forge::{self, Forge};
+        use crate::test_support::{init, memory_replicas};
+        let repo = init(memory_replicas(1)).await;
+        let f = Forge::new(&repo).await.unwrap();
+        let inner = f.tree(vec![forge::node(b"x", NodeKind::File)]);
+        let t = f.tree(vec![
+            forge::dir(b"..", inner.clone()),
+            forge::node(b"ok", NodeKind::File),
+            forge::node(b"ok", NodeKind::File),
+        ]);
+        f.commit(t.clone(), "/").await.unwrap();
+        let index = repo.load_index().await.unwrap();
+
+        #[derive(Default)]
+        struct Seen(Vec<String>);
+        impl Visitor for Seen {
+            fn node(&mut self, p: &Path, _: &Node) -> Visit {
+                self.0.push(format!("node {}", p.display()));
+                Visit::Descend
+            }
+            fn refused(&mut self, dir: &Path, r: &Refused) {
+                self.0.push(format!(
+                    "refused {} {} {}",
+                    dir.display(),
+                    r.name.lossy(),
+                    r.reason
+                ));
+            }
+        }
+        let mut s = Seen::default();
+        TreeWalker::new(&repo, &index)
+            .walk(&t, Path::new("/"), &mut s)
+            .await;
+        assert_eq!(
+            s.0,
+            [
+                "refused / .. name `.` or `..`",
+                "refused / ok name appears twice in its directory",
+                "node /ok",
+            ]
+        );
     }
 }

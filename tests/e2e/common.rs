@@ -270,7 +270,14 @@ pub fn compare_restore(src: &Path, target: &Path, stderr: &str) -> Vec<PathBuf> 
         .lines()
         .filter_map(|l| l.strip_prefix("error: "))
         .collect();
-    let shown = |rel: &Path| format!("{}: ", root.join(rel).display());
+    // Restore prints paths escaped (control characters, bytes not UTF-8).
+    let shown = |rel: &Path| {
+        let p = root.join(rel);
+        format!(
+            "{}: ",
+            cairn::format::tree::escape_bytes(p.as_os_str().as_bytes())
+        )
+    };
     let actual: BTreeMap<PathBuf, Entry> = snapshot_of(&root).into_iter().collect();
     let expected = snapshot_of(src);
     for e in &errors {

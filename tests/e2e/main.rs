@@ -4,6 +4,7 @@
 
 mod common;
 mod faults;
+mod hostile;
 mod locks;
 mod replicas;
 mod retention;

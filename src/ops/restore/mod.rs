@@ -6,11 +6,20 @@
 //! named in the report and the rest of the restore goes on. Directory
 //! metadata is applied last, deepest first, so writing children does not
 //! disturb their parents' mtimes.
+//!
+//! Restore is confined to its target ([`fs`]): entries whose names could
+//! leave their directory are refused by the walker and named in the report;
+//! nothing is created, opened or changed through a symlink; device nodes
+//! and set-user/group-id bits are restored only when asked for
+//! (`allow_devices`, `keep_setuid`). See docs/restore.md.
 
-use std::fs::{self, File, OpenOptions};
+#[doc(hidden)]
+pub mod forge;
+mod fs;
+
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -19,9 +28,11 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{escape_bytes, validate_name, Node, NodeKind, Refused};
+use crate::ops::{Finding, Problem, Severity};
 use crate::repo::{MasterIndex, TreeWalker, Visit, Visitor};
 use crate::repo::{Repository, SnapshotEntry};
+use fs::Root;
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -33,6 +44,27 @@ pub struct RestoreOptions {
     /// Re-read restored files and check them against the snapshot.
     pub verify: bool,
     pub workers: usize,
+    /// Create device nodes (as root); otherwise they are skipped and
+    /// reported.
+    pub allow_devices: bool,
+    /// Keep set-user-id and set-group-id bits of files; otherwise they are
+    /// cleared and reported.
+    pub keep_setuid: bool,
+}
+
+impl RestoreOptions {
+    /// Everything of the snapshot into `target`, with the safe defaults.
+    pub fn new(target: PathBuf) -> RestoreOptions {
+        RestoreOptions {
+            target,
+            subpath: None,
+            include: Vec::new(),
+            verify: false,
+            workers: 2,
+            allow_devices: false,
+            keep_setuid: false,
+        }
+    }
 }
 
 /// Counters for progress display.
@@ -52,11 +84,17 @@ pub struct RestoreOutcome {
     /// Files that could not be restored (or verified), with the reason.
     pub errors: Vec<String>,
     pub verified_files: u64,
+    /// Entries not restored as the snapshot has them: refused names and
+    /// device nodes (errors), cleared set-id bits (warnings).
+    pub findings: Vec<Finding>,
 }
 
 impl RestoreOutcome {
+    /// Incomplete when something could not be restored, or was refused or
+    /// skipped; cleared set-id bits alone do not make it so.
     pub fn outcome(&self) -> crate::ops::Outcome {
-        if self.errors.is_empty() {
+        let refused = self.findings.iter().any(|f| f.severity == Severity::Error);
+        if self.errors.is_empty() && !refused {
             crate::ops::Outcome::Ok
         } else {
             crate::ops::Outcome::Incomplete
@@ -64,6 +102,7 @@ impl RestoreOutcome {
     }
 }
 
+/// A path below the target, made of checked names only.
 struct FileItem {
     path: PathBuf,
     node: Node,
@@ -75,6 +114,7 @@ struct Plan {
     others: Vec<(PathBuf, Node)>,
     /// Directories whose contents could not be read from the repository.
     errors: Vec<String>,
+    findings: Vec<Finding>,
 }
 
 fn includes(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -107,6 +147,7 @@ async fn locate(
     let mut node = None;
     let comps: Vec<&str> = subpath.split('/').filter(|c| !c.is_empty()).collect();
     for (i, c) in comps.iter().enumerate() {
+        validate_name(c.as_bytes()).map_err(|e| Error::Invalid(format!("{subpath}: {e}")))?;
         let n = tree
             .find(c.as_bytes())
             .cloned()
@@ -154,23 +195,28 @@ pub async fn restore(
     let filter = includes(&opts.include)?;
     let sub = opts.subpath.clone().unwrap_or_default();
     let (node, tree_ids) = locate(repo, index, &snap.snapshot.tree, &sub).await?;
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
+    let root = Root::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     let mut plan = Plan {
         dirs: Vec::new(),
         files: Vec::new(),
         others: Vec::new(),
         errors: Vec::new(),
+        findings: Vec::new(),
     };
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
+    let short = snap.id.short();
     match node {
         Some(n) if n.kind != NodeKind::Dir => {
-            let dest = opts.target.join(std::ffi::OsStr::from_bytes(&n.name.0));
-            add_node(&mut plan, dest, n);
+            let dest = PathBuf::from(std::ffi::OsStr::from_bytes(&n.name.0));
+            add_node(&mut plan, dest, n, &snap_base, &short, opts);
         }
         _ => {
             let mut v = Planner {
+                root: &root,
                 target: &opts.target,
                 snap_base: &snap_base,
+                snapshot: &short,
+                opts,
                 filter: filter.as_ref(),
                 plan: &mut plan,
                 failed: None,
@@ -183,8 +229,11 @@ pub async fn restore(
             }
         }
     }
+    let target = opts.target.as_path();
+    let shown = |rel: &Path| escape_bytes(target.join(rel).as_os_str().as_bytes());
     let mut outcome = RestoreOutcome {
         errors: std::mem::take(&mut plan.errors),
+        findings: std::mem::take(&mut plan.findings),
         ..Default::default()
     };
     progress.total_files.store(plan.files.len() as u64, Relaxed);
@@ -192,17 +241,23 @@ pub async fn restore(
         .total_bytes
         .store(plan.files.iter().map(|f| f.node.size).sum(), Relaxed);
     for (p, _) in &plan.dirs {
-        if let Err(e) = fs::create_dir_all(p) {
-            outcome.errors.push(format!("{}: {e}", p.display()));
+        if let Err(e) = root.mkdir_all(p) {
+            outcome.errors.push(format!("{}: {e}", shown(p)));
         }
     }
     let errors = Mutex::new(Vec::new());
     let rt = tokio::runtime::Handle::current();
+    let w = Writer {
+        root: &root,
+        target,
+        keep_setuid: opts.keep_setuid,
+    };
     tokio::task::block_in_place(|| {
         restore_files(
             repo,
             index,
             &rt,
+            &w,
             &plan.files,
             opts.workers.max(1),
             progress,
@@ -211,19 +266,19 @@ pub async fn restore(
     });
     outcome.errors.extend(errors.into_inner().unwrap());
     for (p, n) in &plan.others {
-        let res = match create_other(p, n) {
-            Ok(true) => apply_meta(p, n),
+        let res = match create_other(&root, p, n) {
+            Ok(true) => root.set_meta(p, n, w.perm(n)),
             // Not created (a socket, or a device without root): no metadata.
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = res {
-            outcome.errors.push(format!("{}: {e}", p.display()));
+            outcome.errors.push(format!("{}: {e}", shown(p)));
         }
     }
     for (p, n) in plan.dirs.iter().rev() {
-        if let Err(e) = apply_meta(p, n) {
-            outcome.errors.push(format!("{}: {e}", p.display()));
+        if let Err(e) = root.set_meta(p, n, w.perm(n)) {
+            outcome.errors.push(format!("{}: {e}", shown(p)));
         }
     }
     outcome.files = progress.files.load(Relaxed);
@@ -231,18 +286,73 @@ pub async fn restore(
     outcome.bytes = progress.bytes.load(Relaxed);
     if opts.verify {
         for f in &plan.files {
-            match verify_file(repo, index, f) {
+            match verify_file(repo, index, &root, f) {
                 Ok(()) => outcome.verified_files += 1,
                 Err(e) => outcome
                     .errors
-                    .push(format!("{}: verification failed: {e}", f.path.display())),
+                    .push(format!("{}: verification failed: {e}", shown(&f.path))),
             }
         }
     }
     Ok(outcome)
 }
 
-fn add_node(plan: &mut Plan, dest: PathBuf, n: Node) {
+/// Where files go and which mode bits they get.
+struct Writer<'a> {
+    root: &'a Root,
+    target: &'a Path,
+    keep_setuid: bool,
+}
+
+impl Writer<'_> {
+    fn shown(&self, rel: &Path) -> String {
+        escape_bytes(self.target.join(rel).as_os_str().as_bytes())
+    }
+
+    /// The permission bits to give `n`: set-user/group-id bits only when
+    /// asked for (a directory's set-group-id only picks the group of new
+    /// entries, and is kept).
+    fn perm(&self, n: &Node) -> u32 {
+        let perm = n.mode & 0o7777;
+        if self.keep_setuid || n.kind == NodeKind::Dir {
+            perm
+        } else {
+            perm & !0o6000
+        }
+    }
+}
+
+/// Put `n` (restored at `dest`, below the target) into the plan, or
+/// report why it is not restored as it is.
+fn add_node(
+    plan: &mut Plan,
+    dest: PathBuf,
+    n: Node,
+    snap_path: &Path,
+    snapshot: &str,
+    opts: &RestoreOptions,
+) {
+    let shown = escape_bytes(snap_path.as_os_str().as_bytes());
+    let is_device = matches!(n.kind, NodeKind::Chardev | NodeKind::Blockdev);
+    if is_device && !opts.allow_devices {
+        plan.findings.push(
+            Finding::error(
+                Problem::NotRestored,
+                format!("{shown}: device node not restored (use --allow-devices)"),
+            )
+            .at(snapshot, &shown),
+        );
+        return;
+    }
+    if !opts.keep_setuid && n.kind != NodeKind::Dir && n.mode & 0o6000 != 0 {
+        plan.findings.push(
+            Finding::warning(
+                Problem::ModeCleared,
+                format!("{shown}: set-user/group-id bits cleared (use --keep-setuid)"),
+            )
+            .at(snapshot, &shown),
+        );
+    }
     match n.kind {
         NodeKind::File => plan.files.push(FileItem {
             path: dest,
@@ -255,8 +365,11 @@ fn add_node(plan: &mut Plan, dest: PathBuf, n: Node) {
 
 /// Collects everything below the restored directory into the plan.
 struct Planner<'a> {
+    root: &'a Root,
     target: &'a Path,
     snap_base: &'a Path,
+    snapshot: &'a str,
+    opts: &'a RestoreOptions,
     filter: Option<&'a GlobSet>,
     plan: &'a mut Plan,
     /// A parent directory that could not be created ends the restore.
@@ -264,9 +377,12 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// The path below the target for a path of the snapshot.
     fn dest(&self, snap_path: &Path) -> PathBuf {
-        self.target
-            .join(snap_path.strip_prefix(self.snap_base).unwrap_or(snap_path))
+        snap_path
+            .strip_prefix(self.snap_base)
+            .unwrap_or(snap_path)
+            .to_path_buf()
     }
 }
 
@@ -274,11 +390,23 @@ impl Visitor for Planner<'_> {
     fn unreadable(&mut self, path: &Path, _: &[Id], e: &Error) {
         // A directory whose tree is damaged or missing is named and
         // skipped; the rest of the snapshot is still restored.
-        let d = self.dest(path);
+        let d = self.target.join(self.dest(path));
         self.plan.errors.push(format!(
             "{}: directory contents cannot be restored: {e}",
-            d.display()
+            escape_bytes(d.as_os_str().as_bytes())
         ));
+    }
+
+    fn refused(&mut self, dir: &Path, r: &Refused) {
+        let dir = escape_bytes(dir.as_os_str().as_bytes());
+        let name = r.name.escaped();
+        self.plan.findings.push(
+            Finding::error(
+                Problem::RefusedEntry,
+                format!("refused entry \"{name}\" in {dir}: {}", r.reason),
+            )
+            .at(self.snapshot, &dir),
+        );
     }
 
     fn node(&mut self, sp: &Path, n: &Node) -> Visit {
@@ -297,13 +425,15 @@ impl Visitor for Planner<'_> {
             if let Some(parent) = d.parent() {
                 if self.filter.is_some() && !self.plan.dirs.iter().any(|(p, _)| p == parent) {
                     // Parents of an included file are created, without metadata.
-                    if let Err(e) = fs::create_dir_all(parent) {
-                        self.failed = Some(Error::io(parent.display(), e));
+                    if let Err(e) = self.root.mkdir_all(parent) {
+                        let shown = self.target.join(parent);
+                        self.failed =
+                            Some(Error::io(escape_bytes(shown.as_os_str().as_bytes()), e));
                         return Visit::Skip;
                     }
                 }
             }
-            add_node(self.plan, d, n.clone());
+            add_node(self.plan, d, n.clone(), sp, self.snapshot, self.opts);
         }
         Visit::Descend
     }
@@ -330,10 +460,12 @@ struct FileSlot {
 /// to the files that use it. A backup of many small files packs thousands
 /// of them together, so this turns one request, one thread hand-off and one
 /// decryption set-up per file into one per pack.
+#[allow(clippy::too_many_arguments)]
 fn restore_files(
     repo: &Repository,
     index: &MasterIndex,
     rt: &tokio::runtime::Handle,
+    w: &Writer,
     files: &[FileItem],
     workers: usize,
     progress: &RestoreProgress,
@@ -369,7 +501,7 @@ fn restore_files(
                         slot.failed = true;
                         errors.lock().unwrap().push(format!(
                             "{}: blob {} is in no index",
-                            f.path.display(),
+                            w.shown(&f.path),
                             id.short()
                         ));
                     }
@@ -383,7 +515,7 @@ fn restore_files(
     for (i, f) in files.iter().enumerate() {
         let slot = slots[i].lock().unwrap();
         if slot.remaining == 0 && !slot.failed {
-            finished(f, None, progress, errors);
+            finished(w, f, None, progress, errors);
         }
     }
     let packs: Vec<(u32, Vec<Piece>)> = by_pack.into_iter().collect();
@@ -396,7 +528,9 @@ fn restore_files(
                 };
                 pieces.sort_by_key(|p| p.loc.offset);
                 for run in runs(&pieces) {
-                    restore_run(repo, index, rt, pack, run, files, &slots, progress, errors);
+                    restore_run(
+                        repo, index, rt, w, pack, run, files, &slots, progress, errors,
+                    );
                 }
             });
         }
@@ -439,6 +573,7 @@ fn restore_run(
     repo: &Repository,
     index: &MasterIndex,
     rt: &tokio::runtime::Handle,
+    w: &Writer,
     pack: u32,
     run: &[Piece],
     files: &[FileItem],
@@ -479,13 +614,13 @@ fn restore_run(
         if slot.failed {
             continue;
         }
-        let res = blob.and_then(|b| write_piece(f, &mut slot, p.offset, &b).map(|()| b.len()));
+        let res = blob.and_then(|b| write_piece(w, f, &mut slot, p.offset, &b).map(|()| b.len()));
         match res {
             Ok(n) => {
                 progress.bytes.fetch_add(n as u64, Relaxed);
                 slot.remaining -= 1;
                 if slot.remaining == 0 {
-                    finished(f, Some(slot.created), progress, errors);
+                    finished(w, f, Some(slot.created), progress, errors);
                 }
             }
             Err(e) => {
@@ -493,72 +628,70 @@ fn restore_run(
                 errors
                     .lock()
                     .unwrap()
-                    .push(format!("{}: {e}", f.path.display()));
+                    .push(format!("{}: {e}", w.shown(&f.path)));
             }
         }
     }
 }
 
-/// Write one blob into its file; the first write creates (truncates) the
-/// file. All-zero blobs are skipped so sparse files stay sparse.
-fn write_piece(f: &FileItem, slot: &mut FileSlot, offset: u64, data: &[u8]) -> Result<()> {
+/// Write one blob into its file; the first write creates the file anew.
+/// All-zero blobs are skipped so sparse files stay sparse.
+fn write_piece(
+    w: &Writer,
+    f: &FileItem,
+    slot: &mut FileSlot,
+    offset: u64,
+    data: &[u8],
+) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let path = &f.path;
     let zero = is_zero(data);
     if zero && slot.created {
         return Ok(());
     }
-    let file = open_for_write(path, !slot.created)?;
+    let file = open_for_write(w, f, !slot.created)?;
     slot.created = true;
     if !zero {
         file.write_all_at(data, offset)
-            .map_err(|e| Error::io(path.display(), e))?;
+            .map_err(|e| Error::io(w.shown(&f.path), e))?;
     }
     Ok(())
 }
 
-fn open_for_write(path: &Path, truncate: bool) -> Result<File> {
-    if truncate {
-        // A symlink or directory in the way is replaced, never followed.
-        if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-            let _ = fs::remove_file(path);
-        }
-    }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .mode_0600()
-        .open(path)
-        .map_err(|e| Error::io(path.display(), e))
+/// Create the file (`fresh`) or open the one this restore created, never
+/// through a symlink.
+fn open_for_write(w: &Writer, f: &FileItem, fresh: bool) -> Result<File> {
+    let r = if fresh {
+        w.root.create_file(&f.path)
+    } else {
+        w.root.open_file(&f.path, true)
+    };
+    r.map_err(|e| Error::io(w.shown(&f.path), e))
 }
 
 /// Finish `f` (see [`finish_file`]) and count it, or record why not.
 fn finished(
+    w: &Writer,
     f: &FileItem,
     created: Option<bool>,
     progress: &RestoreProgress,
     errors: &Mutex<Vec<String>>,
 ) {
-    match finish_file(f, created) {
+    match finish_file(w, f, created) {
         Ok(()) => {
             progress.files.fetch_add(1, Relaxed);
         }
-        Err(e) => errors
-            .lock()
-            .unwrap()
-            .push(format!("{}: {e}", f.path.display())),
+        Err(e) => errors.lock().unwrap().push(e.to_string()),
     }
 }
 
 /// Give a fully written file its length (holes at the end of sparse files)
-/// and its metadata. `created` is None for files with no content at all.
-fn finish_file(f: &FileItem, created: Option<bool>) -> Result<()> {
-    let file = open_for_write(&f.path, !created.unwrap_or(false))?;
-    file.set_len(f.node.size)
-        .map_err(|e| Error::io(f.path.display(), e))?;
-    drop(file);
-    apply_meta(&f.path, &f.node).map_err(|e| Error::io(f.path.display(), e))
+/// and its metadata, on the open handle. `created` is None for files with
+/// no content at all.
+fn finish_file(w: &Writer, f: &FileItem, created: Option<bool>) -> Result<()> {
+    let file = open_for_write(w, f, !created.unwrap_or(false))?;
+    let io = |e| Error::io(w.shown(&f.path), e);
+    file.set_len(f.node.size).map_err(io)?;
+    fs::set_meta_fd(&file, &f.node, w.perm(&f.node)).map_err(io)
 }
 
 /// Whether `data` is all zero bytes. Compared a block at a time (memcmp),
@@ -568,30 +701,30 @@ fn is_zero(data: &[u8]) -> bool {
     data.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
 }
 
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Readable by the owner only until the snapshot's mode is applied.
-        self.mode(0o600)
-    }
-}
-
 /// Create a symlink, FIFO or device node; `Ok(false)` when the entry is
-/// deliberately not created.
-fn create_other(p: &Path, n: &Node) -> std::io::Result<bool> {
-    let _ = fs::remove_file(p);
+/// deliberately not created (devices were allowed by the planner).
+fn create_other(root: &Root, p: &Path, n: &Node) -> std::io::Result<bool> {
+    let kind = rustix::fs::FileType::from_raw_mode(n.mode);
     match n.kind {
         NodeKind::Symlink => {
-            let t = n.target.as_ref().map(|t| t.0.clone()).unwrap_or_default();
-            symlink(std::ffi::OsStr::from_bytes(&t), p)?;
+            let t = n
+                .target
+                .as_ref()
+                .map(|t| t.0.as_slice())
+                .unwrap_or_default();
+            root.symlink(p, t)?;
         }
-        NodeKind::Fifo => crate::sys::mknod(p, libc::S_IFIFO | (n.mode & 0o7777), 0)?,
+        NodeKind::Fifo => root.mknod(p, rustix::fs::FileType::Fifo, 0o600, 0)?,
         NodeKind::Chardev | NodeKind::Blockdev if crate::sys::is_root() => {
-            crate::sys::mknod(p, n.mode, n.rdev)?
+            let want = if n.kind == NodeKind::Chardev {
+                rustix::fs::FileType::CharacterDevice
+            } else {
+                rustix::fs::FileType::BlockDevice
+            };
+            if kind != want {
+                return Err(std::io::Error::other("mode disagrees with the node type"));
+            }
+            root.mknod(p, want, 0o600, n.rdev)?
         }
         // Sockets cannot be restored meaningfully; devices need root.
         _ => return Ok(false),
@@ -599,26 +732,17 @@ fn create_other(p: &Path, n: &Node) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Ownership (as root), permissions and timestamps.
-fn apply_meta(p: &Path, n: &Node) -> std::io::Result<()> {
-    if crate::sys::is_root() {
-        crate::sys::lchown(p, n.uid, n.gid)?;
-    }
-    if n.kind != NodeKind::Symlink && std::fs::symlink_metadata(p).is_ok() {
-        fs::set_permissions(p, fs::Permissions::from_mode(n.mode & 0o7777))?;
-    }
-    crate::sys::set_times_nofollow(p, n.mtime, n.mtime)
-}
-
-fn verify_file(repo: &Repository, index: &MasterIndex, f: &FileItem) -> Result<()> {
-    let mut file = File::open(&f.path).map_err(|e| Error::io(f.path.display(), e))?;
+fn verify_file(repo: &Repository, index: &MasterIndex, root: &Root, f: &FileItem) -> Result<()> {
+    let mut file = root
+        .open_file(&f.path, false)
+        .map_err(|e| Error::io(escape_bytes(f.path.as_os_str().as_bytes()), e))?;
     for id in &f.node.content {
         let (_, loc) = index
             .get(id)
             .ok_or_else(|| Error::NotFound(format!("blob {} not in index", id.short())))?;
         let mut buf = vec![0u8; loc.raw_len as usize];
         file.read_exact(&mut buf)
-            .map_err(|e| Error::io(f.path.display(), e))?;
+            .map_err(|e| Error::io(escape_bytes(f.path.as_os_str().as_bytes()), e))?;
         if repo.keyring().chunk_id(&buf) != *id {
             return Err(Error::Corrupt(format!(
                 "content differs from blob {}",
@@ -629,7 +753,7 @@ fn verify_file(repo: &Repository, index: &MasterIndex, f: &FileItem) -> Result<(
     let mut rest = [0u8; 1];
     if file
         .read(&mut rest)
-        .map_err(|e| Error::io(f.path.display(), e))?
+        .map_err(|e| Error::io(escape_bytes(f.path.as_os_str().as_bytes()), e))?
         != 0
     {
         return Err(Error::Corrupt("file is longer than in the snapshot".into()));
@@ -667,11 +791,8 @@ mod tests {
         let snaps = repo.list_snapshots().await.unwrap();
         let target = dir.path().join("restored");
         let opts = RestoreOptions {
-            target: target.clone(),
-            subpath: None,
-            include: Vec::new(),
             verify: true,
-            workers: 2,
+            ..RestoreOptions::new(target.clone())
         };
         let out = restore(&repo, &index, &snaps[0], &opts, &RestoreProgress::default())
             .await
