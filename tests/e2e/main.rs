@@ -7,6 +7,7 @@ mod faults;
 mod locks;
 mod replicas;
 mod roundtrip;
+mod secrets;
 mod servers;
 #[path = "../support/mod.rs"]
 mod support;
