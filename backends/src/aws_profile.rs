@@ -318,9 +318,9 @@ impl CredentialProvider for ProcessProvider {
 impl ProcessProvider {
     async fn run(&self) -> Result<(AwsCredential, Option<SystemTime>)> {
         let what = format!("credential_process of AWS profile {:?}", self.profile);
-        let output = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&self.command)
+        // Without cairn's passphrase and other backends' secrets; the
+        // profile variables (AWS_PROFILE, AWS_CONFIG_FILE…) pass.
+        let output = crate::child::shell_async(&self.command)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -508,5 +508,31 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("nope") || format!("{e:?}").contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn credential_process_gets_no_secrets_but_its_profile() {
+        // Variables no other test reads, so setting them races with nothing.
+        std::env::set_var("CAIRN_TEST_CREDPROC_PASSWORD", "credproc-secret-1");
+        std::env::set_var("AWS_TEST_CREDPROC_SESSION_TOKEN", "credproc-secret-2");
+        std::env::set_var("AWS_TEST_CREDPROC_PROFILE", "credproc-profile");
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("env");
+        let provider = ProcessProvider {
+            profile: "p".into(),
+            command: format!(
+                "env > '{}'; echo '{{\"Version\": 1, \"AccessKeyId\": \"AKIAP\", \"SecretAccessKey\": \"sp\"}}'",
+                env.display()
+            ),
+            cached: tokio::sync::Mutex::new(None),
+        };
+        provider.get_credential().await.unwrap();
+        let env = std::fs::read_to_string(&env).unwrap();
+        assert!(!env.contains("credproc-secret"), "{env}");
+        assert!(
+            env.contains("AWS_TEST_CREDPROC_PROFILE=credproc-profile"),
+            "{env}"
+        );
+        assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
     }
 }

@@ -20,6 +20,7 @@ mod handle;
 pub mod aws_profile;
 #[cfg(feature = "azure")]
 pub mod azure;
+pub mod child;
 pub mod conformance;
 #[cfg(feature = "ftp")]
 pub mod ftp;
@@ -36,6 +37,7 @@ mod net_url;
 #[cfg(any(feature = "s3", feature = "azure"))]
 pub mod object_store_backend;
 pub mod options;
+pub mod redact;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "sftp")]
@@ -49,6 +51,7 @@ use bytes::Bytes;
 
 pub use error::{BackendError, ErrorKind, Result};
 pub use handle::{Handle, Kind};
+pub use redact::redact_url;
 
 /// How a `put` treats an object that already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //! Both take `scheme://[user[:password]@]host[:port]/path` (their options
 //! are typed structs, see [`crate::options`]). A password in the URL is accepted (people
 //! paste them) but never shown: [`UrlParts::redacted`] is what `Display`
-//! prints.
+//! prints, and a message about a URL that does not parse shows it through
+//! [`crate::redact_url`].
 
 use std::path::PathBuf;
 
@@ -49,6 +50,19 @@ impl UrlParts {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
+        // Where the user info does not end before the first '/' (a raw '/',
+        // '?' or '#' in the password, or an '@' in the path after a port),
+        // the URL means two things; parsing it one way could show a piece
+        // of the password as a host or port in a message.
+        if let Some((userinfo, _)) = crate::redact::split_userinfo(rest) {
+            if userinfo.len() > authority.len() {
+                return Err(invalid(
+                    &crate::redact_url(url),
+                    "the user info and the path cannot be told apart: write '/', '?', '#' and '@' \
+                     in a password as %2F, %3F, %23 and %40, and '@' in a path as %40",
+                ));
+            }
+        }
         if path.contains(['?', '#']) {
             return Err(invalid(
                 &format!("{scheme}://…"),
@@ -234,5 +248,33 @@ mod tests {
             panic!("a query string must be refused");
         };
         assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn ambiguous_user_info_is_refused_without_showing_the_password() {
+        for url in [
+            "ftp://bob:pa/ss@host/x",
+            "ftp://bob:1234/5678@host/x",
+            "ftp://bob:x@y/z@host/x",
+        ] {
+            let err = UrlParts::parse(url, &["ftp", "sftp"]).err().unwrap();
+            let text = err.to_string();
+            assert!(text.contains("cannot be told apart"), "{text}");
+            assert!(text.contains("@host/x"), "{text}");
+            for piece in ["pa/ss", "1234", "5678", "x@y", "y/z"] {
+                assert!(!text.contains(piece), "{piece} in {text}");
+            }
+        }
+        // A raw '?' ends no authority here (that ends at the first '/').
+        let u = UrlParts::parse("sftp://bob:a?b@host/x", &["sftp"]).unwrap();
+        assert_eq!(u.password.as_deref(), Some("a?b"));
+        // Written as it should be, the same password is fine.
+        let u = UrlParts::parse("ftp://bob:pa%2Fss@host/x", &["ftp"]).unwrap();
+        assert_eq!(u.password.as_deref(), Some("pa/ss"));
+        // An '@' in a path is fine without a port, and escaped after one.
+        let u = UrlParts::parse("sftp://host/me@laptop", &["sftp"]).unwrap();
+        assert_eq!(u.path, "/me@laptop");
+        let u = UrlParts::parse("sftp://host:22/me%40laptop", &["sftp"]).unwrap();
+        assert_eq!(u.path, "/me@laptop");
     }
 }

@@ -204,15 +204,17 @@ pub(crate) fn parse_bool(scheme: &str, key: &str, value: &str) -> Result<bool> {
     }
 }
 
-/// Strip any `user:password@` from an endpoint URL before showing it.
+/// An endpoint URL as it may be shown: without any user info (an endpoint
+/// needs none to be recognised) and with secret query parameters masked
+/// (see [`crate::redact_url`]).
 pub(crate) fn redact_endpoint(endpoint: &str) -> String {
-    match endpoint.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit('@').next().unwrap_or(authority);
-            format!("{scheme}://{host}{path}")
-        }
-        None => endpoint.rsplit('@').next().unwrap_or(endpoint).to_string(),
+    let shown = crate::redact_url(endpoint);
+    match shown.split_once("://") {
+        Some((scheme, rest)) => match crate::redact::split_userinfo(rest) {
+            Some((_, host_on)) => format!("{scheme}://{host_on}"),
+            None => shown,
+        },
+        None => shown.rsplit('@').next().unwrap_or_default().to_string(),
     }
 }
 
@@ -1006,6 +1008,11 @@ mod tests {
             "http://127.0.0.1:9000/x"
         );
         assert_eq!(redact_endpoint("http://h:1"), "http://h:1");
+        assert_eq!(
+            redact_endpoint("http://u:p/w@ss@h:1/x?sig=abc&sv=1"),
+            "http://h:1/x?sig=***&sv=1"
+        );
+        assert_eq!(redact_endpoint("u:pw@h:1"), "h:1");
     }
 
     #[test]

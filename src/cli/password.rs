@@ -41,19 +41,21 @@ pub fn get(g: &Global, fallback: Fallback) -> anyhow::Result<SecretString> {
         return non_empty(first_line(&s).to_string(), "the password file");
     }
     if let Ok(cmd) = std::env::var("CAIRN_PASSWORD_COMMAND") {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
+        // The command gets neither cairn's passphrase sources nor backend
+        // credentials (see `cairn_backends::child`).
+        let out = cairn::backends::child::shell(&cmd)
             .stderr(std::process::Stdio::inherit())
             .output()
             .context("running CAIRN_PASSWORD_COMMAND")?;
+        // The passphrase is in this buffer: wiped when it goes.
+        let stdout = Zeroizing::new(out.stdout);
         if !out.status.success() {
             bail!(UsageError(format!(
                 "CAIRN_PASSWORD_COMMAND failed with {}",
                 out.status
             )));
         }
-        let s = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+        let s = Zeroizing::new(String::from_utf8_lossy(&stdout).into_owned());
         return non_empty(first_line(&s).to_string(), "CAIRN_PASSWORD_COMMAND");
     }
     match fallback {

@@ -39,7 +39,27 @@ pub fn select(g: &Global) -> anyhow::Result<Selection> {
         upload_kib: g.limit_upload,
         download_kib: g.limit_download,
     };
+    warn_secrets_in_argv(&g.repos);
     Ok(cairn::config::select(&config, &g.repos, limits)?)
+}
+
+/// A password (or secret query parameter) in a `--repo` URL is accepted,
+/// but the command line is visible to every user of the machine (`ps`), so
+/// say where it belongs instead. A URL from `CAIRN_REPO` is not on the
+/// command line: no warning for that.
+fn warn_secrets_in_argv(repos: &[String]) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for url in repos {
+        let shown = redact(url);
+        if shown != *url && argv.iter().any(|a| a.contains(url.as_str())) {
+            tracing::warn!(
+                "the repository URL {shown} on the command line holds a password, which other \
+                 users of this machine can see in the process list; name the backend in cairn.toml \
+                 with the password as {{ env = \"VAR\" }} or {{ file = \"PATH\" }}, or set \
+                 CAIRN_SFTP_PASSWORD / CAIRN_FTP_PASSWORD, or give the URL in CAIRN_REPO"
+            );
+        }
+    }
 }
 
 /// Open the repository on the selected replicas, warning about replicas

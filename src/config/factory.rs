@@ -117,7 +117,11 @@ pub fn option_text(url: &str, key: &str, value: &toml::Value) -> Result<String, 
     };
     match (table.get("env"), table.get("file"), table.len()) {
         (Some(Value::String(var)), None, 1) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(v),
+            // Commands cairn runs (a password command) must not inherit it.
+            Ok(v) if !v.is_empty() => {
+                cairn_backends::child::mark_secret_var(var);
+                Ok(v)
+            }
             _ => Err(fail(format!("environment variable {var} is not set"))),
         },
         (None, Some(Value::String(path)), 1) => {

@@ -141,26 +141,11 @@ impl ConfigFile {
     }
 }
 
-/// A URL with any password replaced by `***`, for showing it anywhere.
+/// A URL with any password (and secret query parameters) replaced by
+/// `***`, for showing it anywhere: [`cairn_backends::redact_url`], which
+/// every backend uses too.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match auth.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                url.to_string()
-            }
-        }
-        None => url.to_string(),
-    }
+    cairn_backends::redact_url(url)
 }
 
 #[cfg(test)]
@@ -176,6 +161,7 @@ mod tests {
         assert_eq!(redact("sftp://bob@host/x"), "sftp://bob@host/x");
         assert_eq!(redact("/plain/path"), "/plain/path");
         assert_eq!(redact("s3://bucket/pre@fix"), "s3://bucket/pre@fix");
+        assert_eq!(redact("ftp://bob:se/cr@t@host/x"), "ftp://bob:***@host/x");
     }
 
     #[test]

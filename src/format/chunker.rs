@@ -8,6 +8,7 @@
 
 use fastcdc::v2020::{cut_gear, MASKS};
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::format::crypto::Key32;
 
@@ -64,13 +65,29 @@ pub struct Chunker {
     gear_ls: Box<[u64; 256]>,
 }
 
+/// The gear tables are derived from the chunker key and would let
+/// whoever reads them recognise chunk boundaries: wiped on drop. The tables
+/// live in boxes, so moving a `Chunker` copies no table; a clone has its own
+/// boxes and wipes them itself.
+impl Drop for Chunker {
+    fn drop(&mut self) {
+        self.gear.zeroize();
+        self.gear_ls.zeroize();
+    }
+}
+
 impl Chunker {
     pub fn new(params: ChunkerParams, key: &Key32) -> Result<Chunker, ParamsError> {
         params.validate()?;
         let mut xof = blake3::Hasher::new_derive_key("cairn chunker gear table v1");
         xof.update(&key.0);
-        let mut bytes = [0u8; 256 * 8];
-        xof.finalize_xof().fill(&mut bytes);
+        // The hasher, its output reader and these bytes hold the key or
+        // the table: wiped once used (blake3's `zeroize` feature).
+        let mut bytes = Zeroizing::new([0u8; 256 * 8]);
+        let mut reader = xof.finalize_xof();
+        reader.fill(&mut bytes[..]);
+        reader.zeroize();
+        xof.zeroize();
         let mut gear = Box::new([0u64; 256]);
         let mut gear_ls = Box::new([0u64; 256]);
         for (i, b) in bytes.chunks_exact(8).enumerate() {

@@ -9,6 +9,7 @@ mod locks;
 mod replicas;
 mod retention;
 mod roundtrip;
+mod secrets;
 mod servers;
 #[path = "../support/mod.rs"]
 mod support;
