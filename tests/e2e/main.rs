@@ -10,3 +10,4 @@ mod roundtrip;
 mod servers;
 #[path = "../support/mod.rs"]
 mod support;
+mod tamper;
