@@ -23,6 +23,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Corrupt(String),
+    /// A replica's `config` is malformed, out of range or fails its MAC.
+    #[error("{replica}: config: {reason}")]
+    BadConfig { replica: String, reason: String },
     #[error("no cairn repository at {0} (run `cairn init` first)")]
     NotARepository(String),
     #[error("a repository already exists at {0}")]
@@ -84,7 +87,7 @@ impl Error {
     /// unauthenticated content, or an object that is not there.
     pub fn is_damage(&self) -> bool {
         match self {
-            Error::Corrupt(_) | Error::Crypto { .. } => true,
+            Error::Corrupt(_) | Error::Crypto { .. } | Error::BadConfig { .. } => true,
             Error::Backend { source, .. } => source.kind() == ErrorKind::NotFound,
             _ => false,
         }

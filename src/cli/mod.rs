@@ -102,6 +102,15 @@ pub struct Global {
     #[arg(long, global = true, env = "CAIRN_RETRY_LOCK", value_name = "DURATION",
           value_parser = parse_duration)]
     pub retry_lock: Option<std::time::Duration>,
+    /// Try the key slot whose id starts with this first (see `cairn cat keys`);
+    /// the others are still tried after it.
+    #[arg(long, global = true, env = "CAIRN_KEY_HINT", value_name = "SLOT-ID")]
+    pub key_hint: Option<String>,
+    /// A replica whose snapshot listing went backwards since this host last
+    /// saw it (rolled back, or snapshots deleted) fails the command with
+    /// exit code 5, not only a warning.
+    #[arg(long, global = true, env = "CAIRN_STRICT")]
+    pub strict: bool,
     /// Cancelled by SIGINT or SIGTERM (not an argument).
     #[arg(skip)]
     pub cancel: tokio_util::sync::CancellationToken,
@@ -194,6 +203,7 @@ pub fn main() -> i32 {
         .build()
         .expect("tokio runtime");
     let json = cli.global.json;
+    let strict = cli.global.strict;
     let mut cli = cli;
     cli.global.cancel = tokio_util::sync::CancellationToken::new();
     let cancel = cli.global.cancel.clone();
@@ -205,9 +215,9 @@ pub fn main() -> i32 {
         res
     });
     match result {
-        Ok(code) => code,
+        Ok(code) => exit::with_integrity(code, strict),
         Err(e) => {
-            let code = exit::code_for(&e);
+            let code = exit::with_integrity(exit::code_for(&e), strict);
             let message = cairn::error::chain_of(e.chain().map(|c| c as &dyn std::error::Error));
             if json {
                 println!(

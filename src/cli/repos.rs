@@ -208,7 +208,11 @@ async fn open_with(
         }
     }
     let pass = password::get(g, fallback)?;
-    let mut repo = Repository::open(sel.replicas, &pass).await?;
+    let opts = cairn::repo::OpenOptions {
+        key_hint: g.key_hint.clone(),
+        state_dir: Some(cairn::config::paths::state_dir()),
+    };
+    let mut repo = Repository::open_with(sel.replicas, &pass, &opts).await?;
     prepare(g, &mut repo);
     Ok(repo)
 }
@@ -221,5 +225,6 @@ fn prepare(g: &Global, repo: &mut cairn::repo::Repository) {
         ..Default::default()
     });
     repo.set_cancel_token(g.cancel.clone());
+    super::exit::watch(repo);
     super::signals::arm();
 }

@@ -1,5 +1,5 @@
 //! Where cairn keeps things by default: the embedded default repository,
-//! its key file and `cairn.toml`, under the XDG base directories. `~` in
+//! its key file, `cairn.toml` and this host's records of repositories, under the XDG base directories. `~` in
 //! paths a user writes is expanded by [`expand`] (the storage layer's, so
 //! the backends and the engine agree on it).
 
@@ -33,4 +33,10 @@ pub fn default_key_file() -> PathBuf {
 /// `cairn.toml`, read when no other configuration file is named.
 pub fn default_config_file() -> PathBuf {
     xdg("XDG_CONFIG_HOME", ".config").join("cairn/cairn.toml")
+}
+
+/// This host's records of the repositories it opened (rollback detection,
+/// the key slot that last opened each).
+pub fn state_dir() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state").join("cairn")
 }

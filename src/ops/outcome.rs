@@ -125,6 +125,7 @@ impl Error {
             Error::NotARepository(_) => ExitCode::NoRepository,
             Error::Invalid(_) => ExitCode::Usage,
             Error::Locked(_) => ExitCode::Locked,
+            Error::BadConfig { .. } => ExitCode::Damaged,
             Error::Interrupted => ExitCode::Interrupted,
             // The replica answered nothing, or refused these credentials:
             // it cannot be used, whatever it holds.

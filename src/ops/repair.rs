@@ -472,6 +472,11 @@ async fn repair_snapshots_locked(
         let holders: Vec<usize> = (0..repo.replicas().len())
             .filter(|&i| e.replicas.contains(i))
             .collect();
+        // Removing or replacing deletes this id here: noted first, so that
+        // its absence is never taken for a rollback (src/repo/rollback.rs).
+        if !opts.dry_run && (forget || !e.snapshot.tags.iter().any(|t| t == "damaged")) {
+            repo.record_forgotten(&[e.id]);
+        }
         let action = if e.snapshot.tags.iter().any(|t| t == "damaged") && !forget {
             "already marked damaged".to_string()
         } else if forget {

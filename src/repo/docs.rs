@@ -156,9 +156,13 @@ impl Repository {
     /// the others unreachable or stop new backups (`check` reports it).
     /// Other failures (an unreachable replica) still fail the listing.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let names = self.list_docs(Kind::Snapshot, MAX_SNAPSHOT_BYTES).await?;
+        let names: Vec<_> = self
+            .list_docs(Kind::Snapshot, MAX_SNAPSHOT_BYTES)
+            .await?
+            .into_iter()
+            .collect();
         let mut out = Vec::new();
-        for (name, mask) in names {
+        for (name, mask) in names.iter().cloned() {
             match self.read_snapshot(&name, mask).await {
                 Ok(entry) => out.push(entry),
                 Err(e) if e.is_damage() => {
@@ -168,6 +172,7 @@ impl Repository {
             }
         }
         out.sort_by_key(|e| e.snapshot.time);
+        self.observe_snapshots(&names, &out);
         Ok(out)
     }
 

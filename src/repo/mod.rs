@@ -10,7 +10,9 @@
 //! - [`walk`]: the memoising tree walker;
 //! - [`survey`]: what each replica lists and what each snapshot needs;
 //! - [`master_index`]: every replica's index files merged, with a
-//!   [`ReplicaSet`] per pack.
+//!   [`ReplicaSet`] per pack;
+//! - [`rollback`]: this host's record of each replica's snapshots, to
+//!   notice one rolled back.
 
 pub mod docs;
 pub mod fetch;
@@ -18,6 +20,7 @@ pub mod lock;
 pub mod master_index;
 pub mod open;
 mod replica_set;
+pub mod rollback;
 pub mod survey;
 pub mod walk;
 
@@ -35,7 +38,7 @@ pub use docs::{open_doc, seal_doc, IndexFile, SnapshotEntry};
 pub use fetch::{FetchFailure, ReadStats};
 pub use lock::{LockGuard, LockMode, LockOptions};
 pub use master_index::{BlobLoc, MasterIndex, PackInfo};
-pub use open::{key_slots, InitOptions};
+pub use open::{key_slots, InitOptions, OpenOptions};
 pub use replica_set::ReplicaSet;
 pub use walk::{TreeWalker, Visit, Visitor};
 
@@ -71,6 +74,10 @@ pub struct Repository {
     lock_options: LockOptions,
     /// Cancelled on SIGINT/SIGTERM: operations stop at the next safe point.
     cancel: CancellationToken,
+    /// This host's record of the repository (none: keep none).
+    record: Option<Arc<rollback::Tracker>>,
+    /// The key slot that opened the keyring.
+    slot: Option<String>,
 }
 
 fn be(replica: &Replica) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
@@ -171,6 +178,50 @@ impl Repository {
             reads: Arc::default(),
             lock_options: self.lock_options.clone(),
             cancel: self.cancel.clone(),
+            record: self.record.clone(),
+            slot: self.slot.clone(),
+        }
+    }
+
+    /// The key slot (its name in `keys/`) that opened the keyring; none
+    /// for a repository just created.
+    pub fn opened_slot(&self) -> Option<&str> {
+        self.slot.as_deref()
+    }
+
+    /// This host's record of the repository, when one is kept.
+    pub fn record(&self) -> Option<&Arc<rollback::Tracker>> {
+        self.record.as_ref()
+    }
+
+    /// Replicas whose snapshot listing went backwards, found so far.
+    pub fn rollbacks(&self) -> Vec<rollback::Rollback> {
+        self.record.as_ref().map(|r| r.found()).unwrap_or_default()
+    }
+
+    /// Note snapshots forgotten by this host, so that their absence is not
+    /// taken for a rollback. Every operation that deletes snapshots calls it.
+    pub fn record_forgotten(&self, ids: &[crate::format::id::Id]) {
+        if let Some(r) = &self.record {
+            r.record_forgotten(ids);
+        }
+    }
+
+    /// Compare what each replica lists in `snapshots/` (`names`, with the
+    /// replicas listing each) with this host's record.
+    fn observe_snapshots(&self, names: &[(String, ReplicaSet)], entries: &[SnapshotEntry]) {
+        let Some(record) = &self.record else { return };
+        let times: std::collections::HashMap<String, jiff::Timestamp> = entries
+            .iter()
+            .map(|e| (e.id.to_hex(), e.snapshot.time))
+            .collect();
+        for (i, r) in self.replicas.iter().enumerate() {
+            let listing: rollback::Listing = names
+                .iter()
+                .filter(|(_, mask)| mask.contains(i))
+                .map(|(n, _)| (n.clone(), times.get(n).copied()))
+                .collect();
+            record.observe(&r.name, &listing);
         }
     }
 

@@ -1,7 +1,9 @@
 //! Creating a repository on its replicas, and opening one: reading the
-//! config of every replica, setting aside those that cannot be used, and
-//! unwrapping the keyring from a key slot.
+//! config of every replica, setting aside those that cannot be used,
+//! unwrapping the keyring from a key slot and authenticating each config
+//! with it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::config::{self, Config};
 use crate::format::id::Id;
 use crate::format::keys::{KdfParams, KeyError, KeySlot, Keyring};
+use crate::repo::rollback::Tracker;
 
 /// Options of `init`.
 #[derive(Clone, Debug)]
@@ -34,6 +37,17 @@ impl Default for InitOptions {
             kdf: KdfParams::default(),
         }
     }
+}
+
+/// How to open a repository.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// A prefix of the id of the key slot to try first (`--key-hint`).
+    pub key_hint: Option<String>,
+    /// Where this host keeps its record of each repository (the snapshots
+    /// seen, for rollback detection; the slot that last opened it, tried
+    /// next). None: keep no record.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The largest object in `keys/` read as a key slot.
@@ -56,15 +70,17 @@ impl Repository {
             }
         }
         let keyring = Keyring::generate();
-        let config = Config {
+        let mut config = Config {
             version: config::VERSION,
             id: keyring.repo_id(),
             chunker: opts.chunker,
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
             created: Timestamp::now(),
+            mac: String::new(),
         };
         config.validate().map_err(Error::Invalid)?;
+        config.seal(&keyring);
         let slot = KeySlot::wrap(&keyring, pass, opts.kdf)?;
         let slot_bytes = Bytes::from(serde_json::to_vec_pretty(&slot).expect("slot serializes"));
         let slot_name = Id::of_stored(&slot_bytes).to_hex();
@@ -97,12 +113,24 @@ impl Repository {
             reads: Arc::default(),
             lock_options: Default::default(),
             cancel: Default::default(),
+            record: None,
+            slot: Some(slot_name),
         })
     }
 
-    /// Open the repository held by `replicas`. Replicas that cannot be read
-    /// are set aside in `unavailable`; it is an error only if none can.
+    /// Open the repository held by `replicas`, keeping no local record.
     pub async fn open(replicas: Vec<Replica>, pass: &SecretString) -> Result<Repository> {
+        Self::open_with(replicas, pass, &OpenOptions::default()).await
+    }
+
+    /// Open the repository held by `replicas`. Replicas that cannot be read,
+    /// or whose config is damaged or fails its MAC, are set aside in
+    /// `unavailable`; it is an error only if none is left.
+    pub async fn open_with(
+        replicas: Vec<Replica>,
+        pass: &SecretString,
+        opts: &OpenOptions,
+    ) -> Result<Repository> {
         ReplicaSet::check_count(replicas.len()).map_err(Error::Invalid)?;
         let configs = futures::future::join_all(replicas.iter().map(|r| async move {
             let data = r.backend.get(&Handle::config(), None).await;
@@ -116,25 +144,22 @@ impl Repository {
                 Ok(d) => match serde_json::from_slice::<Config>(&d) {
                     Ok(c) if c.version == config::VERSION => match c.validate() {
                         Ok(()) => ok.push((r.clone(), c)),
-                        Err(e) => unavailable.push(Unavailable {
-                            replica: r.clone(),
-                            name: r.name.clone(),
-                            error: Error::Corrupt(format!("{}: config: {e}", r.name)),
-                        }),
+                        Err(e) => unavailable.push(bad_config(r, e)),
                     },
                     Ok(c) => unavailable.push(Unavailable {
                         replica: r.clone(),
                         name: r.name.clone(),
                         error: Error::Invalid(format!(
-                            "{}: unsupported repository version {}",
-                            r.name, c.version
+                            "{}: config: repository format version {} is not supported \
+                             (this build reads version {}); the format changed before any \
+                             release, with no migration: create the repository anew \
+                             (`cairn init`) and back up again",
+                            r.name,
+                            c.version,
+                            config::VERSION
                         )),
                     }),
-                    Err(e) => unavailable.push(Unavailable {
-                        replica: r.clone(),
-                        name: r.name.clone(),
-                        error: Error::Corrupt(format!("{}: config is malformed: {e}", r.name)),
-                    }),
+                    Err(e) => unavailable.push(bad_config(r, format!("malformed: {e}"))),
                 },
                 Err(e) if e.kind() == ErrorKind::NotFound => unavailable.push(Unavailable {
                     replica: r.clone(),
@@ -148,7 +173,16 @@ impl Repository {
                 }),
             }
         }
-        let Some((_, config)) = ok.first().cloned() else {
+        let Some(id) = majority_id(&ok) else {
+            if unavailable
+                .iter()
+                .all(|u| matches!(u.error, Error::BadConfig { .. }))
+            {
+                if let Some(u) = unavailable.into_iter().next() {
+                    return Err(u.error);
+                }
+                return Err(Error::Invalid("no repository given".into()));
+            }
             let mut errs = unavailable.into_iter();
             return Err(match (errs.next(), errs.len()) {
                 (Some(u), 0) => u.error,
@@ -160,24 +194,58 @@ impl Repository {
                 (None, _) => Error::Invalid("no repository given".into()),
             });
         };
+        // Several ids: the one most replicas hold is the repository (a
+        // single replica cannot push another repository's config on the
+        // others); the rest are set aside.
         ok.retain(|(r, c)| {
-            if c.id != config.id {
+            if c.id != id {
                 unavailable.push(Unavailable {
                     replica: r.clone(),
                     name: r.name.clone(),
-                    error: Error::Invalid(format!(
-                        "{} holds another repository ({}, expected {})",
-                        r.name,
-                        c.id.short(),
-                        config.id.short()
-                    )),
+                    error: Error::BadConfig {
+                        replica: r.name.clone(),
+                        reason: format!(
+                            "it holds another repository ({}, expected {})",
+                            c.id.short(),
+                            id.short()
+                        ),
+                    },
                 });
                 false
             } else {
                 true
             }
         });
-        let keyring = Self::open_keyring(&ok, &config, pass).await?;
+        let record = opts
+            .state_dir
+            .as_ref()
+            .map(|dir| Arc::new(Tracker::load(dir, &id)));
+        let mut prefer = Vec::new();
+        prefer.extend(opts.key_hint.clone().filter(|h| !h.is_empty()));
+        prefer.extend(record.as_ref().and_then(|r| r.last_slot()));
+        let (keyring, slot) = Self::open_keyring(&ok, id, pass, &prefer).await?;
+        // The keyring is authentic (it opened with a passphrase); the
+        // configs are not until their MAC says so, and nothing of them is
+        // used before.
+        ok.retain(|(r, c)| match c.verify(&keyring) {
+            Ok(()) => true,
+            Err(e) => {
+                unavailable.push(bad_config(r, e.to_string()));
+                false
+            }
+        });
+        let Some((_, config)) = ok.first().cloned() else {
+            let mut bad = unavailable
+                .into_iter()
+                .filter(|u| matches!(u.error, Error::BadConfig { .. }));
+            return Err(bad
+                .next()
+                .map(|u| u.error)
+                .unwrap_or_else(|| Error::Corrupt("no replica holds an authentic config".into())));
+        };
+        if let Some(r) = &record {
+            r.set_last_slot(&slot);
+        }
         let chunker = Chunker::new(config.chunker, &keyring.chunker_key)
             .map_err(|e| Error::Corrupt(format!("config: {e}")))?;
         Ok(Repository {
@@ -189,23 +257,36 @@ impl Repository {
             reads: Arc::default(),
             lock_options: Default::default(),
             cancel: Default::default(),
+            record,
+            slot: Some(slot),
         })
     }
 
+    /// Unwrap the keyring from the first key slot `pass` opens; slots
+    /// whose id starts with one of `prefer` are tried first, in that order.
+    /// Returns the keyring and the name of the slot that opened it.
     async fn open_keyring(
         replicas: &[(Replica, Config)],
-        config: &Config,
+        id: Id,
         pass: &SecretString,
-    ) -> Result<Keyring> {
+        prefer: &[String],
+    ) -> Result<(Keyring, String)> {
         let mut last_err = None;
         for (r, _) in replicas {
-            let slots = match r.backend.list(Kind::Key).await {
+            let mut slots = match r.backend.list(Kind::Key).await {
                 Ok(s) => s,
                 Err(e) => {
                     last_err = Some(Error::backend(&r.name, e));
                     continue;
                 }
             };
+            // A stable sort: an unknown hint leaves the listing order.
+            slots.sort_by_key(|m| {
+                prefer
+                    .iter()
+                    .position(|p| m.handle.name.starts_with(p.as_str()))
+                    .unwrap_or(prefer.len())
+            });
             let mut wrong = false;
             for meta in slots {
                 // A key slot is a few hundred bytes of JSON; a huge object
@@ -232,13 +313,24 @@ impl Repository {
                     continue;
                 }
                 let pass = pass.clone();
-                let id = config.id;
                 let res = tokio::task::spawn_blocking(move || slot.unwrap_keyring(&pass, &id))
                     .await
                     .expect("key derivation does not panic");
                 match res {
-                    Ok(k) => return Ok(k),
+                    Ok(k) => return Ok((k, meta.handle.name)),
                     Err(KeyError::WrongPassphrase) => wrong = true,
+                    // The slots are this repository's and the config names
+                    // another: the config was replaced.
+                    Err(KeyError::OtherRepository { expected, found }) => {
+                        last_err = Some(Error::BadConfig {
+                            replica: r.name.clone(),
+                            reason: format!(
+                                "it names repository {expected}, but the key slots in keys/ \
+                                 belong to {found}: the file was replaced (restore it from a \
+                                 healthy replica)"
+                            ),
+                        })
+                    }
                     Err(e) => last_err = Some(e.into()),
                 }
             }
@@ -257,6 +349,30 @@ impl Repository {
         self.replicas.push(u.replica);
         Ok(self.replicas.len() - 1)
     }
+}
+
+/// A replica set aside for its `config`: exit code 5, naming the file.
+fn bad_config(r: &Replica, reason: impl Into<String>) -> Unavailable {
+    Unavailable {
+        replica: r.clone(),
+        name: r.name.clone(),
+        error: Error::BadConfig {
+            replica: r.name.clone(),
+            reason: reason.into(),
+        },
+    }
+}
+
+/// The repository id most replicas' configs name (the first on a tie).
+fn majority_id(configs: &[(Replica, Config)]) -> Option<Id> {
+    let mut best: Option<(Id, usize)> = None;
+    for (_, c) in configs {
+        let n = configs.iter().filter(|(_, o)| o.id == c.id).count();
+        if best.is_none_or(|(_, m)| n > m) {
+            best = Some((c.id, n));
+        }
+    }
+    best.map(|(id, _)| id)
 }
 
 /// The key slots of `replica`, each with its name. They are public (the
@@ -301,5 +417,116 @@ mod tests {
         };
         assert!(matches!(err, Error::Corrupt(_)), "{err}");
         assert!(err.to_string().contains(&h.to_string()), "{err}");
+    }
+
+    /// A second slot (same passphrase) on every replica of `repo`; its name.
+    async fn add_slot(repo: &Repository) -> String {
+        let params = KdfParams {
+            memory_kib: KdfParams::MIN_MEMORY_KIB,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let slot = KeySlot::wrap(repo.keyring(), &crate::test_support::pass(), params).unwrap();
+        let data = Bytes::from(serde_json::to_vec(&slot).unwrap());
+        let name = Id::of_stored(&data).to_hex();
+        for r in repo.replicas() {
+            r.backend
+                .put(
+                    &Handle::new(Kind::Key, &name),
+                    data.clone(),
+                    PutMode::Create,
+                )
+                .await
+                .unwrap();
+        }
+        name
+    }
+
+    #[tokio::test]
+    async fn the_hinted_slot_is_tried_first_then_the_one_that_last_opened() {
+        let repo = crate::test_support::memory_repo().await;
+        let first = repo.opened_slot().unwrap().to_string();
+        let second = add_slot(&repo).await;
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().to_path_buf();
+        let open = |hint: Option<&str>, keep: bool| {
+            let opts = OpenOptions {
+                key_hint: hint.map(str::to_string),
+                state_dir: keep.then(|| dir.clone()),
+            };
+            let replicas = repo.replicas().to_vec();
+            async move {
+                Repository::open_with(replicas, &crate::test_support::pass(), &opts)
+                    .await
+                    .unwrap()
+                    .opened_slot()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        for (slot, other) in [(&first, &second), (&second, &first)] {
+            let opened = open(Some(&slot[..6]), false).await;
+            assert_eq!(&opened, slot);
+            assert_ne!(&opened, other);
+        }
+        // An unknown hint still opens, with some slot.
+        let any = open(Some("zzzz"), false).await;
+        assert!(any == first || any == second);
+        // The slot that last opened the repository here is tried first.
+        assert_eq!(open(Some(&second[..6]), true).await, second);
+        assert_eq!(open(None, true).await, second);
+        assert_eq!(open(Some(&first[..6]), true).await, first);
+        assert_eq!(open(None, true).await, first);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_config_is_refused_and_a_tampered_replica_set_aside() {
+        let repo = crate::test_support::init(crate::test_support::memory_replicas(2)).await;
+        let pass = crate::test_support::pass();
+        let r0 = repo.replica(0).clone();
+        let good = r0.backend.get(&Handle::config(), None).await.unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        v["compression_level"] = 19.into();
+        r0.backend
+            .put(
+                &Handle::config(),
+                Bytes::from(v.to_string()),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        // Alone, the replica is refused: exit code 5, naming the file.
+        let Err(err) = Repository::open(vec![r0.clone()], &pass).await else {
+            panic!("a tampered config was accepted")
+        };
+        assert!(matches!(err, Error::BadConfig { .. }), "{err}");
+        assert_eq!(err.exit_code(), crate::ops::ExitCode::Damaged);
+        assert!(err.to_string().starts_with("mem0: config: "), "{err}");
+        // With a healthy replica, it is set aside and the other used.
+        let both = Repository::open(repo.replicas().to_vec(), &pass)
+            .await
+            .unwrap();
+        assert_eq!(both.replicas().len(), 1);
+        assert_eq!(both.replica(0).name, "mem1");
+        assert_eq!(both.config().compression_level, 3);
+        assert!(matches!(
+            both.unavailable()[0].error,
+            Error::BadConfig { .. }
+        ));
+        // Out of range is refused before any key is derived.
+        v["pack_size"] = 0.into();
+        r0.backend
+            .put(
+                &Handle::config(),
+                Bytes::from(v.to_string()),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let Err(err) = Repository::open(vec![r0], &pass).await else {
+            panic!("pack_size 0 was accepted")
+        };
+        assert!(err.to_string().contains("pack size 0"), "{err}");
+        assert_eq!(err.exit_code(), crate::ops::ExitCode::Damaged);
     }
 }

@@ -13,3 +13,4 @@ mod secrets;
 mod servers;
 #[path = "../support/mod.rs"]
 mod support;
+mod tamper;
