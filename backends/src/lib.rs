@@ -23,6 +23,8 @@ pub mod azure;
 pub mod conformance;
 #[cfg(feature = "ftp")]
 pub mod ftp;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "gcs")]
 pub mod gcs;
 pub mod home;
