@@ -182,7 +182,7 @@ pub fn load(name: &str, credentials: &Path, config: &Path) -> Result<Profile> {
 /// (keys lower-cased). Comments start with `#` or `;`; indented lines after
 /// a key with an empty value are that key's sub-settings (e.g. `s3 =`) and
 /// are skipped.
-fn parse_ini(text: &str) -> Vec<(String, BTreeMap<String, String>)> {
+pub(crate) fn parse_ini(text: &str) -> Vec<(String, BTreeMap<String, String>)> {
     let mut sections: Vec<(String, BTreeMap<String, String>)> = Vec::new();
     let mut in_nested = false;
     for raw in text.lines() {
@@ -340,7 +340,7 @@ impl ProcessProvider {
 }
 
 /// The credential and its expiry from `credential_process` output.
-fn parse_process_output(
+pub(crate) fn parse_process_output(
     stdout: &[u8],
 ) -> std::result::Result<(AwsCredential, Option<SystemTime>), String> {
     let out: ProcessOutput = serde_json::from_slice(stdout)

@@ -375,7 +375,7 @@ impl AzureRest {
 
 /// The service's error code of an answer (`x-ms-error-code`, or the
 /// `<Code>` of its body).
-fn error_code(answer: &Answer) -> String {
+pub(crate) fn error_code(answer: &Answer) -> String {
     answer
         .headers
         .get("x-ms-error-code")

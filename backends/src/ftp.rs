@@ -282,6 +282,27 @@ impl fmt::Display for FtpBackend {
     }
 }
 
+/// One line of a `MLSD` (when `mlsd`) or `LIST` answer as an entry; `None`
+/// for lines that name nothing (`total`, `.`, `..`).
+pub(crate) fn parse_list_line(
+    line: &str,
+    mlsd: bool,
+) -> std::result::Result<Option<Entry>, suppaftp::list::ParseError> {
+    if !mlsd && line.starts_with("total ") {
+        return Ok(None);
+    }
+    let f = if mlsd {
+        ListParser::parse_mlsd(line)?
+    } else {
+        ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))?
+    };
+    let name = f.name().rsplit('/').next().unwrap_or_default().to_string();
+    if name == "." || name == ".." || name.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((name, f.size() as u64, f.is_directory())))
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -1013,28 +1034,16 @@ impl Session<'_> {
         };
         let mut out = Vec::with_capacity(lines.len());
         for line in lines {
-            if !mlsd && line.starts_with("total ") {
-                continue;
-            }
-            let parsed = if mlsd {
-                ListParser::parse_mlsd(&line)
-            } else {
-                ListParser::parse_posix(&line).or_else(|_| ListParser::parse_dos(&line))
-            };
             // An entry we cannot read could be an object: failing is safer
             // than a listing that silently misses it.
-            let f = parsed.map_err(|e| {
+            let entry = parse_list_line(&line, mlsd).map_err(|e| {
                 BackendError::with_source(
                     ErrorKind::Corrupt,
                     format!("listing {dir} on {}: cannot parse {line:?}", self.b.display),
                     e,
                 )
             })?;
-            let name = f.name().rsplit('/').next().unwrap_or_default().to_string();
-            if name == "." || name == ".." || name.is_empty() {
-                continue;
-            }
-            out.push((name, f.size() as u64, f.is_directory()));
+            out.extend(entry);
         }
         Ok(out)
     }

@@ -374,12 +374,8 @@ impl GcsBackend {
     async fn status_error(&self, what: &str, response: Response) -> BackendError {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        let detail = match serde_json::from_str::<ErrorBody>(&body) {
-            Ok(b) if !b.error.message.is_empty() => b.error.message,
-            _ => body.trim().to_string(),
-        };
+        let detail = error_detail(&body);
         let kind = status_kind(status.as_u16());
-        let detail = shorten(detail);
         BackendError::new(kind, format!("{what} ({self}): HTTP {status}: {detail}"))
     }
 
@@ -647,26 +643,15 @@ impl Backend for GcsBackend {
                 return Err(self.status_error(&what, response).await);
             }
             let body = self.body(&what, response).await?;
-            let page: ListPage = serde_json::from_slice(&body).map_err(|e| {
+            let (metas, next) = parse_list_page(&body, &root, kind).map_err(|e| {
                 BackendError::with_source(
                     ErrorKind::Corrupt,
                     format!("{what} ({self}): bad listing"),
                     e,
                 )
             })?;
-            for item in page.items {
-                let Some(rel) = item.name.strip_prefix(root.as_str()) else {
-                    continue;
-                };
-                if let Some(handle) = Handle::from_path(kind, rel) {
-                    found.push(ObjectMeta {
-                        handle,
-                        size: parse_size(&what, &item.size)?,
-                        modified: item.modified(),
-                    });
-                }
-            }
-            match page.next_page_token {
+            found.extend(metas);
+            match next {
                 Some(t) if !t.is_empty() => {
                     if token.as_deref() == Some(t.as_str()) {
                         return Err(BackendError::new(
@@ -857,6 +842,40 @@ fn seconds(key: &str, value: Option<f64>, default: Duration) -> Result<Duration>
     }
 }
 
+/// The API's message in an error answer's body (else the body itself),
+/// shortened for a message.
+pub(crate) fn error_detail(body: &str) -> String {
+    shorten(match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) if !b.error.message.is_empty() => b.error.message,
+        _ => body.trim().to_string(),
+    })
+}
+
+/// The objects of `kind` under `root` in one listing page, and the next
+/// page's token.
+pub(crate) fn parse_list_page(
+    body: &[u8],
+    root: &str,
+    kind: Kind,
+) -> Result<(Vec<ObjectMeta>, Option<String>)> {
+    let page: ListPage = serde_json::from_slice(body)
+        .map_err(|e| BackendError::with_source(ErrorKind::Corrupt, "not a listing", e))?;
+    let mut found = Vec::new();
+    for item in page.items {
+        let Some(rel) = item.name.strip_prefix(root) else {
+            continue;
+        };
+        if let Some(handle) = Handle::from_path(kind, rel) {
+            found.push(ObjectMeta {
+                handle,
+                size: parse_size("listing", &item.size)?,
+                modified: item.modified(),
+            });
+        }
+    }
+    Ok((found, page.next_page_token))
+}
+
 fn parse_size(what: &str, size: &str) -> Result<u64> {
     size.parse().map_err(|_| {
         BackendError::new(
@@ -867,7 +886,7 @@ fn parse_size(what: &str, size: &str) -> Result<u64> {
 }
 
 /// `bytes START-END/SIZE` → (START..END+1, SIZE).
-fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
+pub(crate) fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, size) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;

@@ -24,6 +24,8 @@ pub mod child;
 pub mod conformance;
 #[cfg(feature = "ftp")]
 pub mod ftp;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "gcs")]
 pub mod gcs;
 pub mod home;

@@ -149,7 +149,7 @@ impl Keyring {
         Zeroizing::new(serde_json::to_vec(&f).expect("keyring serializes"))
     }
 
-    fn from_json(data: &[u8]) -> Result<Keyring, KeyError> {
+    pub fn from_json(data: &[u8]) -> Result<Keyring, KeyError> {
         let f: KeyringFile =
             serde_json::from_slice(data).map_err(|e| KeyError::Malformed(e.to_string()))?;
         let repo = hex_decode(&f.repository)

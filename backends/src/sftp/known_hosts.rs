@@ -66,7 +66,7 @@ fn normalize_fingerprint(fp: &str) -> String {
 }
 
 /// The name known_hosts uses for this endpoint.
-fn host_label(host: &str, port: u16) -> String {
+pub(crate) fn host_label(host: &str, port: u16) -> String {
     if port == 22 {
         host.to_string()
     } else {
@@ -117,7 +117,7 @@ fn check_file(path: &Path, host: &str, port: u16, key: &PublicKey, fp: &str) -> 
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     Known,
     /// The line of the `@revoked` entry.
     Revoked(usize),
@@ -126,7 +126,7 @@ enum Verdict {
     Unknown,
 }
 
-fn lookup(text: &str, label: &str, key: &PublicKey) -> Verdict {
+pub(crate) fn lookup(text: &str, label: &str, key: &PublicKey) -> Verdict {
     let mut known = false;
     let mut others = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -24,7 +24,7 @@
 //! file, ssh-agent or password (module `conn`).
 
 mod conn;
-mod known_hosts;
+pub(crate) mod known_hosts;
 
 use std::fmt;
 use std::ops::Range;
