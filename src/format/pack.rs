@@ -230,7 +230,9 @@ pub fn read_footer_parts(
     // count can be checked before trusting anything inside it.
     let n = (flen.saturating_sub(4 + TAG_LEN)) / FOOTER_ENTRY;
     key.open(n as u64, true, &mut footer)?;
-    let count = u32::from_le_bytes(footer[..4].try_into().unwrap()) as usize;
+    // A key holder can seal a footer too short to hold its count.
+    let count_bytes = footer.get(..4).ok_or(PackError::Malformed("footer too short"))?;
+    let count = u32::from_le_bytes(count_bytes.try_into().unwrap()) as usize;
     if count != n || footer.len() != 4 + count * FOOTER_ENTRY {
         return Err(PackError::Malformed("footer entry count"));
     }
@@ -275,6 +277,23 @@ pub fn open_blob(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `pack_footer` fuzz target: an authentic footer whose
+    /// plaintext is shorter than its count field.
+    #[test]
+    fn sealed_empty_footer_is_malformed_not_a_panic() {
+        let k = Key32([3; 32]);
+        let repo = [7u8; 32];
+        let header = Header::new(ObjectKind::Pack, 1);
+        let mut pack = header.encode().to_vec();
+        pack.resize(HEADER_LEN + 0x2d, 0);
+        let mut footer = Vec::new();
+        ObjectKey::derive(&k, &repo, &header).seal(0, true, &mut footer);
+        pack.extend_from_slice(&footer);
+        pack.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        let r = read_footer(&pack, &repo, |_| Some(k.clone()));
+        assert!(matches!(r, Err(PackError::Malformed(_))), "{r:?}");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
