@@ -248,6 +248,7 @@ impl AzureBackend {
                     atomic_create: true,
                     max_object_size: Some(MAX_PUT_BYTES),
                     default_connections: common.connections,
+                    local: false,
                 });
         if let Some(rest) = rest {
             inner = inner.with_deleter(rest);

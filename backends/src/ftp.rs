@@ -1092,6 +1092,7 @@ impl Backend for FtpBackend {
             atomic_create: false,
             max_object_size: None,
             default_connections: self.cfg.connections,
+            local: false,
         }
     }
 

@@ -504,6 +504,7 @@ impl Backend for GcsBackend {
             atomic_create: true,
             max_object_size: None,
             default_connections: self.connections,
+            local: false,
         }
     }
 

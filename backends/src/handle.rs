@@ -17,17 +17,21 @@ pub enum Kind {
     Pack,
     /// Lock objects.
     Lock,
+    /// Bookkeeping of one replica's garbage collection: the packs `prune`
+    /// found unreferenced, with when (one object, `markers/prune`).
+    Marker,
 }
 
 impl Kind {
     /// Every kind, in the order a repository is laid out.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Config,
         Kind::Key,
         Kind::Snapshot,
         Kind::Index,
         Kind::Pack,
         Kind::Lock,
+        Kind::Marker,
     ];
 
     /// The directory holding objects of this kind (`""` for config).
@@ -39,6 +43,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Pack => "data",
             Kind::Lock => "locks",
+            Kind::Marker => "markers",
         }
     }
 }
@@ -52,6 +57,7 @@ impl fmt::Display for Kind {
             Kind::Index => "index",
             Kind::Pack => "pack",
             Kind::Lock => "lock",
+            Kind::Marker => "marker",
         })
     }
 }

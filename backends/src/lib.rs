@@ -76,6 +76,9 @@ pub struct Capabilities {
     pub max_object_size: Option<u64>,
     /// A sensible default for concurrent requests to this backend.
     pub default_connections: usize,
+    /// Reads are cheap (a local disk, memory): operations that may read
+    /// from any replica (prune's repacking) ask these first.
+    pub local: bool,
 }
 
 impl Default for Capabilities {
@@ -84,6 +87,7 @@ impl Default for Capabilities {
             atomic_create: true,
             max_object_size: None,
             default_connections: 4,
+            local: false,
         }
     }
 }

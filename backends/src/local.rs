@@ -392,6 +392,7 @@ impl Backend for LocalBackend {
             atomic_create: true,
             max_object_size: None,
             default_connections: 4,
+            local: true,
         }
     }
 

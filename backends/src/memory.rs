@@ -55,7 +55,10 @@ impl fmt::Display for MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            local: true,
+            ..Capabilities::default()
+        }
     }
 
     async fn put(&self, handle: &Handle, data: Bytes, mode: PutMode) -> Result<()> {

@@ -352,6 +352,7 @@ impl ObjectStoreBackend {
                 atomic_create: true,
                 max_object_size: None,
                 default_connections: 8,
+                local: false,
             },
             creator: Err("this backend does not create it".into()),
             deleter: None,

@@ -240,6 +240,7 @@ impl S3Backend {
                 atomic_create: true,
                 max_object_size: Some(MAX_PUT_BYTES),
                 default_connections: common.connections,
+                local: false,
             });
         Ok(S3Backend { inner })
     }

@@ -52,6 +52,8 @@ pub enum ObjectKind {
     Snapshot = 3,
     KeySlot = 4,
     Lock = 5,
+    /// Prune's per-replica marks (`markers/prune`).
+    Marker = 6,
 }
 
 impl ObjectKind {
@@ -62,6 +64,7 @@ impl ObjectKind {
             3 => ObjectKind::Snapshot,
             4 => ObjectKind::KeySlot,
             5 => ObjectKind::Lock,
+            6 => ObjectKind::Marker,
             _ => return None,
         })
     }

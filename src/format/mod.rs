@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod marks;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;

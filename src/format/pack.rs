@@ -231,7 +231,9 @@ pub fn read_footer_parts(
     let n = (flen.saturating_sub(4 + TAG_LEN)) / FOOTER_ENTRY;
     key.open(n as u64, true, &mut footer)?;
     // A key holder can seal a footer too short to hold its count.
-    let count_bytes = footer.get(..4).ok_or(PackError::Malformed("footer too short"))?;
+    let count_bytes = footer
+        .get(..4)
+        .ok_or(PackError::Malformed("footer too short"))?;
     let count = u32::from_le_bytes(count_bytes.try_into().unwrap()) as usize;
     if count != n || footer.len() != 4 + count * FOOTER_ENTRY {
         return Err(PackError::Malformed("footer entry count"));

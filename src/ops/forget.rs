@@ -418,6 +418,14 @@ async fn forget_locked(repo: &Repository, opts: &ForgetOptions) -> Result<Forget
 
     // 3. Removals, per replica; one failing replica does not stop the rest.
     if !opts.dry_run {
+        // Recorded before deleting: an interrupted forget must not look
+        // like a rollback to the next command on this host.
+        let gone: Vec<Id> = out
+            .iter()
+            .filter(|p| p.replicas.iter().any(|v| v.action == Action::Forget))
+            .map(|p| p.id)
+            .collect();
+        repo.record_forgotten(&gone);
         for (r, rep) in replicas.iter_mut().enumerate().take(reachable.len()) {
             for p in &out {
                 if p.replicas[r].action != Action::Forget {

@@ -39,6 +39,11 @@ impl ReplicaSet {
         }
     }
 
+    /// The set whose bit `i` is bit `i` of `bits`.
+    pub fn from_bits(bits: u64) -> ReplicaSet {
+        ReplicaSet(bits)
+    }
+
     pub fn single(i: usize) -> ReplicaSet {
         ReplicaSet::EMPTY.with(i)
     }

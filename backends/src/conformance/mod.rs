@@ -94,6 +94,7 @@ fn roundtrip_name(kind: Kind) -> &'static str {
         Kind::Index => "roundtrip_index",
         Kind::Pack => "roundtrip_pack",
         Kind::Lock => "roundtrip_lock",
+        Kind::Marker => "roundtrip_marker",
     }
 }
 

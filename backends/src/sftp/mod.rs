@@ -716,6 +716,7 @@ impl Backend for SftpBackend {
             atomic_create: true,
             max_object_size: None,
             default_connections: self.pool.target().channels,
+            local: false,
         }
     }
 
