@@ -86,6 +86,11 @@ pub struct ForgetArgs {
     /// Do not copy kept snapshots to replicas that lack them; report them.
     #[arg(long)]
     pub no_copy: bool,
+    /// Run `prune` afterwards, with these options.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_flags: super::cmd_prune::PruneFlags,
 }
 
 impl ForgetArgs {
@@ -163,7 +168,7 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             "replicas": report.replicas,
             "snapshots": report.snapshots,
         }));
-        return Ok(exit::of(&outcome));
+        return then_prune(g, &repo, &a, exit::of(&outcome)).await;
     }
     if report.dry_run {
         println!("dry run: nothing is changed");
@@ -229,10 +234,24 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             rep.kept, rep.forgotten, rep.copied, rep.missing, rep.deferred
         );
     }
-    if report.replicas.iter().any(|r| r.forgotten > 0) && !report.dry_run {
+    if report.replicas.iter().any(|r| r.forgotten > 0) && !report.dry_run && !a.prune {
         println!("run `cairn prune` to free the space of forgotten snapshots");
     }
-    Ok(exit::of(&outcome))
+    then_prune(g, &repo, &a, exit::of(&outcome)).await
+}
+
+/// With `--prune`, prune after forgetting; the worse exit code wins.
+async fn then_prune(
+    g: &Global,
+    repo: &Repository,
+    a: &ForgetArgs,
+    code: i32,
+) -> anyhow::Result<i32> {
+    if !a.prune {
+        return Ok(code);
+    }
+    let pruned = super::cmd_prune::run_on(g, repo, &a.prune_flags, a.dry_run).await?;
+    Ok(if code != 0 { code } else { pruned })
 }
 
 fn join(r: &[cairn::retention::Reason]) -> String {

@@ -9,6 +9,7 @@ mod cmd_diff;
 mod cmd_forget;
 mod cmd_init;
 mod cmd_ls;
+mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
 mod cmd_stats;
@@ -167,6 +168,9 @@ pub enum Command {
     Sync(cmd_sync::SyncArgs),
     /// Forget snapshots by retention policy (per replica, reconciled) or by id.
     Forget(cmd_forget::ForgetArgs),
+    /// Free the space of data no snapshot needs (mark, then delete after a
+    /// grace period; repack partly used packs).
+    Prune(cmd_prune::PruneArgs),
     /// Verify the repository on every replica.
     Check(cmd_check::CheckArgs),
     /// Heal a replica from the others, rebuild an index, or deal with lost data.
@@ -261,6 +265,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Status(a) => cmd_status::run(&g, a).await,
         Command::Sync(a) => cmd_sync::run(&g, a).await,
         Command::Forget(a) => cmd_forget::run(&g, a).await,
+        Command::Prune(a) => cmd_prune::run(&g, a).await,
         Command::Check(a) => cmd_check::run(&g, a).await,
         Command::Repair(a) => cmd_repair::run(&g, a).await,
         Command::Diff(a) => cmd_diff::run(&g, a).await,

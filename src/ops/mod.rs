@@ -10,6 +10,7 @@ pub mod forget;
 pub mod ls;
 mod outcome;
 pub mod progress;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod stats;

@@ -112,6 +112,15 @@ impl Repository {
     /// Like [`Repository::load_index`], also returning each readable index
     /// file with the replicas that list it and the packs it describes.
     pub async fn load_index_files(&self) -> Result<(MasterIndex, Vec<IndexFile>)> {
+        self.load_index_each(|_| {}).await
+    }
+
+    /// Like [`Repository::load_index_files`], also handing each index
+    /// file's pack descriptions (with their blobs) to `each`.
+    pub async fn load_index_each(
+        &self,
+        mut each: impl FnMut(&[index::IndexPack]),
+    ) -> Result<(MasterIndex, Vec<IndexFile>)> {
         let names = self.list_docs(Kind::Index, MAX_INDEX_BYTES).await?;
         let mut index = MasterIndex::default();
         let mut files = Vec::new();
@@ -127,6 +136,7 @@ impl Repository {
             for i in mask.iter() {
                 index.add(i, &packs);
             }
+            each(&packs);
             files.push(IndexFile {
                 name,
                 replicas: mask,

@@ -6,6 +6,7 @@ mod common;
 mod faults;
 mod hostile;
 mod locks;
+mod prune;
 mod replicas;
 mod retention;
 mod roundtrip;
