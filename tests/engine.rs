@@ -474,3 +474,98 @@ async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
         "the fast replica ran {seen} packs ahead (bound {bound})"
     );
 }
+
+/// A replica whose writes and deletes fail at random during prune (before
+/// or after taking effect): no snapshot loses data, `check` accepts both
+/// replicas, and the next prune completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_survives_a_backend_failing_midway() {
+    use cairn::ops::forget::{forget, ForgetOptions, Policies};
+    use cairn::ops::prune::{prune, PruneOptions};
+    let mut failed_runs = 0;
+    for seed in 0..6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        source(&src);
+        let a = Arc::new(MemoryBackend::new());
+        let b = Arc::new(FaultyBackend::new(
+            Arc::new(MemoryBackend::new()),
+            FaultPlan::default(),
+        ));
+        let replicas = || vec![replica("a", a.clone()), replica("b", b.clone())];
+        Repository::init(replicas(), &pass(), &init_opts())
+            .await
+            .unwrap();
+        let repo = Repository::open(replicas(), &pass()).await.unwrap();
+        let first = run_backup(&repo, &src).await.id.unwrap();
+        std::fs::write(src.join("sub/random.bin"), support::noise(seed, 3_000_000)).unwrap();
+        std::fs::write(src.join("extra.txt"), "more text\n".repeat(3000)).unwrap();
+        run_backup(&repo, &src).await;
+        let mut f = ForgetOptions::new(Policies::default());
+        f.ids = vec![first];
+        forget(&repo, &f).await.unwrap();
+
+        b.set_plan(FaultPlan {
+            seed,
+            fail_fraction: 0.3,
+            fail_kind: ErrorKind::Unreachable,
+            fail_ops: vec![Op::Put, Op::Delete],
+            fail_after_call: seed % 2 == 1,
+            ..Default::default()
+        });
+        let opts = PruneOptions {
+            grace: std::time::Duration::ZERO,
+            max_unused: 0.0,
+            ..Default::default()
+        };
+        match prune(&repo, &opts).await {
+            Ok(r) if r.replicas.iter().all(|r| r.error.is_none()) => {}
+            _ => failed_runs += 1,
+        }
+        b.set_plan(FaultPlan::default());
+        // Removing prune's own lock may have failed too: `cairn unlock`.
+        repo.remove_locks(true).await.unwrap();
+
+        let check_clean = async |what: &str| {
+            let report = check(
+                &repo,
+                &CheckOptions {
+                    read_data: true,
+                    ..Default::default()
+                },
+                &CheckProgress::default(),
+            )
+            .await
+            .unwrap();
+            for r in &report {
+                assert!(r.errors.is_empty(), "seed {seed}, {what}: {:?}", r.errors);
+            }
+        };
+        check_clean("after the failing prune").await;
+        let report = prune(&repo, &opts).await.unwrap();
+        assert!(
+            report.replicas.iter().all(|r| r.error.is_none()),
+            "seed {seed}: {report:?}"
+        );
+        check_clean("after the next prune").await;
+        let snaps = repo.list_snapshots().await.unwrap();
+        assert_eq!(snaps.len(), 1);
+        let index = repo.load_index().await.unwrap();
+        for only in [0usize, 1] {
+            let one = repo.single(only);
+            let target = dir.path().join(format!("restore{only}"));
+            let mut ro = RestoreOptions::new(target.clone());
+            ro.verify = true;
+            let res = restore(&one, &index, &snaps[0], &ro, &RestoreProgress::default())
+                .await
+                .unwrap();
+            assert!(res.errors.is_empty(), "seed {seed}: {:?}", res.errors);
+            let restored = target.join(src.strip_prefix("/").unwrap());
+            assert_eq!(
+                std::fs::read(restored.join("sub/random.bin")).unwrap(),
+                std::fs::read(src.join("sub/random.bin")).unwrap()
+            );
+        }
+    }
+    assert!(failed_runs > 0, "the faults never hit prune");
+}

@@ -252,3 +252,96 @@ fn bad_prune_flags_are_usage_errors() {
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
 }
+
+/// Backups in a loop while `forget --prune --grace 1s` loops, for a
+/// minute: every backup succeeds, both replicas check clean with every
+/// byte read, and the latest snapshot restores identically.
+#[test]
+fn backups_and_prunes_run_together() {
+    let env = Env::new();
+    let (a, b, src) = (env.path("a"), env.path("b"), env.path("src"));
+    env.init(&[&a, &b]);
+    small_files(&src.join("base"), 1, 8);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // The backup command's program, arguments and environment, to rebuild
+    // it in the other thread (Env is not Sync).
+    let template = env.cairn(&[&a, &b]);
+    let program = template.get_program().to_os_string();
+    let base_args: Vec<_> = template.get_args().map(|a| a.to_os_string()).collect();
+    let vars: Vec<_> = template
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+        .collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (backups, prunes, deleted) = std::thread::scope(|s| {
+        let backups = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let _ = fs::remove_dir_all(src.join("moving"));
+                small_files(&src.join("moving"), 100 + n, 4);
+                let out = std::process::Command::new(&program)
+                    .env_clear()
+                    .envs(vars.iter().map(|(k, v)| (k, v)))
+                    .args(&base_args)
+                    .args(["--retry-lock", "5m", "backup"])
+                    .arg(&src)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "backup {n}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            n
+        });
+        let mut prunes = 0;
+        let mut deleted = 0;
+        let mut failure = None;
+        while std::time::Instant::now() < until && failure.is_none() {
+            let out = env
+                .cairn(&[&a, &b])
+                .args([
+                    "--json",
+                    "--retry-lock",
+                    "5m",
+                    "forget",
+                    "--keep-last",
+                    "2",
+                    "--prune",
+                    "--grace",
+                    "1s",
+                    "--max-unused",
+                    "0",
+                ])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                prunes += 1;
+                deleted += sum(&last_json(&out.stdout), "deleted");
+            } else {
+                failure = Some(
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                        + &String::from_utf8_lossy(&out.stderr),
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        // Set before anything can panic here: the scope waits for the
+        // backup thread.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(f) = failure {
+            panic!("forget --prune failed: {f}");
+        }
+        (backups.join().unwrap(), prunes, deleted)
+    });
+    assert!(
+        backups >= 3 && prunes >= 3,
+        "{backups} backups, {prunes} prunes"
+    );
+    assert!(deleted > 0, "no prune deleted anything");
+    check_read_data(&env, &[&a]);
+    check_read_data(&env, &[&b]);
+    restore_latest(&env, &[&a, &b], &src, "r");
+}
