@@ -943,6 +943,156 @@ fn sigkill_at_random_points_leaves_consistent_repositories() {
     }
 }
 
+/// Version `n` of a small source: a part every version shares, a part
+/// that changes with `n`, and files that come and go.
+fn write_version(dir: &Path, n: u64) {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir.join("same")).unwrap();
+    fs::create_dir_all(dir.join("moving")).unwrap();
+    for i in 0..6u64 {
+        fs::write(dir.join(format!("same/s{i}")), noise(7000 + i, 30 << 10)).unwrap();
+        fs::write(
+            dir.join(format!("moving/m{i}")),
+            noise(n * 100 + i, 30 << 10),
+        )
+        .unwrap();
+    }
+    fs::write(dir.join("big"), noise(9000 + n % 3, 700 << 10)).unwrap();
+}
+
+/// SIGKILL at random points of forget, prune's mark and repack, and its
+/// delete phase, 20 trials on two replicas. After each kill both replicas
+/// check clean; at the end every snapshot that is left restores, from
+/// each replica alone, exactly as it was backed up.
+#[test]
+fn sigkill_during_forget_and_prune_leaves_consistent_repositories() {
+    const TRIALS: u64 = 20;
+    let env = Env::new();
+    let src = env.path("src");
+    let (r1, r2) = (env.path("p1"), env.path("p2"));
+    init_with(&env, &[&r1, &r2], 1);
+    let mut version_of: BTreeMap<String, u64> = BTreeMap::new();
+    let ops: [&[&str]; 4] = [
+        &["forget", "--keep-last", "3"],
+        &["prune", "--max-unused", "0"],
+        &["prune", "--grace", "0", "--max-unused", "0"],
+        &[
+            "forget",
+            "--keep-last",
+            "3",
+            "--prune",
+            "--grace",
+            "0",
+            "--max-unused",
+            "0",
+        ],
+    ];
+    // How long each operation took when it was not killed.
+    let mut took = [Duration::from_millis(400); 4];
+    let mut rng = Rng(seed(0x9121_4E55));
+    let mut killed = 0;
+    for i in 0..TRIALS {
+        write_version(&src, i);
+        let (code, sum) = env.backup_json(&[&r1, &r2], &[src.as_os_str()]);
+        assert_eq!(code, 0, "{sum}");
+        version_of.insert(sum["snapshot"].as_str().unwrap().to_string(), i);
+        let op = (i % 4) as usize;
+        let mut c = env.cairn(&[&r1, &r2]);
+        c.args(ops[op]);
+        let delay = took[op].mul_f64(rng.unit() * 0.9);
+        let started = Instant::now();
+        let mut child = std_command(&c)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let interrupted = match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(
+                    status.success(),
+                    "{:?} failed on its own: {status}",
+                    ops[op]
+                );
+                took[op] = started.elapsed();
+                false
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                killed += 1;
+                true
+            }
+        };
+        eprintln!(
+            "trial {i}: {:?} after {delay:?}, killed: {interrupted}",
+            ops[op]
+        );
+        for r in [&r1, &r2] {
+            let (code, out, err) = check(&env, &[r], false);
+            assert_eq!(
+                code,
+                0,
+                "trial {i}: {} is inconsistent after SIGKILL of {:?} at {delay:?}: {out}{err}",
+                r.display(),
+                ops[op]
+            );
+        }
+    }
+    eprintln!("{killed} of {TRIALS} operations killed in flight");
+    assert!(killed >= TRIALS / 3, "too few kills landed");
+
+    // The debris is collected by a prune that runs to the end.
+    env.cairn(&[&r1, &r2])
+        .args(["prune", "--grace", "0", "--max-unused", "0"])
+        .assert()
+        .success();
+    for r in [&r1, &r2] {
+        let (code, out, err) = check(&env, &[r], true);
+        assert_eq!(code, 0, "{out}{err}");
+        let left: Vec<String> = files_in(r, "snapshots")
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.len() >= 3, "{left:?}");
+        for id in left {
+            let n = version_of[&id];
+            let expect = env.path(&format!("expect-{n}"));
+            if !expect.exists() {
+                write_version(&expect, n);
+            }
+            let t = fresh(&env, "restore");
+            let (code, _, err) = restore(&env, &[r], &id, &t);
+            assert_eq!(code, 0, "{err}");
+            let got = restored(&t, &src);
+            // Contents only: `expect` was written later than the backup.
+            for e in fs::read_dir(&expect).unwrap() {
+                let dir = e.unwrap().path();
+                let name = dir.file_name().unwrap().to_owned();
+                let files: Vec<PathBuf> = if dir.is_dir() {
+                    fs::read_dir(&dir)
+                        .unwrap()
+                        .map(|f| f.unwrap().path())
+                        .collect()
+                } else {
+                    vec![dir.clone()]
+                };
+                for f in files {
+                    let rel = f.strip_prefix(&expect).unwrap();
+                    assert!(
+                        fs::read(&f).unwrap() == fs::read(got.join(rel)).unwrap(),
+                        "snapshot {id} (version {n}) on {}: {} differs",
+                        r.display(),
+                        rel.display()
+                    );
+                }
+                assert!(got.join(&name).exists());
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 5, 6: one replica cannot be written
 // ---------------------------------------------------------------------------
