@@ -345,3 +345,43 @@ fn backups_and_prunes_run_together() {
     check_read_data(&env, &[&b]);
     restore_latest(&env, &[&a, &b], &src, "r");
 }
+
+/// A backup killed while it held its lock leaves the lock behind; its
+/// process is gone, so the lock is stale and `prune --grace 0` (exclusive)
+/// proceeds, collecting what the backup left.
+#[test]
+fn a_stale_lock_of_a_dead_backup_does_not_block_prune() {
+    let env = Env::new();
+    let (a, src) = (env.path("a"), env.path("src"));
+    env.init(&[&a]);
+    make_tree(&src, 24 << 20);
+    let mut c = env.cairn(&[&a]);
+    c.arg("backup").arg(&src);
+    let mut child = std_command(&c)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while files_in(&a, "locks").is_empty() || packs(&a).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never locked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        files_in(&a, "locks").len(),
+        1,
+        "the killed backup's lock stays"
+    );
+    let (_, report) = prune_json(&env, &[&a], &["--grace", "0"]);
+    assert!(
+        sum(&report, "deleted") >= 1,
+        "the backup's packs go: {report}"
+    );
+    check_read_data(&env, &[&a]);
+}

@@ -832,3 +832,102 @@ fn s3_credentials_from_a_container_credentials_endpoint() {
         "{err}"
     );
 }
+
+/// Retention over local disk, S3 and SFTP, each with its own policy, the
+/// SFTP replica having missed two days: `forget --prune` judges every
+/// policy over the union, copies what SFTP lacks, and leaves each replica
+/// with exactly what its policy keeps, pruned, checked and restorable.
+#[test]
+fn retention_across_local_s3_and_sftp() {
+    let (Some(s3), Some(sftp)) = (server("CAIRN_TEST_REPO_S3"), server("CAIRN_TEST_REPO_SFTP"))
+    else {
+        return;
+    };
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let local = env.path("local").display().to_string();
+    let (s3, sftp) = (fresh(&s3, "retention"), fresh(&sftp, "retention"));
+    let all: Vec<&Path> = [&local, &s3, &sftp]
+        .iter()
+        .map(|u| Path::new(u.as_str()))
+        .collect();
+    env.init(&all);
+    for day in 1..=10u64 {
+        std::fs::write(src.join("day"), noise(day, 200 << 10)).unwrap();
+        std::fs::write(src.join("same"), noise(99, 300 << 10)).unwrap();
+        let time = format!("2026-03-{day:02}T03:00:00Z");
+        let repos = if day == 8 || day == 9 {
+            &all[..2]
+        } else {
+            &all[..]
+        };
+        let (code, sum) =
+            env.backup_json(repos, &["--time".as_ref(), time.as_ref(), src.as_os_str()]);
+        assert_eq!(code, 0, "{sum}");
+    }
+    let cfg = env.path("cairn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backends.local]\nurl = \"{local}\"\n[backends.local.retention]\nkeep_last = 2\n\n\
+             [backends.s3]\nurl = \"{s3}\"\n[backends.s3.retention]\nkeep_daily = 3\n\n\
+             [backends.sftp]\nurl = \"{sftp}\"\n[backends.sftp.retention]\nkeep_weekly = 2\n"
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cairn_with_config(&cfg)
+        .args([
+            "--json",
+            "forget",
+            "--prune",
+            "--grace",
+            "0",
+            "--timezone",
+            "UTC",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pruned = last_json(&out.stdout);
+    assert_eq!(pruned["type"], "prune", "{pruned}");
+    let freed: u64 = pruned["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["freed_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(freed > 0, "{pruned}");
+    // local: days 9 and 10; s3: 8, 9, 10; sftp: the newest of ISO weeks 10
+    // and 11 (days 8 — copied — and 10).
+    for (repo, want) in [(all[0], 2), (all[1], 3), (all[2], 2)] {
+        let out = env
+            .cairn(&[repo])
+            .args(["snapshots", "--json"])
+            .output()
+            .unwrap();
+        let snaps = last_json(&out.stdout);
+        assert_eq!(
+            snaps.as_array().unwrap().len(),
+            want,
+            "{}: {snaps}",
+            repo.display()
+        );
+        env.cairn(&[repo])
+            .args(["check", "--read-data"])
+            .assert()
+            .success();
+        let target = env.path(&format!(
+            "restore-{want}-{}",
+            repo.display().to_string().len()
+        ));
+        env.cairn(&[repo])
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .assert()
+            .success();
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+}
