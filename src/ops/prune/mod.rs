@@ -388,3 +388,117 @@ async fn write_marks(repo: &Repository, r: usize, marks: &Marks) -> Result<()> {
         .await
         .map_err(|e| Error::backend(&replica.name, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use cairn_backends::memory::MemoryBackend;
+    use cairn_backends::{Backend, BackendError, Capabilities, ObjectMeta};
+
+    use super::*;
+    use crate::ops::forget::{forget, ForgetOptions, Policies};
+    use crate::repo::Replica;
+    use crate::test_support::*;
+
+    /// A backend that is not local, counting the packs read from it.
+    #[derive(Debug)]
+    struct Remote {
+        inner: MemoryBackend,
+        pack_reads: AtomicU64,
+    }
+
+    impl std::fmt::Display for Remote {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("remote")
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Remote {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                local: false,
+                ..Capabilities::default()
+            }
+        }
+        async fn put(
+            &self,
+            h: &Handle,
+            data: Bytes,
+            mode: PutMode,
+        ) -> std::result::Result<(), BackendError> {
+            self.inner.put(h, data, mode).await
+        }
+        async fn get(
+            &self,
+            h: &Handle,
+            range: Option<Range<u64>>,
+        ) -> std::result::Result<Bytes, BackendError> {
+            if h.kind == Kind::Pack {
+                self.pack_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.get(h, range).await
+        }
+        async fn head(&self, h: &Handle) -> std::result::Result<ObjectMeta, BackendError> {
+            self.inner.head(h).await
+        }
+        async fn list(&self, kind: Kind) -> std::result::Result<Vec<ObjectMeta>, BackendError> {
+            self.inner.list(kind).await
+        }
+        async fn delete(&self, h: &Handle) -> std::result::Result<(), BackendError> {
+            self.inner.delete(h).await
+        }
+    }
+
+    /// The remote replica comes first, yet repacking reads every pack from
+    /// the local one, and writes the same new packs to both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repacking_reads_from_the_local_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let remote = Arc::new(Remote {
+            inner: MemoryBackend::new(),
+            pack_reads: AtomicU64::new(0),
+        });
+        let local: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let replicas = vec![
+            Replica {
+                name: "remote".into(),
+                backend: remote.clone(),
+            },
+            Replica {
+                name: "local".into(),
+                backend: local.clone(),
+            },
+        ];
+        let repo = init(replicas).await;
+        let first = backup_dir(&repo, &src).await.id.unwrap();
+        std::fs::write(src.join("another"), b"x".repeat(5000)).unwrap();
+        backup_dir(&repo, &src).await;
+        let mut f = ForgetOptions::new(Policies::default());
+        f.ids = vec![first];
+        forget(&repo, &f).await.unwrap();
+        remote.pack_reads.store(0, Ordering::Relaxed);
+        let opts = PruneOptions {
+            grace: Duration::ZERO,
+            max_unused: 0.0,
+            ..Default::default()
+        };
+        let report = prune(&repo, &opts).await.unwrap();
+        assert!(report.replicas[0].repacked > 0, "{report:?}");
+        assert_eq!(remote.pack_reads.load(Ordering::Relaxed), 0);
+        let names = |b: Vec<ObjectMeta>| {
+            let mut v: Vec<String> = b.into_iter().map(|m| m.handle.name).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(remote.list(Kind::Pack).await.unwrap()),
+            names(local.list(Kind::Pack).await.unwrap())
+        );
+    }
+}

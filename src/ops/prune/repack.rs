@@ -1,7 +1,7 @@
 //! Repacking: the needed blobs of partly used packs are copied into new
 //! packs, built once and stored with the same bytes (and so the same
 //! name) on every replica that holds the old ones. A source pack is read
-//! from a local replica when one holds it, and every blob is
+//! from a local replica when one holds it (the fetch order), and every blob is
 //! authenticated and checked against its id before it is copied.
 
 use std::collections::{BTreeMap, HashSet};
@@ -106,19 +106,8 @@ async fn copy_needed(
 ) -> Result<()> {
     let desc = &w.packs[p];
     let h = Handle::new(Kind::Pack, desc.id.to_hex());
-    let local: ReplicaSet = desc
-        .holders
-        .iter()
-        .filter(|&r| repo.replica(r).backend.capabilities().local)
-        .fold(ReplicaSet::EMPTY, |s, r| s.with(r));
-    let data = match repo.get_verified_from(&h, local).await {
-        Ok((d, _)) => d,
-        Err(_) => {
-            repo.get_verified_from(&h, desc.holders.difference(local))
-                .await?
-                .0
-        }
-    };
+    // Local holders are asked first (fetch order), buckets after.
+    let data = repo.get_verified_from(&h, desc.holders).await?.0;
     let keyring = repo.keyring();
     let (header, entries) =
         pack::read_footer(&data, &keyring.repo_id, |e| keyring.epoch_key(e).cloned())
