@@ -385,3 +385,46 @@ fn a_stale_lock_of_a_dead_backup_does_not_block_prune() {
     );
     check_read_data(&env, &[&a]);
 }
+
+/// Prune does not hide damage: a pack one replica lost stays described by
+/// its consolidated index, so `check` still names it and `repair packs`
+/// still restores it from the other replica.
+#[test]
+fn prune_keeps_a_lost_pack_visible_to_check_and_repair() {
+    let env = Env::new();
+    let (a, b, src) = (env.path("a"), env.path("b"), env.path("src"));
+    env.init(&[&a, &b]);
+    small_files(&src.join("one"), 1, 6);
+    assert_eq!(env.backup_json(&[&a, &b], &[src.as_os_str()]).0, 0);
+    small_files(&src.join("two"), 2, 6);
+    let (_, second) = env.backup_json(&[&a, &b], &[src.as_os_str()]);
+    let lost = packs(&a)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(&lost).unwrap();
+    // Something for prune to delete, so it consolidates the index.
+    env.cairn(&[&a, &b])
+        .args(["forget", "--keep-last", "1"])
+        .assert()
+        .success();
+    let (_, report) = prune_json(&env, &[&a, &b], &["--grace", "0", "--max-unused", "0"]);
+    assert!(sum(&report, "index_written") > 0, "{report}");
+    let out = env.cairn(&[&a]).arg("check").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let name = lost.file_name().unwrap().to_string_lossy().into_owned();
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&name[..8]) && text.contains("missing"),
+        "{text}"
+    );
+    env.cairn(&[&a, &b])
+        .args(["repair", "packs", "--backend"])
+        .arg(&a)
+        .assert()
+        .success();
+    check_read_data(&env, &[&a]);
+    assert!(second["snapshot"].is_string());
+    restore_latest(&env, &[&a], &src, "r");
+}

@@ -331,10 +331,15 @@ async fn delete_on(
 ) -> Result<()> {
     let replica = repo.replica(r);
     let gone: HashSet<&Id> = due.iter().collect();
+    // Every pack the replica's index files describe stays described, also
+    // one it lacks: hiding a missing pack would hide the damage from
+    // `check` and `repair`.
     let mut keep: Vec<_> = w
         .packs
         .iter()
-        .filter(|p| p.holders.contains(r) && !gone.contains(&p.id))
+        .filter(|p| {
+            w.index.pack(&p.id).is_some_and(|i| i.replicas.contains(r)) && !gone.contains(&p.id)
+        })
         .map(|p| w.descs[&p.id].clone())
         .collect();
     keep.sort_by_key(|p| p.id);
