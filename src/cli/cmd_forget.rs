@@ -86,7 +86,7 @@ pub struct ForgetArgs {
     /// Do not copy kept snapshots to replicas that lack them; report them.
     #[arg(long)]
     pub no_copy: bool,
-    /// Run `prune` afterwards, with these options.
+    /// Run `prune` afterwards (with --grace, --max-unused, --max-repack).
     #[arg(long)]
     pub prune: bool,
     #[command(flatten)]
