@@ -33,7 +33,7 @@ use crate::format::crypto::ObjectKind;
 use crate::format::id::Id;
 use crate::format::marks::{Marks, MARKER_NAME};
 use crate::ops::Outcome;
-use crate::repo::{seal_doc, LockMode, Repository};
+use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository};
 use crate::retention::{plan_gc, RepackRules};
 use world::World;
 
@@ -245,6 +245,17 @@ async fn mark(
             }
         }
         w.marks[r] = next;
+    }
+    // The delete phase of `--grace 0` plans on this world: repacked packs
+    // must rank as marked, or a repacked pack could claim its blobs ahead
+    // of their new home and be kept beside it.
+    for p in &mut w.packs {
+        p.marked = ReplicaSet::EMPTY;
+        for (r, m) in w.marks.iter().enumerate() {
+            if m.packs.contains_key(&p.id) {
+                p.marked.insert(r);
+            }
+        }
     }
     if opts.dry_run {
         // What a delete phase would do now.
@@ -495,6 +506,10 @@ mod tests {
         };
         let report = prune(&repo, &opts).await.unwrap();
         assert!(report.replicas[0].repacked > 0, "{report:?}");
+        // With no grace, the repacked packs go in the same run.
+        for r in &report.replicas {
+            assert!(r.deleted >= r.repacked, "{report:?}");
+        }
         assert_eq!(remote.pack_reads.load(Ordering::Relaxed), 0);
         let names = |b: Vec<ObjectMeta>| {
             let mut v: Vec<String> = b.into_iter().map(|m| m.handle.name).collect();
