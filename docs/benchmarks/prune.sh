@@ -7,6 +7,7 @@
 #   BENCH_DIR [/var/tmp/cairn-bench-prune]  SNAPSHOTS [1000]  REPS [3]
 #   CAIRN_BIN [target/release/cairn]  BUILD [1] (0: do not cargo build --release)
 #   OUT [docs/benchmarks/results-prune-DATE.md]
+#   REUSE [0] 1: keep the history of an earlier run in BENCH_DIR (same SNAPSHOTS)
 #
 # The history: a source of 100 files of 8 KiB that never change and 20
 # files of 32 KiB, one of which is rewritten before each backup; snapshot i
@@ -32,22 +33,26 @@ command -v restic >/dev/null || { echo "restic missing (apt-get install restic)"
 [[ -x /usr/bin/time ]] || { echo "GNU time missing (apt-get install time)" >&2; exit 2; }
 if [[ ${BUILD:-1} == 1 ]]; then (cd "$ROOT" && cargo build --release --quiet); fi
 
-rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR/src/same" "$BENCH_DIR/src/changing"
-cd "$BENCH_DIR"
-for i in $(seq 0 99); do head -c 8192 /dev/urandom >"src/same/s$i"; done
-for i in $(seq 0 19); do head -c 32768 /dev/urandom >"src/changing/c$i"; done
+if [[ ${REUSE:-0} == 1 && -d $BENCH_DIR/cairn-repo && -d $BENCH_DIR/restic-repo ]]; then
+	cd "$BENCH_DIR"
+else
+	rm -rf "$BENCH_DIR"
+	mkdir -p "$BENCH_DIR/src/same" "$BENCH_DIR/src/changing"
+	cd "$BENCH_DIR"
+	for i in $(seq 0 99); do head -c 8192 /dev/urandom >"src/same/s$i"; done
+	for i in $(seq 0 19); do head -c 32768 /dev/urandom >"src/changing/c$i"; done
 
-"$CAIRN" --repo cairn-repo init --kdf-memory-kib 8192 --kdf-iterations 1 >/dev/null
-restic -r restic-repo init >/dev/null
-last=$(date -u +%s)
-echo "building $SNAPSHOTS snapshots per tool..."
-for i in $(seq 1 "$SNAPSHOTS"); do
-	head -c 32768 /dev/urandom >"src/changing/c$((i % 20))"
-	t=$(date -u -d "@$((last - (SNAPSHOTS - i) * 86400))" '+%Y-%m-%d %H:%M:%S')
-	"$CAIRN" --repo cairn-repo --quiet backup --time "$t" src >/dev/null
-	restic -r restic-repo --quiet backup --time "$t" src >/dev/null
-done
+	"$CAIRN" --repo cairn-repo init --kdf-memory-kib 8192 --kdf-iterations 1 >/dev/null
+	restic -r restic-repo init >/dev/null
+	last=$(date -u +%s)
+	echo "building $SNAPSHOTS snapshots per tool..."
+	for i in $(seq 1 "$SNAPSHOTS"); do
+		head -c 32768 /dev/urandom >"src/changing/c$((i % 20))"
+		t=$(date -u -d "@$((last - (SNAPSHOTS - i) * 86400))" '+%Y-%m-%d %H:%M:%S')
+		"$CAIRN" --repo cairn-repo --quiet backup --time "$t" src >/dev/null
+		restic -r restic-repo --quiet backup --time "$t" src >/dev/null
+	done
+fi
 cairn_packs=$(find cairn-repo/data -type f | wc -l)
 restic_packs=$(find restic-repo/data -type f | wc -l)
 
