@@ -8,6 +8,7 @@ mod cmd_check;
 mod cmd_diff;
 mod cmd_forget;
 mod cmd_init;
+mod cmd_key;
 mod cmd_ls;
 mod cmd_prune;
 mod cmd_repair;
@@ -171,6 +172,10 @@ pub enum Command {
     /// Free the space of data no snapshot needs (mark, then delete after a
     /// grace period; repack partly used packs).
     Prune(cmd_prune::PruneArgs),
+    /// Manage the key slots that open the repository (list, add, remove,
+    /// passwd).
+    #[command(subcommand)]
+    Key(cmd_key::KeyCommand),
     /// Verify the repository on every replica.
     Check(cmd_check::CheckArgs),
     /// Heal a replica from the others, rebuild an index, or deal with lost data.
@@ -266,6 +271,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Sync(a) => cmd_sync::run(&g, a).await,
         Command::Forget(a) => cmd_forget::run(&g, a).await,
         Command::Prune(a) => cmd_prune::run(&g, a).await,
+        Command::Key(c) => cmd_key::run(&g, c).await,
         Command::Check(a) => cmd_check::run(&g, a).await,
         Command::Repair(a) => cmd_repair::run(&g, a).await,
         Command::Diff(a) => cmd_diff::run(&g, a).await,

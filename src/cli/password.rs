@@ -108,6 +108,23 @@ fn key_file(path: &Path, create: bool) -> anyhow::Result<SecretString> {
             return Err(e).with_context(|| format!("reading key file {}", path.display()));
         }
     }
+    let pass = generate_key_file(path)?;
+    eprintln!(
+        "\n\
+         *****************************************************************\n\
+         * cairn generated a new key file for the default repository:    *\n\
+         *   {}\n\
+         * WITHOUT THIS FILE YOUR BACKUPS CANNOT BE RESTORED.             *\n\
+         * Copy it somewhere safe, away from this machine, now.          *\n\
+         *****************************************************************\n",
+        path.display()
+    );
+    Ok(pass)
+}
+
+/// Write a new random passphrase (256 bits, hex) to `path`, which must not
+/// exist, readable by its owner only.
+fn generate_key_file(path: &Path) -> anyhow::Result<SecretString> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut raw = [0u8; 32];
@@ -124,15 +141,48 @@ fn key_file(path: &Path, create: bool) -> anyhow::Result<SecretString> {
         .with_context(|| format!("creating key file {}", path.display()))?;
     writeln!(f, "{}", pass.as_str())?;
     f.sync_all()?;
-    eprintln!(
-        "\n\
-         *****************************************************************\n\
-         * cairn generated a new key file for the default repository:    *\n\
-         *   {}\n\
-         * WITHOUT THIS FILE YOUR BACKUPS CANNOT BE RESTORED.             *\n\
-         * Copy it somewhere safe, away from this machine, now.          *\n\
-         *****************************************************************\n",
-        path.display()
-    );
     Ok(SecretString::from(pass.to_string()))
+}
+
+/// The secret of a new key slot: `--new-password-file`, a generated
+/// `--new-key-file`, `CAIRN_NEW_PASSWORD`, or a prompt (twice). The flag
+/// tells whether it came from a generated key file.
+pub fn new_secret(
+    password_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> anyhow::Result<(SecretString, bool)> {
+    if let Some(f) = password_file {
+        let s = Zeroizing::new(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading new password file {}", f.display()))?,
+        );
+        return Ok((
+            non_empty(first_line(&s).to_string(), "the new password file")?,
+            false,
+        ));
+    }
+    if let Some(path) = key_file {
+        if path.exists() {
+            bail!(UsageError(format!(
+                "--new-key-file: {} exists; give a path where cairn can create the key file",
+                path.display()
+            )));
+        }
+        return Ok((generate_key_file(path)?, true));
+    }
+    if let Ok(p) = std::env::var("CAIRN_NEW_PASSWORD") {
+        return Ok((non_empty(p, "CAIRN_NEW_PASSWORD")?, false));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(UsageError(
+            "no new passphrase: give --new-password-file, --new-key-file or CAIRN_NEW_PASSWORD"
+                .into()
+        ));
+    }
+    let p = Zeroizing::new(ask("enter the new passphrase: ")?);
+    let q = Zeroizing::new(ask("enter it again: ")?);
+    if *p != *q {
+        bail!(UsageError("the passphrases do not match".into()));
+    }
+    Ok((non_empty(p.to_string(), "the prompt")?, false))
 }

@@ -248,6 +248,9 @@ pub struct KeySlot {
     pub username: String,
     pub repository: String,
     pub keyring: String,
+    /// Who or what the slot is for ("ann laptop", "nightly job").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 fn derive_kek(pass: &SecretString, salt: &[u8], p: KdfParams) -> Result<Key32, KeyError> {
@@ -289,6 +292,7 @@ impl KeySlot {
             username: crate::sys::username(),
             repository: hex_encode(&keyring.repo_id),
             keyring: hex_encode(&sealed),
+            label: None,
         })
     }
 

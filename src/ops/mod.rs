@@ -7,6 +7,7 @@ pub mod check;
 pub mod diff;
 mod finding;
 pub mod forget;
+pub mod keys;
 pub mod ls;
 mod outcome;
 pub mod progress;

@@ -5,6 +5,7 @@
 mod common;
 mod faults;
 mod hostile;
+mod keys;
 mod locks;
 mod prune;
 mod replicas;

@@ -1,0 +1,142 @@
+//! `cairn key`: the key slots that open the repository, on every replica
+//! at once (list, add, remove, passwd).
+
+use std::path::PathBuf;
+
+use cairn::format::keys::KdfParams;
+use cairn::ops::keys::{add_key, change_passphrase, list_keys, remove_key};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{output, password, repos, Global};
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Every key slot: id, label, created, host, user, and the one in use.
+    List,
+    /// Add a key slot (a new passphrase, or a generated key file) on every
+    /// replica; prints its id.
+    Add {
+        /// Who or what the slot is for.
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
+        #[command(flatten)]
+        secret: NewSecret,
+    },
+    /// Remove a key slot (an id or a unique prefix) from every replica. The
+    /// last slot is never removed; the slot in use only with --force.
+    Remove {
+        #[arg(value_name = "SLOT")]
+        slot: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// A new passphrase for the slot in use (with the current Argon2id
+    /// costs): the new slot is written everywhere, then the old removed.
+    Passwd {
+        #[command(flatten)]
+        secret: NewSecret,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NewSecret {
+    /// Read the new passphrase from this file (first line); otherwise
+    /// CAIRN_NEW_PASSWORD, or a prompt.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
+    new_password_file: Option<PathBuf>,
+    /// Generate a random key into FILE (created 0600; it must not exist)
+    /// and add a slot it opens (use it with --password-file).
+    #[arg(long, value_name = "FILE")]
+    new_key_file: Option<PathBuf>,
+    /// Argon2id memory cost in KiB for the new slot.
+    #[arg(long, default_value_t = KdfParams::default().memory_kib, hide = true)]
+    kdf_memory_kib: u32,
+    /// Argon2id passes for the new slot.
+    #[arg(long, default_value_t = KdfParams::default().iterations, hide = true)]
+    kdf_iterations: u32,
+}
+
+impl NewSecret {
+    fn get(&self) -> anyhow::Result<(secrecy::SecretString, KdfParams)> {
+        let (secret, generated) = password::new_secret(
+            self.new_password_file.as_deref(),
+            self.new_key_file.as_deref(),
+        )?;
+        // A generated key has 256 bits of entropy: stretching it buys
+        // nothing, so it gets the cheapest costs.
+        let params = if generated {
+            KdfParams {
+                memory_kib: KdfParams::MIN_MEMORY_KIB,
+                iterations: 1,
+                parallelism: 1,
+            }
+        } else {
+            KdfParams {
+                memory_kib: self.kdf_memory_kib,
+                iterations: self.kdf_iterations,
+                parallelism: 1,
+            }
+        };
+        Ok((secret, params))
+    }
+}
+
+pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
+    let repo = repos::open(g, false).await?;
+    match cmd {
+        KeyCommand::List => {
+            let slots = list_keys(&repo).await?;
+            if g.json {
+                output::print_json(&json!(slots));
+                return Ok(0);
+            }
+            for s in &slots {
+                println!(
+                    "{}{}  {}  {}@{}  {}{}",
+                    if s.in_use { "* " } else { "  " },
+                    &s.id[..s.id.len().min(12)],
+                    s.created.strftime("%Y-%m-%d %H:%M:%S"),
+                    s.username,
+                    s.host,
+                    s.label.as_deref().unwrap_or("-"),
+                    if s.replicas.len() < repo.replicas().len() {
+                        format!("  (only on {})", s.replicas.join(", "))
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(0)
+        }
+        KeyCommand::Add { label, secret } => {
+            let (pass, params) = secret.get()?;
+            let id = add_key(&repo, &pass, params, label).await?;
+            if g.json {
+                output::print_json(&json!({ "id": id }));
+            } else {
+                println!("added key slot {id}");
+            }
+            Ok(0)
+        }
+        KeyCommand::Remove { slot, force } => {
+            let id = remove_key(&repo, &slot, force).await?;
+            if g.json {
+                output::print_json(&json!({ "removed": id }));
+            } else {
+                println!("removed key slot {id}");
+            }
+            Ok(0)
+        }
+        KeyCommand::Passwd { secret } => {
+            let (pass, params) = secret.get()?;
+            let (new, old) = change_passphrase(&repo, &pass, params).await?;
+            if g.json {
+                output::print_json(&json!({ "id": new, "removed": old }));
+            } else {
+                println!("key slot {old} replaced by {new}");
+            }
+            Ok(0)
+        }
+    }
+}

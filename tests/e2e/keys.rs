@@ -1,0 +1,181 @@
+//! `cairn key`: slots listed, added (passphrase or generated key file),
+//! removed and replaced on every replica; the slot in use and the last
+//! slot are protected; a wrong passphrase writes nothing.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::common::*;
+
+const CHEAP: [&str; 4] = ["--kdf-memory-kib", "8192", "--kdf-iterations", "1"];
+
+fn slots(env: &Env, repos: &[&Path], pass: &str) -> serde_json::Value {
+    let out = env
+        .cairn(repos)
+        .env("CAIRN_PASSWORD", pass)
+        .args(["--json", "key", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&out.stdout)
+}
+
+fn opens_with(env: &Env, repos: &[&Path], pass: &str) -> Option<i32> {
+    let mut c = env.cairn(repos);
+    c.env("CAIRN_PASSWORD", pass).arg("snapshots");
+    c.output().unwrap().status.code()
+}
+
+#[test]
+fn key_slots_are_managed_on_every_replica() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    env.init(&[&a, &b]);
+    let list = slots(&env, &[&a, &b], PASSWORD);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["in_use"], true);
+    let first = list[0]["id"].as_str().unwrap().to_string();
+
+    // A wrong passphrase: exit 12, nothing written.
+    let pf = env.path("new-pass");
+    fs::write(&pf, "a second passphrase\n").unwrap();
+    let out = env
+        .cairn(&[&a, &b])
+        .env("CAIRN_PASSWORD", "wrong")
+        .args(["key", "add", "--new-password-file"])
+        .arg(&pf)
+        .args(CHEAP)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert_eq!(files_in(&a, "keys").len(), 1);
+
+    // Add a passphrase slot with a label: on both replicas, and it opens.
+    let out = env
+        .cairn(&[&a, &b])
+        .args([
+            "--json",
+            "key",
+            "add",
+            "--label",
+            "ci",
+            "--new-password-file",
+        ])
+        .arg(&pf)
+        .args(CHEAP)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ci = last_json(&out.stdout)["id"].as_str().unwrap().to_string();
+    assert_eq!(files_in(&a, "keys").len(), 2);
+    assert_eq!(files_in(&b, "keys").len(), 2);
+    assert_eq!(opens_with(&env, &[&a], "a second passphrase"), Some(0));
+    assert_eq!(opens_with(&env, &[&b], "a second passphrase"), Some(0));
+    let list = slots(&env, &[&a, &b], PASSWORD);
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == ci.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["label"], "ci");
+    assert_eq!(entry["kind"], "passphrase");
+    assert_eq!(entry["replicas"].as_array().unwrap().len(), 2);
+
+    // A generated key file: 0600, opens with --password-file; never over
+    // an existing file.
+    let kf = env.path("machine.key");
+    env.cairn(&[&a, &b])
+        .args(["key", "add", "--new-key-file"])
+        .arg(&kf)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::metadata(&kf).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    env.cairn(&[&a, &b])
+        .env_remove("CAIRN_PASSWORD")
+        .arg("--password-file")
+        .arg(&kf)
+        .arg("snapshots")
+        .assert()
+        .success();
+    let out = env
+        .cairn(&[&a, &b])
+        .args(["key", "add", "--new-key-file"])
+        .arg(&kf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // The slot in use needs --force; removing another one works by prefix
+    // and its passphrase stops opening the repository.
+    let out = env
+        .cairn(&[&a, &b])
+        .args(["key", "remove", &first[..10]])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    env.cairn(&[&a, &b])
+        .args(["key", "remove", &ci[..10]])
+        .assert()
+        .success();
+    assert_eq!(opens_with(&env, &[&a, &b], "a second passphrase"), Some(12));
+
+    // passwd: the old passphrase stops working, the new one opens both.
+    let p2 = env.path("newer");
+    fs::write(&p2, "the newest passphrase\n").unwrap();
+    env.cairn(&[&a, &b])
+        .args(["key", "passwd", "--new-password-file"])
+        .arg(&p2)
+        .args(CHEAP)
+        .assert()
+        .success();
+    assert_eq!(opens_with(&env, &[&a, &b], PASSWORD), Some(12));
+    assert_eq!(
+        opens_with(&env, &[&a, &b], "the newest passphrase"),
+        Some(0)
+    );
+
+    // Down to the last slot: it cannot be removed.
+    let list = slots(&env, &[&a, &b], "the newest passphrase");
+    let machine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["in_use"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.cairn(&[&a, &b])
+        .env("CAIRN_PASSWORD", "the newest passphrase")
+        .args(["key", "remove", &machine])
+        .assert()
+        .success();
+    let out = env
+        .cairn(&[&a, &b])
+        .env("CAIRN_PASSWORD", "the newest passphrase")
+        .args(["key", "remove", "--force", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
