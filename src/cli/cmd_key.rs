@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use cairn::format::keys::KdfParams;
-use cairn::ops::keys::{add_key, change_passphrase, list_keys, remove_key};
+use cairn::ops::keys::{add_key, change_passphrase, key_status, list_keys, remove_key};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -31,6 +31,9 @@ pub enum KeyCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Per replica, how many objects (and bytes) each data-key epoch
+    /// encrypts.
+    Status,
     /// A new passphrase for the slot in use (with the current Argon2id
     /// costs): the new slot is written everywhere, then the old removed.
     Passwd {
@@ -108,6 +111,51 @@ pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
                 );
             }
             Ok(0)
+        }
+        KeyCommand::Status => {
+            let st = key_status(&repo).await?;
+            if g.json {
+                output::print_json(&json!(st));
+                return Ok(if st.replicas.iter().any(|r| r.error.is_some()) {
+                    4
+                } else {
+                    0
+                });
+            }
+            let epochs: Vec<String> = st.epochs.iter().map(|e| e.to_string()).collect();
+            println!(
+                "epochs in the keyring: {} (current {})",
+                epochs.join(", "),
+                st.current_epoch
+            );
+            for r in &st.replicas {
+                println!("{}", r.replica);
+                if let Some(e) = &r.error {
+                    println!("  FAILED: {e}");
+                    continue;
+                }
+                for e in &r.epochs {
+                    println!(
+                        "  epoch {}: {} packs, {} index files, {} snapshots, {}",
+                        e.epoch,
+                        e.packs,
+                        e.index_files,
+                        e.snapshots,
+                        output::bytes(e.bytes)
+                    );
+                }
+                if r.unreadable > 0 {
+                    println!(
+                        "  {} objects with an unreadable header (run `cairn check`)",
+                        r.unreadable
+                    );
+                }
+            }
+            Ok(if st.replicas.iter().any(|r| r.error.is_some()) {
+                4
+            } else {
+                0
+            })
         }
         KeyCommand::Add { label, secret } => {
             let (pass, params) = secret.get()?;

@@ -42,6 +42,26 @@ fn key_slots_are_managed_on_every_replica() {
     assert_eq!(list[0]["in_use"], true);
     let first = list[0]["id"].as_str().unwrap().to_string();
 
+    // key status: everything is under epoch 1, on both replicas.
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(1, 50 << 10)).unwrap();
+    assert_eq!(env.backup_json(&[&a, &b], &[src.as_os_str()]).0, 0);
+    let out = env
+        .cairn(&[&a, &b])
+        .args(["--json", "key", "status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st = last_json(&out.stdout);
+    assert_eq!(st["current_epoch"], 1, "{st}");
+    for r in st["replicas"].as_array().unwrap() {
+        let e = &r["epochs"][0];
+        assert_eq!(e["epoch"], 1, "{st}");
+        assert_eq!(e["snapshots"], 1, "{st}");
+        assert!(e["packs"].as_u64().unwrap() >= 1, "{st}");
+    }
+
     // A wrong passphrase: exit 12, nothing written.
     let pf = env.path("new-pass");
     fs::write(&pf, "a second passphrase\n").unwrap();
