@@ -104,7 +104,13 @@ pub async fn open_from(g: &Global, from: Option<&str>) -> anyhow::Result<cairn::
         let r = sel.replicas.remove(i);
         sel.replicas.insert(0, r);
     }
-    let repo = open_with(g, false, sel).await?;
+    let mut repo = open_with(g, false, sel).await?;
+    if let Some(name) = from {
+        // Asked first even when a local replica would be.
+        if let Some(i) = repo.replicas().iter().position(|r| r.name == name) {
+            repo.set_preferred(i);
+        }
+    }
     warn_unavailable(&repo, &[]);
     Ok(repo)
 }

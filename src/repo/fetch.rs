@@ -78,7 +78,8 @@ impl From<FetchFailure> for Error {
 
 impl Repository {
     /// Read `h` (or `range` of it) from the replicas in `from`, asking the
-    /// local ones first and the others in replica order, and return what `accept` makes of the first copy
+    /// preferred one ([`Repository::set_preferred`]) first, then the local
+    /// ones, then the others in replica order, and return what `accept` makes of the first copy
     /// it accepts, with the position of the replica that served it.
     ///
     /// A replica whose copy is missing, unreadable or refused by `accept`
@@ -93,10 +94,16 @@ impl Repository {
         mut accept: impl FnMut(Bytes) -> Result<T>,
     ) -> Result<(T, usize), FetchFailure> {
         let mut tried: Vec<(String, Error)> = Vec::new();
-        // Local replicas first: a read from disk is cheaper than one from
-        // a bucket (and costs no egress); otherwise in replica order.
+        // The replica the user chose, then local ones (a read from disk is
+        // cheaper than one from a bucket, and costs no egress), then the
+        // others, each in replica order.
         let mut order: Vec<usize> = from.iter().filter(|&i| i < self.replicas.len()).collect();
-        order.sort_by_key(|&i| !self.replicas[i].backend.capabilities().local);
+        order.sort_by_key(|&i| {
+            (
+                self.preferred != Some(i),
+                !self.replicas[i].backend.capabilities().local,
+            )
+        });
         for i in order {
             let r = &self.replicas[i];
             let res = match r.backend.get(h, range.clone()).await {

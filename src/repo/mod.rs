@@ -78,6 +78,8 @@ pub struct Repository {
     record: Option<Arc<rollback::Tracker>>,
     /// The key slot that opened the keyring.
     slot: Option<String>,
+    /// The replica reads ask first (`restore --from`), before local ones.
+    preferred: Option<usize>,
 }
 
 fn be(replica: &Replica) -> impl Fn(cairn_backends::BackendError) -> Error + '_ {
@@ -180,7 +182,14 @@ impl Repository {
             cancel: self.cancel.clone(),
             record: self.record.clone(),
             slot: self.slot.clone(),
+            preferred: None,
         }
+    }
+
+    /// Make reads ask replica `i` first (the user chose it, e.g. `restore
+    /// --from`); otherwise local replicas are asked first.
+    pub fn set_preferred(&mut self, i: usize) {
+        self.preferred = (i < self.replicas.len()).then_some(i);
     }
 
     /// The key slot (its name in `keys/`) that opened the keyring; none

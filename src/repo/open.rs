@@ -115,6 +115,7 @@ impl Repository {
             cancel: Default::default(),
             record: None,
             slot: Some(slot_name),
+            preferred: None,
         })
     }
 
@@ -259,6 +260,7 @@ impl Repository {
             cancel: Default::default(),
             record,
             slot: Some(slot),
+            preferred: None,
         })
     }
 
