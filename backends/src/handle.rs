@@ -20,11 +20,14 @@ pub enum Kind {
     /// Bookkeeping of one replica's garbage collection: the packs `prune`
     /// found unreferenced, with when (one object, `markers/prune`).
     Marker,
+    /// The key-management audit trail: one sealed, hash-chained entry per
+    /// object, named by its sequence number.
+    Audit,
 }
 
 impl Kind {
     /// Every kind, in the order a repository is laid out.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Config,
         Kind::Key,
         Kind::Snapshot,
@@ -32,6 +35,7 @@ impl Kind {
         Kind::Pack,
         Kind::Lock,
         Kind::Marker,
+        Kind::Audit,
     ];
 
     /// The directory holding objects of this kind (`""` for config).
@@ -44,6 +48,7 @@ impl Kind {
             Kind::Pack => "data",
             Kind::Lock => "locks",
             Kind::Marker => "markers",
+            Kind::Audit => "audit",
         }
     }
 }
@@ -58,6 +63,7 @@ impl fmt::Display for Kind {
             Kind::Pack => "pack",
             Kind::Lock => "lock",
             Kind::Marker => "marker",
+            Kind::Audit => "audit",
         })
     }
 }

@@ -34,6 +34,9 @@ pub enum KeyCommand {
     /// Per replica, how many objects (and bytes) each data-key epoch
     /// encrypts.
     Status,
+    /// The audit trail of key operations, verified on every replica (exit 5
+    /// when an entry is missing, altered or out of order).
+    Audit,
     /// A new passphrase for the slot in use (with the current Argon2id
     /// costs): the new slot is written everywhere, then the old removed.
     Passwd {
@@ -111,6 +114,39 @@ pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
                 );
             }
             Ok(0)
+        }
+        KeyCommand::Audit => {
+            let trails = cairn::ops::audit::read_audit(&repo).await?;
+            let bad = trails
+                .iter()
+                .any(|t| !t.problems.is_empty() || t.error.is_some());
+            let code = if bad { 5 } else { 0 };
+            if g.json {
+                output::print_json(&json!({ "replicas": trails }));
+                return Ok(code);
+            }
+            for t in &trails {
+                println!("{}: {} entries", t.replica, t.entries.len());
+                if let Some(e) = &t.error {
+                    println!("  FAILED: {e}");
+                }
+                for e in &t.entries {
+                    println!(
+                        "  {:>4}  {}  {}@{}  {:<11} {}  [{}]",
+                        e.seq,
+                        e.time.strftime("%Y-%m-%d %H:%M:%S"),
+                        e.user,
+                        e.host,
+                        e.operation,
+                        e.detail,
+                        e.outcome
+                    );
+                }
+                for p in &t.problems {
+                    println!("  TAMPERED: {}: {}", p.object, p.message);
+                }
+            }
+            Ok(code)
         }
         KeyCommand::Status => {
             let st = key_status(&repo).await?;

@@ -54,6 +54,8 @@ pub enum ObjectKind {
     Lock = 5,
     /// Prune's per-replica marks (`markers/prune`).
     Marker = 6,
+    /// Entries of the key-management audit trail (`audit/`).
+    Audit = 7,
 }
 
 impl ObjectKind {
@@ -65,6 +67,7 @@ impl ObjectKind {
             4 => ObjectKind::KeySlot,
             5 => ObjectKind::Lock,
             6 => ObjectKind::Marker,
+            7 => ObjectKind::Audit,
             _ => return None,
         })
     }
@@ -138,6 +141,18 @@ pub struct ObjectKey {
     key: LessSafeKey,
     repo_id: [u8; 32],
     kind: ObjectKind,
+}
+
+/// A 32-byte key derived from `ikm` with HKDF-SHA256 (`salt`, and `info`
+/// concatenated), for keys that belong to a purpose rather than an object.
+pub fn derive_key(ikm: &Key32, salt: &[u8], info: &[&[u8]]) -> Key32 {
+    let mut out = Key32([0; 32]);
+    Salt::new(HKDF_SHA256, salt)
+        .extract(&ikm.0)
+        .expand(info, Len32)
+        .and_then(|o| o.fill(&mut out.0))
+        .expect("HKDF output length is valid");
+    out
 }
 
 impl ObjectKey {

@@ -4,6 +4,7 @@
 //! and parsed — so the format can be read (and property-tested) without a
 //! backend. `docs/format.md` specifies it byte by byte.
 
+pub mod audit;
 pub mod chunker;
 pub mod codec;
 pub mod config;

@@ -78,6 +78,17 @@ pub async fn add_key(
     params: KdfParams,
     label: Option<String>,
 ) -> Result<String> {
+    let what = format!("label {}", label.as_deref().unwrap_or("-"));
+    let res = add_slot(repo, pass, params, label).await;
+    audited(repo, "key add", &what, res).await
+}
+
+async fn add_slot(
+    repo: &Repository,
+    pass: &SecretString,
+    params: KdfParams,
+    label: Option<String>,
+) -> Result<String> {
     let mut slot = KeySlot::wrap(repo.keyring(), pass, params)?;
     slot.label = label;
     let data = Bytes::from(serde_json::to_vec_pretty(&slot).expect("slot serializes"));
@@ -100,6 +111,34 @@ pub async fn add_key(
 /// Remove the slot `spec` (an id or a unique prefix) from every replica.
 /// The last slot is never removed, nor the one in use unless `force`.
 pub async fn remove_key(repo: &Repository, spec: &str, force: bool) -> Result<String> {
+    let res = remove_slot(repo, spec, force).await;
+    audited(repo, "key remove", &format!("spec {spec:?}"), res).await
+}
+
+/// Record `operation` in the audit trail with its outcome, and return
+/// `res` (with the slot id in the entry's detail when it succeeded).
+async fn audited(
+    repo: &Repository,
+    operation: &str,
+    what: &str,
+    res: Result<String>,
+) -> Result<String> {
+    let (outcome, detail) = match &res {
+        Ok(id) => ("ok".to_string(), format!("slot {id}; {what}")),
+        Err(e) => (
+            format!("failed: {}", crate::error::chain(e)),
+            what.to_string(),
+        ),
+    };
+    if let Err(e) = crate::ops::audit::record(repo, operation, &detail, &outcome).await {
+        // The operation's own result matters more; a trail that could not
+        // be written shows as a gap at the next `key audit`.
+        tracing::warn!("{operation}: could not write the audit entry: {e}");
+    }
+    res
+}
+
+async fn remove_slot(repo: &Repository, spec: &str, force: bool) -> Result<String> {
     let slots = list_keys(repo).await?;
     let spec = spec.to_ascii_lowercase();
     let found: Vec<&SlotInfo> = slots.iter().filter(|s| s.id.starts_with(&spec)).collect();
@@ -157,8 +196,16 @@ pub async fn change_passphrase(
         .into_iter()
         .find(|s| s.id == old)
         .and_then(|s| s.label);
-    let new = add_key(repo, pass, params, label).await?;
-    remove_key(repo, &old, true).await?;
+    let new = add_slot(repo, pass, params, label).await;
+    let new = audited(repo, "key passwd", &format!("replacing slot {old}"), new).await?;
+    let removed = remove_slot(repo, &old, true).await;
+    audited(
+        repo,
+        "key passwd",
+        &format!("replaced by slot {new}"),
+        removed,
+    )
+    .await?;
     Ok((new, old))
 }
 

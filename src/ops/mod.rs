@@ -2,6 +2,7 @@
 //! [`crate::repo::Repository`] and returning a typed report that the CLI
 //! (and later the daemon and the API) only render.
 
+pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod diff;

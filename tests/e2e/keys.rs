@@ -199,3 +199,77 @@ fn key_slots_are_managed_on_every_replica() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn audit(env: &Env, repos: &[&Path]) -> (i32, serde_json::Value) {
+    let out = env
+        .cairn(repos)
+        .args(["--json", "key", "audit"])
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), last_json(&out.stdout))
+}
+
+/// Every key operation is in the trail on every replica; an altered,
+/// removed or swapped entry is reported with exit 5.
+#[test]
+fn the_audit_trail_records_key_operations_and_shows_tampering() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    env.init(&[&a, &b]);
+    let pf = env.path("p");
+    fs::write(&pf, "second\n").unwrap();
+    for _ in 0..2 {
+        let out = env
+            .cairn(&[&a, &b])
+            .args(["--json", "key", "add", "--new-password-file"])
+            .arg(&pf)
+            .args(CHEAP)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let id = last_json(&out.stdout)["id"].as_str().unwrap().to_string();
+        env.cairn(&[&a, &b])
+            .args(["key", "remove", &id])
+            .assert()
+            .success();
+    }
+    let (code, trail) = audit(&env, &[&a, &b]);
+    assert_eq!(code, 0, "{trail}");
+    for r in trail["replicas"].as_array().unwrap() {
+        let ops: Vec<&str> = r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["operation"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ops,
+            ["key add", "key remove", "key add", "key remove"],
+            "{trail}"
+        );
+        assert!(r["entries"][0]["user"].is_string() && r["entries"][0]["host"].is_string());
+    }
+
+    let entry = |n: u32| a.join("audit").join(format!("{n:010}"));
+    let keep = |n: u32| fs::read(entry(n)).unwrap();
+    let (e2, e3) = (keep(2), keep(3));
+    // Altered.
+    flip_byte(&entry(2), 60);
+    let (code, t) = audit(&env, &[&a]);
+    assert_eq!(code, 5, "{t}");
+    assert!(t.to_string().contains("0000000002"), "{t}");
+    fs::write(entry(2), &e2).unwrap();
+    // Swapped.
+    fs::write(entry(2), &e3).unwrap();
+    fs::write(entry(3), &e2).unwrap();
+    assert_eq!(audit(&env, &[&a]).0, 5);
+    fs::write(entry(2), &e2).unwrap();
+    fs::write(entry(3), &e3).unwrap();
+    // Removed from the middle.
+    fs::remove_file(entry(2)).unwrap();
+    assert_eq!(audit(&env, &[&a]).0, 5);
+    fs::write(entry(2), &e2).unwrap();
+    assert_eq!(audit(&env, &[&a]).0, 0);
+    // The other replica was never touched.
+    assert_eq!(audit(&env, &[&b]).0, 0);
+}

@@ -95,6 +95,7 @@ fn roundtrip_name(kind: Kind) -> &'static str {
         Kind::Pack => "roundtrip_pack",
         Kind::Lock => "roundtrip_lock",
         Kind::Marker => "roundtrip_marker",
+        Kind::Audit => "roundtrip_audit",
     }
 }
 
