@@ -217,7 +217,7 @@ fn the_audit_trail_records_key_operations_and_shows_tampering() {
     let (a, b) = (env.path("a"), env.path("b"));
     env.init(&[&a, &b]);
     let pf = env.path("p");
-    fs::write(&pf, "second\n").unwrap();
+    fs::write(&pf, "second audit passphrase\n").unwrap();
     for _ in 0..2 {
         let out = env
             .cairn(&[&a, &b])

@@ -118,3 +118,50 @@ mod urls {
         }
     }
 }
+
+/// The list scripts/check-secrets searches the suite's output for names
+/// the passphrases the tests use.
+#[test]
+fn the_secret_list_names_the_test_passphrases() {
+    let list =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/secrets.txt")).unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    for p in [
+        PASSWORD,
+        "wrong passphrase e2e",
+        "aws-secret-e2e",
+        "ftp-password-e2e",
+        "Sup3rS3cretE2e",
+    ] {
+        assert!(lines.contains(&p), "tests/secrets.txt lacks a test secret");
+    }
+}
+
+/// `--json` documents and trace-level logs of everyday commands carry no
+/// passphrase.
+#[test]
+fn json_and_trace_output_show_no_passphrase() {
+    let env = Env::new();
+    let (a, src) = (env.path("a"), env.path("src"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"some data").unwrap();
+    env.init(&[&a]);
+    let runs: [&[&str]; 6] = [
+        &["--json", "backup"],
+        &["-vvv", "backup"],
+        &["--json", "check"],
+        &["--json", "snapshots"],
+        &["--json", "status"],
+        &["--json", "key", "list"],
+    ];
+    for args in runs {
+        let mut c = env.cairn(&[&a]);
+        c.args(args);
+        if args.last() == Some(&"backup") {
+            c.arg(&src);
+        }
+        let (code, text) = output_of(&mut c);
+        assert_eq!(code, Some(0), "{args:?}: {text}");
+        assert!(!text.contains(PASSWORD), "{args:?} shows the passphrase");
+    }
+}
