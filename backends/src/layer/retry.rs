@@ -127,16 +127,31 @@ impl RetryBackend {
                 return Err(Failure { err, attempts });
             }
             let delay = self.config.backoff(attempts);
-            tracing::warn!(
-                backend = %self.inner,
-                op,
-                object = %what,
-                attempt = attempts,
-                max_attempts = max,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %err,
-                "transient backend error, retrying"
-            );
+            let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            // One warning per operation, not one per attempt: the later
+            // attempts are in the debug log, and the outcome is reported
+            // once (success after retrying, or the final error).
+            if attempts == 1 {
+                tracing::warn!(
+                    backend = %self.inner,
+                    op,
+                    object = %what,
+                    max_attempts = max,
+                    error = %err,
+                    "transient backend error, retrying"
+                );
+            } else {
+                tracing::debug!(
+                    backend = %self.inner,
+                    op,
+                    object = %what,
+                    attempt = attempts,
+                    max_attempts = max,
+                    delay_ms,
+                    error = %err,
+                    "transient backend error, retrying"
+                );
+            }
             tokio::time::sleep(delay).await;
         }
     }
