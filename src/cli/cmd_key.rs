@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use cairn::format::keys::KdfParams;
-use cairn::ops::keys::{add_key, change_passphrase, key_status, list_keys, remove_key};
+use cairn::ops::keys::{
+    add_command_key, add_key, change_passphrase, key_status, list_keys, remove_key,
+};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -14,12 +16,17 @@ use super::{output, password, repos, Global};
 pub enum KeyCommand {
     /// Every key slot: id, label, created, host, user, and the one in use.
     List,
-    /// Add a key slot (a new passphrase, or a generated key file) on every
-    /// replica; prints its id.
+    /// Add a key slot (a new passphrase, a generated key file, or a key
+    /// from a key-management command) on every replica; prints its id.
     Add {
         /// Who or what the slot is for.
         #[arg(long, value_name = "LABEL")]
         label: Option<String>,
+        /// A slot opened by the 32-byte key COMMAND prints (64 hex digits),
+        /// e.g. from Vault or a KMS decrypt. Open it later with
+        /// CAIRN_PASSWORD_COMMAND set to the same command.
+        #[arg(long, value_name = "COMMAND", conflicts_with_all = ["new_password_file", "new_key_file"])]
+        new_key_command: Option<String>,
         #[command(flatten)]
         secret: NewSecret,
     },
@@ -193,7 +200,21 @@ pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
                 0
             })
         }
-        KeyCommand::Add { label, secret } => {
+        KeyCommand::Add {
+            label,
+            new_key_command: Some(cmd),
+            ..
+        } => {
+            let key = run_key_command(&cmd)?;
+            let id = add_command_key(&repo, &key, label).await?;
+            if g.json {
+                output::print_json(&json!({ "id": id }));
+            } else {
+                println!("added key slot {id} (opened by the key `{cmd}` prints)");
+            }
+            Ok(0)
+        }
+        KeyCommand::Add { label, secret, .. } => {
             let (pass, params) = secret.get()?;
             let id = add_key(&repo, &pass, params, label).await?;
             if g.json {
@@ -223,4 +244,28 @@ pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Run a key-management command (without cairn's secrets in its
+/// environment) and take the 32-byte key it prints as 64 hex digits.
+fn run_key_command(cmd: &str) -> anyhow::Result<secrecy::SecretString> {
+    use anyhow::Context;
+    let out = cairn::backends::child::shell(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the key command")?;
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        anyhow::bail!(super::UsageError(format!(
+            "the key command failed with {}",
+            out.status
+        )));
+    }
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&stdout).trim().to_string());
+    if cairn::format::keys::parse_command_key(&text).is_none() {
+        anyhow::bail!(super::UsageError(
+            "the key command must print a 32-byte key as 64 hex digits".into()
+        ));
+    }
+    Ok(secrecy::SecretString::from(text.to_string()))
 }

@@ -265,6 +265,39 @@ fn derive_kek(pass: &SecretString, salt: &[u8], p: KdfParams) -> Result<Key32, K
     Ok(kek)
 }
 
+/// The kdf of a slot whose secret is a 32-byte key (from a key-management
+/// command): stretching a random key buys nothing, so HKDF derives the KEK.
+pub const KDF_COMMAND_KEY: &str = "hkdf-sha256";
+
+/// The 32-byte key a key command printed: 64 hex digits (surrounding
+/// white space ignored).
+pub fn parse_command_key(printed: &str) -> Option<Key32> {
+    let raw = crate::format::id::hex_decode(printed.trim())?;
+    Some(Key32(raw.try_into().ok()?))
+}
+
+/// The KEK of a slot with `kdf` for `secret` and `salt`.
+fn derive_slot_kek(
+    kdf: &str,
+    secret: &SecretString,
+    salt: &[u8],
+    p: KdfParams,
+) -> Result<Key32, KeyError> {
+    match kdf {
+        "argon2id" => derive_kek(secret, salt, p),
+        KDF_COMMAND_KEY => {
+            // Any other secret is simply the wrong one for this slot.
+            let key = parse_command_key(secret.expose_secret()).ok_or(KeyError::WrongPassphrase)?;
+            Ok(crate::format::crypto::derive_key(
+                &key,
+                salt,
+                &[b"cairn key command v1"],
+            ))
+        }
+        other => Err(KeyError::Malformed(format!("unsupported kdf {other}"))),
+    }
+}
+
 impl KeySlot {
     /// Wrap `keyring` under `pass`.
     pub fn wrap(
@@ -272,9 +305,29 @@ impl KeySlot {
         pass: &SecretString,
         params: KdfParams,
     ) -> Result<KeySlot, KeyError> {
+        Self::wrap_with("argon2id", keyring, pass, params)
+    }
+
+    /// Wrap `keyring` under a 32-byte key printed by a key-management
+    /// command (`key`: its 64 hex digits).
+    pub fn wrap_command_key(keyring: &Keyring, key: &SecretString) -> Result<KeySlot, KeyError> {
+        let cheap = KdfParams {
+            memory_kib: KdfParams::MIN_MEMORY_KIB,
+            iterations: 1,
+            parallelism: 1,
+        };
+        Self::wrap_with(KDF_COMMAND_KEY, keyring, key, cheap)
+    }
+
+    fn wrap_with(
+        kdf: &str,
+        keyring: &Keyring,
+        pass: &SecretString,
+        params: KdfParams,
+    ) -> Result<KeySlot, KeyError> {
         let mut salt = [0u8; 32];
         crate::format::crypto::fill_random(&mut salt);
-        let kek = derive_kek(pass, &salt, params)?;
+        let kek = derive_slot_kek(kdf, pass, &salt, params)?;
         let sealed = seal_document(
             0,
             &kek,
@@ -284,7 +337,7 @@ impl KeySlot {
         );
         Ok(KeySlot {
             version: 1,
-            kdf: "argon2id".into(),
+            kdf: kdf.into(),
             params,
             salt: hex_encode(&salt),
             created: Timestamp::now(),
@@ -302,7 +355,7 @@ impl KeySlot {
         pass: &SecretString,
         expected_repo: &Id,
     ) -> Result<Keyring, KeyError> {
-        if self.version != 1 || self.kdf != "argon2id" {
+        if self.version != 1 || (self.kdf != "argon2id" && self.kdf != KDF_COMMAND_KEY) {
             return Err(KeyError::Malformed(format!(
                 "unsupported slot version {} / kdf {}",
                 self.version, self.kdf
@@ -317,7 +370,7 @@ impl KeySlot {
         let salt = hex_decode(&self.salt).ok_or_else(|| KeyError::Malformed("salt".into()))?;
         let sealed =
             hex_decode(&self.keyring).ok_or_else(|| KeyError::Malformed("keyring hex".into()))?;
-        let kek = derive_kek(pass, &salt, self.params)?;
+        let kek = derive_slot_kek(&self.kdf, pass, &salt, self.params)?;
         let plain = Zeroizing::new(
             open_document(&sealed, ObjectKind::KeySlot, &expected_repo.0, |e| {
                 (e == 0).then_some(&kek)
@@ -362,6 +415,27 @@ mod tests {
             slot.unwrap_keyring(&SecretString::from("nope"), &ring.repo_id()),
             Err(KeyError::WrongPassphrase)
         ));
+    }
+
+    #[test]
+    fn a_command_key_slot_opens_with_that_key_only() {
+        let ring = Keyring::generate();
+        let id = ring.repo_id();
+        let key = SecretString::from("ab".repeat(32));
+        let slot = KeySlot::wrap_command_key(&ring, &key).unwrap();
+        assert_eq!(slot.kdf, KDF_COMMAND_KEY);
+        let json = serde_json::to_vec(&slot).unwrap();
+        let slot: KeySlot = serde_json::from_slice(&json).unwrap();
+        let opened =
+            slot.unwrap_keyring(&SecretString::from(format!(" {}\n", "ab".repeat(32))), &id);
+        assert_eq!(opened.unwrap().repo_id, ring.repo_id);
+        for wrong in ["cd".repeat(32), "a passphrase".into(), "ab".repeat(31)] {
+            assert!(matches!(
+                slot.unwrap_keyring(&SecretString::from(wrong), &id),
+                Err(KeyError::WrongPassphrase)
+            ));
+        }
+        assert!(parse_command_key("zz").is_none());
     }
 
     #[test]

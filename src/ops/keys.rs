@@ -27,7 +27,8 @@ use crate::repo::{key_slots, LockMode, ReplicaSet, Repository};
 pub struct SlotInfo {
     pub id: String,
     pub label: Option<String>,
-    /// How the slot's secret is used: `passphrase` (Argon2id).
+    /// How the slot's secret is used: `passphrase` (Argon2id) or `command`
+    /// (a 32-byte key printed by a key-management command).
     pub kind: String,
     pub created: Timestamp,
     pub host: String,
@@ -58,7 +59,11 @@ pub async fn list_keys(repo: &Repository) -> Result<Vec<SlotInfo>> {
             in_use: repo.opened_slot() == Some(id.as_str()),
             id,
             label: slot.label,
-            kind: "passphrase".into(),
+            kind: if slot.kdf == crate::format::keys::KDF_COMMAND_KEY {
+                "command".into()
+            } else {
+                "passphrase".into()
+            },
             created: slot.created,
             host: slot.host,
             username: slot.username,
@@ -83,13 +88,33 @@ pub async fn add_key(
     audited(repo, "key add", &what, res).await
 }
 
+/// Add a slot opened by the 32-byte key `key` (64 hex digits, as a
+/// key-management command prints it), on every replica.
+pub async fn add_command_key(
+    repo: &Repository,
+    key: &SecretString,
+    label: Option<String>,
+) -> Result<String> {
+    let what = format!("key command; label {}", label.as_deref().unwrap_or("-"));
+    let res = async {
+        let slot = KeySlot::wrap_command_key(repo.keyring(), key)?;
+        store_slot(repo, slot, label).await
+    }
+    .await;
+    audited(repo, "key add", &what, res).await
+}
+
 async fn add_slot(
     repo: &Repository,
     pass: &SecretString,
     params: KdfParams,
     label: Option<String>,
 ) -> Result<String> {
-    let mut slot = KeySlot::wrap(repo.keyring(), pass, params)?;
+    let slot = KeySlot::wrap(repo.keyring(), pass, params)?;
+    store_slot(repo, slot, label).await
+}
+
+async fn store_slot(repo: &Repository, mut slot: KeySlot, label: Option<String>) -> Result<String> {
     slot.label = label;
     let data = Bytes::from(serde_json::to_vec_pretty(&slot).expect("slot serializes"));
     let name = Id::of_stored(&data).to_hex();

@@ -273,3 +273,63 @@ fn the_audit_trail_records_key_operations_and_shows_tampering() {
     // The other replica was never touched.
     assert_eq!(audit(&env, &[&b]).0, 0);
 }
+
+/// A slot for an external key manager: its 32-byte key comes from a
+/// command (here a script that prints one), both when the slot is added
+/// and, through CAIRN_PASSWORD_COMMAND, when the repository is opened.
+#[test]
+fn a_key_command_slot_opens_with_the_key_the_command_prints() {
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    let script = env.path("kms.sh");
+    fs::write(&script, format!("#!/bin/sh\necho {}\n", "5a".repeat(32))).unwrap();
+    let cmd = format!("sh {}", script.display());
+    let out = env
+        .cairn(&[&a])
+        .args([
+            "--json",
+            "key",
+            "add",
+            "--label",
+            "vault",
+            "--new-key-command",
+            &cmd,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = last_json(&out.stdout)["id"].as_str().unwrap().to_string();
+    let list = slots(&env, &[&a], PASSWORD);
+    let slot = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(slot["kind"], "command");
+    assert_eq!(slot["label"], "vault");
+    env.cairn(&[&a])
+        .env_remove("CAIRN_PASSWORD")
+        .env("CAIRN_PASSWORD_COMMAND", &cmd)
+        .arg("snapshots")
+        .assert()
+        .success();
+
+    // A command that prints something else is refused; nothing is added.
+    let bad = env.path("bad.sh");
+    fs::write(&bad, "#!/bin/sh\necho not-a-key\n").unwrap();
+    let out = env
+        .cairn(&[&a])
+        .args(["key", "add", "--new-key-command"])
+        .arg(format!("sh {}", bad.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+    assert_eq!(files_in(&a, "keys").len(), 2);
+}
