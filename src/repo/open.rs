@@ -51,7 +51,7 @@ pub struct OpenOptions {
 }
 
 /// The largest object in `keys/` read as a key slot.
-const MAX_SLOT_BYTES: u64 = 64 << 10;
+const MAX_SLOT_BYTES: u64 = super::docs::MAX_KEY_SLOT_BYTES;
 
 impl Repository {
     /// Create the repository on every replica: the same config and key slot
@@ -133,8 +133,11 @@ impl Repository {
         opts: &OpenOptions,
     ) -> Result<Repository> {
         ReplicaSet::check_count(replicas.len()).map_err(Error::Invalid)?;
+        // One byte past the limit is enough to tell a planted giant object
+        // from a config, without downloading it.
+        let limit = super::docs::MAX_CONFIG_BYTES;
         let configs = futures::future::join_all(replicas.iter().map(|r| async move {
-            let data = r.backend.get(&Handle::config(), None).await;
+            let data = r.backend.get(&Handle::config(), Some(0..limit + 1)).await;
             (r, data)
         }))
         .await;
@@ -142,6 +145,10 @@ impl Repository {
         let mut unavailable = Vec::new();
         for (r, data) in configs {
             match data {
+                Ok(d) if d.len() as u64 > limit => unavailable.push(bad_config(
+                    r,
+                    format!("over {limit} bytes: not a cairn config; not read"),
+                )),
                 Ok(d) => match serde_json::from_slice::<Config>(&d) {
                     Ok(c) if c.version == config::VERSION => match c.validate() {
                         Ok(()) => ok.push((r.clone(), c)),

@@ -154,3 +154,26 @@ fn snapshots_forgotten_by_repair_are_not_a_rollback() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("rolled back"), "{err}");
 }
+
+/// A giant object in place of `config` is refused from its first bytes
+/// (exit 5, naming the file), never downloaded.
+#[test]
+fn a_giant_config_is_refused_without_reading_it() {
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(a.join("config"))
+        .unwrap();
+    f.set_len(3 << 30).unwrap(); // sparse: 3 GiB of zeros
+    drop(f);
+    let mut c = env.cairn(&[&a]);
+    c.arg("snapshots");
+    let (out, peak_kib) = output_with_peak_rss(&c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("config"), "{err}");
+    assert!(peak_kib < 256 * 1024, "peak RSS {peak_kib} KiB");
+}
