@@ -143,3 +143,60 @@ pub async fn record(repo: &Repository, operation: &str, detail: &str, outcome: &
         "the audit trail is being written by another process; try again".into(),
     ))
 }
+
+/// Copy to replica `t` the audit entries the replicas in `from` hold and
+/// it lacks (entries are never deleted, so a missing one is only behind).
+/// An entry is copied only if it opens with the repository's audit key, so
+/// junk planted on one replica does not spread. Returns how many were (or,
+/// in a dry run, would be) copied.
+pub(crate) async fn copy_missing(
+    repo: &Repository,
+    t: usize,
+    from: crate::repo::ReplicaSet,
+    dry_run: bool,
+) -> Result<u64> {
+    use crate::format::crypto::{open_document, ObjectKind};
+    let key = audit_key(&repo.keyring().id_key, &repo.keyring().repo_id);
+    let target = repo.replica(t);
+    let have: std::collections::HashSet<String> = target
+        .backend
+        .list(Kind::Audit)
+        .await
+        .map_err(|e| Error::backend(&target.name, e))?
+        .into_iter()
+        .map(|m| m.handle.name)
+        .collect();
+    let mut done = std::collections::HashSet::new();
+    for s in from.iter() {
+        let src = repo.replica(s);
+        let Ok(metas) = src.backend.list(Kind::Audit).await else {
+            continue;
+        };
+        for m in metas {
+            let name = m.handle.name.clone();
+            if have.contains(&name) || done.contains(&name) || m.size > MAX_ENTRY_BYTES {
+                continue;
+            }
+            let Ok(data) = src.backend.get(&m.handle, None).await else {
+                continue;
+            };
+            let authentic = open_document(&data, ObjectKind::Audit, &repo.keyring().repo_id, |e| {
+                (e == 0).then_some(&key)
+            })
+            .is_ok();
+            if !authentic {
+                tracing::warn!("{}: {} does not open; not copied", src.name, m.handle);
+                continue;
+            }
+            if !dry_run {
+                match target.backend.put(&m.handle, data, PutMode::Create).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::backend(&target.name, e)),
+                }
+            }
+            done.insert(name);
+        }
+    }
+    Ok(done.len() as u64)
+}

@@ -50,6 +50,8 @@ pub struct SyncReport {
     pub pack_bytes: u64,
     pub index_files: u64,
     pub snapshots: u64,
+    /// Entries of the key audit trail the target lacked.
+    pub audit_entries: u64,
     /// Objects that could not be copied, and why.
     pub skipped: Vec<String>,
     /// The same, typed.
@@ -276,11 +278,25 @@ pub(crate) async fn sync_locked(
         needs: &needs,
         only: opts.only.as_ref(),
     };
-    let reports = futures::future::join_all(opts.to.iter().enumerate().map(|(k, &t)| {
+    let mut reports = futures::future::join_all(opts.to.iter().enumerate().map(|(k, &t)| {
         let src = opts.from.intersection(listed).without(t);
         plan.sync_one(t, src, opts.dry_run, &progress.targets[k].1)
     }))
     .await;
+    // The key audit trail too, on a full sync (forget's copies are
+    // restricted to snapshots).
+    if opts.only.is_none() {
+        for (rep, &t) in reports.iter_mut().zip(&opts.to) {
+            if rep.error.is_some() {
+                continue;
+            }
+            let src = opts.from.intersection(listed).without(t);
+            match crate::ops::audit::copy_missing(repo, t, src, opts.dry_run).await {
+                Ok(n) => rep.audit_entries = n,
+                Err(e) => rep.error = Some(crate::error::chain(&e)),
+            }
+        }
+    }
     Ok(reports)
 }
 

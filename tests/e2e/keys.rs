@@ -333,3 +333,36 @@ fn a_key_command_slot_opens_with_the_key_the_command_prints() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
     assert_eq!(files_in(&a, "keys").len(), 2);
 }
+
+/// A replica that missed key operations receives their audit entries from
+/// `sync`, and its trail then verifies.
+#[test]
+fn sync_brings_the_audit_trail_to_a_lagging_replica() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    env.init(&[&a, &b]);
+    let kf = env.path("k");
+    env.cairn(&[&a])
+        .args(["key", "add", "--new-key-file"])
+        .arg(&kf)
+        .assert()
+        .success();
+    assert_eq!(files_in(&b, "audit").len(), 0);
+    let out = env
+        .cairn(&[&a, &b])
+        .args(["--json", "sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, trail) = audit(&env, &[&b]);
+    assert_eq!(code, 0, "{trail}");
+    assert_eq!(
+        trail["replicas"][0]["entries"].as_array().unwrap().len(),
+        1,
+        "{trail}"
+    );
+}
