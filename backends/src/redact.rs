@@ -77,11 +77,24 @@ pub(crate) fn split_userinfo(rest: &str) -> Option<(&str, &str)> {
     let head = authority
         .rfind('@')
         .map_or(authority, |at| &authority[..at]);
-    let at = if head.contains(':') {
-        rest.rfind('@')?
+    let mut at = if head.contains(':') {
+        rest.rfind('@')
     } else {
-        authority.rfind('@')?
+        authority.rfind('@')
     };
+    // A raw `?` or `#` in the user name ends the authority before the
+    // password's `:` (`s#r:pw@host/`), yet a lenient parser takes it as user
+    // info: a `:` before the first `@` and before any `/` marks a password
+    // up to the last `@` (found by the `url_redact` fuzz target).
+    if let (Some(colon), Some(first), Some(last)) =
+        (rest.find(':'), rest.find('@'), rest.rfind('@'))
+    {
+        let slash = rest.find('/').unwrap_or(rest.len());
+        if colon < slash && colon < first {
+            at = Some(at.map_or(last, |a| a.max(last)));
+        }
+    }
+    let at = at?;
     Some((&rest[..at], &rest[at + 1..]))
 }
 
@@ -124,6 +137,24 @@ fn is_secret_key(key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the `url_redact` fuzz target: a `#` in the user name.
+    #[test]
+    fn a_fragment_mark_in_the_user_name_does_not_reveal_the_password() {
+        for url in [
+            "ftps://s#r:s8s@n/u:op",
+            "sftp://a?b:pw1pw@host:22/x",
+            "ftp://u#x:a/b@h/",
+        ] {
+            let r = redact_url(url);
+            assert!(
+                !r.contains("s8s") && !r.contains("pw1pw") && !r.contains("a/b@"),
+                "{url} -> {r}"
+            );
+        }
+        assert_eq!(redact_url("ftp://host/path:x@y"), "ftp://host/path:x@y");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
