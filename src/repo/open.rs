@@ -389,6 +389,17 @@ fn majority_id(configs: &[(Replica, Config)]) -> Option<Id> {
 pub async fn key_slots(replica: &Replica) -> Result<Vec<(String, KeySlot)>> {
     let mut out = Vec::new();
     for meta in replica.backend.list(Kind::Key).await.map_err(be(replica))? {
+        // As when opening: a giant object in keys/ is not a slot and is
+        // never downloaded.
+        if meta.size > MAX_SLOT_BYTES {
+            tracing::warn!(
+                "{}: {} is {} bytes, not a key slot; skipped",
+                replica.name,
+                meta.handle,
+                meta.size
+            );
+            continue;
+        }
         let slot = read_key_slot(replica, &meta.handle).await?;
         out.push((meta.handle.name, slot));
     }

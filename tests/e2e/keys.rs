@@ -366,3 +366,26 @@ fn sync_brings_the_audit_trail_to_a_lagging_replica() {
         "{trail}"
     );
 }
+
+/// A giant object planted in keys/ is not a slot: `key list` skips it
+/// without downloading it.
+#[test]
+fn key_list_skips_a_giant_planted_object() {
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    let f = fs::File::create(a.join("keys").join("ff".repeat(32))).unwrap();
+    f.set_len(3 << 30).unwrap(); // sparse
+    drop(f);
+    let mut c = env.cairn(&[&a]);
+    c.args(["--json", "key", "list"]);
+    let (out, peak_kib) = output_with_peak_rss(&c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a key slot"));
+    assert!(peak_kib < 256 * 1024, "peak RSS {peak_kib} KiB");
+}

@@ -229,24 +229,20 @@ impl Visitor for LiveVisitor {
 pub(super) async fn read_marks(repo: &Repository, r: usize) -> Result<Marks> {
     let rep = repo.replica(r);
     let h = Handle::new(Kind::Marker, MARKER_NAME);
-    let meta = match rep.backend.head(&h).await {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Marks::new()),
-        Err(e) => return Err(Error::backend(&rep.name, e)),
-    };
-    if meta.size > MAX_MARKER_BYTES {
-        tracing::warn!(
-            "{}: {h} is {} bytes, over its limit; ignored (marks start afresh)",
-            rep.name,
-            meta.size
-        );
-        return Ok(Marks::new());
-    }
-    let data = match rep.backend.get(&h, None).await {
+    // One byte past the limit tells a planted giant object from marks
+    // without downloading it.
+    let data = match rep.backend.get(&h, Some(0..MAX_MARKER_BYTES + 1)).await {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Marks::new()),
         Err(e) => return Err(Error::backend(&rep.name, e)),
     };
+    if data.len() as u64 > MAX_MARKER_BYTES {
+        tracing::warn!(
+            "{}: {h} is over its {MAX_MARKER_BYTES}-byte limit; ignored (marks start afresh)",
+            rep.name
+        );
+        return Ok(Marks::new());
+    }
     let parsed = open_doc(repo.keyring(), ObjectKind::Marker, &h.to_string(), &data)
         .and_then(|p| Marks::decode(&p).map_err(|e| Error::Corrupt(format!("{h}: {e}"))));
     match parsed {
