@@ -129,10 +129,10 @@ fn print_text(report: &PruneReport) {
         );
         if r.marked > 0 {
             println!(
-                "  {} packs ({}) unneeded, deleted by a prune after the grace period of {}s",
+                "  {} packs ({}) unneeded, deleted by a prune after the grace period of {}",
                 r.marked,
                 output::bytes(r.marked_bytes),
-                report.grace_seconds
+                grace(report.grace_seconds)
             );
         }
         if r.index_written + r.index_deleted > 0 {
@@ -144,5 +144,14 @@ fn print_text(report: &PruneReport) {
     }
     if let Some(why) = &report.delete_skipped {
         println!("deletion postponed to a later prune: {why}");
+    }
+}
+
+/// `24h`, `90m`, `45s`: the grace period as it was probably given.
+fn grace(secs: u64) -> String {
+    match secs {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }

@@ -82,6 +82,10 @@ impl World {
                 }
             })
             .collect();
+        // Snapshots before index files: a backup writes its index files
+        // before its snapshot, so every snapshot listed here has its index
+        // files in the listing that follows, even while backups run.
+        let snapshots = repo.list_snapshots().await?;
         let mut descs: HashMap<Id, IndexPack> = HashMap::new();
         let (index, index_files) = repo
             .load_index_each(|packs| {
@@ -90,7 +94,6 @@ impl World {
                 }
             })
             .await?;
-        let snapshots = repo.list_snapshots().await?;
         let read_index: HashSet<&str> = index_files.iter().map(|f| f.name.as_str()).collect();
         let read_snaps: HashSet<String> = snapshots.iter().map(|s| s.id.to_hex()).collect();
         for (r, l) in listings.iter().enumerate() {
