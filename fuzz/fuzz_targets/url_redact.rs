@@ -29,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
         p.len() < 3
             || after.contains(p)
             || rest[authority.len()..].contains(p)
+            // The path is shown decoded: the password may be written there.
+            || url_percent_decode(&rest[authority.len()..]).is_some_and(|d| d.contains(p))
             || url[..url.len() - rest.len()].contains(p)
             || userinfo.split(':').next().unwrap_or("").contains(p)
             // The user name is shown decoded: the password may be part of it.
@@ -36,6 +38,9 @@ fuzz_target!(|data: &[u8]| {
                 .is_some_and(|u| u.contains(p))
             // The mask itself, or text that joins it (`u` + `:***`).
             || p.contains('*')
+            || format!("{}:", userinfo.split(':').next().unwrap_or("")).contains(p)
+            || url_percent_decode(userinfo.split(':').next().unwrap_or(""))
+                .is_some_and(|u| format!("{u}:").contains(p))
     };
     if !elsewhere(&pass) {
         assert!(
