@@ -3,7 +3,8 @@
 //!
 //! Each replica is judged on its own snapshots (`live`: every blob they
 //! reach). A live blob *claims* one pack holding it on that replica: packs
-//! the replica has not marked claim first, so a marked pack whose blobs
+//! the replica has not marked claim first, then packs more replicas hold,
+//! so a marked pack whose blobs
 //! all have another home is freed, and one that a later backup started to
 //! reuse (its blob has no other home) is claimed again and so un-marked.
 //!
@@ -81,7 +82,16 @@ pub fn plan_gc(packs: &[PackDesc], live: &[HashSet<Id>], rules: RepackRules) -> 
         let mut order: Vec<usize> = (0..packs.len())
             .filter(|&p| packs[p].holders.contains(r))
             .collect();
-        order.sort_by_key(|&p| (packs[p].marked.contains(r), packs[p].id));
+        // Packs more replicas hold claim before packs fewer hold, so that
+        // where an interrupted run left a blob in two packs, every replica
+        // keeps the same one (the same pack names everywhere).
+        order.sort_by_key(|&p| {
+            (
+                packs[p].marked.contains(r),
+                std::cmp::Reverse(packs[p].holders.len()),
+                packs[p].id,
+            )
+        });
         let mut claimed: HashSet<Id> = HashSet::new();
         for p in order {
             for (b, (id, _)) in packs[p].blobs.iter().enumerate() {
@@ -226,6 +236,34 @@ mod tests {
                 prop_assert!(packs[p].holders.is_superset(u.used_on));
             }
         }
+    }
+
+    #[test]
+    fn a_blob_in_two_packs_is_kept_in_the_one_more_replicas_hold() {
+        let x = Id([1; 32]);
+        // "solo" sorts first by id, but only replica 0 holds it.
+        let solo = PackDesc {
+            id: Id([0; 32]),
+            size: 100,
+            blobs: vec![(x, 100)],
+            holders: ReplicaSet::single(0),
+            marked: ReplicaSet::EMPTY,
+        };
+        let shared = PackDesc {
+            id: Id([9; 32]),
+            holders: ReplicaSet::all(2),
+            ..solo.clone()
+        };
+        let live = vec![HashSet::from([x]), HashSet::from([x])];
+        let rules = RepackRules {
+            max_unused: 1.0,
+            max_repack: 0,
+        };
+        let plan = plan_gc(&[solo.clone(), shared.clone()], &live, rules);
+        let packs = [solo, shared];
+        assert!(plan.frees(&packs, 0, 0), "{plan:?}");
+        assert!(!plan.frees(&packs, 1, 0), "{plan:?}");
+        assert!(!plan.frees(&packs, 1, 1), "{plan:?}");
     }
 
     #[test]
