@@ -13,7 +13,8 @@ use cairn::format::config::Config;
 use cairn::format::crypto::{Header, Key32, ObjectKind};
 use cairn::format::id::Id;
 use cairn::format::index::{self, IndexPack};
-use cairn::format::keys::{KeySlot, Keyring};
+use cairn::format::keyring::Generation;
+use cairn::format::keys::{KeySlot, Keyring, SlotSecret};
 use cairn::format::pack::{read_footer, BlobKind, PackBuilder, PackEntry};
 use cairn::format::snapshot::Snapshot;
 use cairn::format::tree::Tree;
@@ -53,7 +54,8 @@ const SNAPSHOT: &str = r#"{"time":"2024-01-01T00:00:00Z","host":"h","username":"
 const CONFIG: &str = r#"{"version":1,"id":"0101010101010101010101010101010101010101010101010101010101010101","chunker":{"min_size":524288,"avg_size":1048576,"max_size":8388608},"compression_level":3,"pack_size":16777216,"created":"2024-01-01T00:00:00Z"}"#;
 const KEYRING: &str = r#"{"version":1,"repository":"0707070707070707070707070707070707070707070707070707070707070707","id_key":"0101010101010101010101010101010101010101010101010101010101010101","chunker_key":"0202020202020202020202020202020202020202020202020202020202020202","epochs":[{"id":1,"key":"0303030303030303030303030303030303030303030303030303030303030303","created":"2024-01-01T00:00:00Z"}],"current_epoch":1}"#;
 // Memory far over the cap: the unwrap must refuse before running Argon2.
-const SLOT: &str = r#"{"version":1,"kdf":"argon2id","params":{"memory_kib":4294967295,"iterations":4294967295,"parallelism":255},"salt":"00112233","created":"2024-01-01T00:00:00Z","host":"h","username":"u","repository":"0707070707070707070707070707070707070707070707070707070707070707","keyring":"abcdef"}"#;
+const SLOT: &str = r#"{"version":3,"kdf":"argon2id","params":{"memory_kib":4294967295,"iterations":4294967295,"parallelism":255},"salt":"00112233","created":"2024-01-01T00:00:00Z","host":"h","username":"u","repository":"0707070707070707070707070707070707070707070707070707070707070707","public_key":"0909090909090909090909090909090909090909090909090909090909090909","private_key":"abcdef"}"#;
+const GENERATION: &str = r#"{"version":3,"repository":"0707070707070707070707070707070707070707070707070707070707070707","generation":2,"created":"2024-01-01T00:00:00Z","ephemeral":"0909090909090909090909090909090909090909090909090909090909090909","recipients":[{"slot":"ab","wrapped":"abcdef"}],"keyring":"abcdef","mac":"00"}"#;
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..512)
@@ -92,8 +94,8 @@ proptest! {
     }
 
     #[test]
-    fn json_documents_never_panic(data in bytes(), e in edits(), which in 0usize..5) {
-        let seed = [TREE, SNAPSHOT, CONFIG, KEYRING, SLOT][which].as_bytes().to_vec();
+    fn json_documents_never_panic(data in bytes(), e in edits(), which in 0usize..6) {
+        let seed = [TREE, SNAPSHOT, CONFIG, KEYRING, SLOT, GENERATION][which].as_bytes().to_vec();
         for d in [data, mutate(seed, &e)] {
             let _ = Tree::from_bytes(&d);
             let _ = serde_json::from_slice::<Snapshot>(&d);
@@ -103,8 +105,12 @@ proptest! {
             let _ = Keyring::from_json(&d);
             if let Ok(slot) = serde_json::from_slice::<KeySlot>(&d) {
                 if slot.params.check().is_err() {
-                    prop_assert!(slot.unwrap_keyring(&"p".to_string().into(), &Id(REPO)).is_err());
+                    prop_assert!(slot.unlock(&"p".to_string().into(), &Id(REPO)).is_err());
                 }
+            }
+            if let Ok(g) = Generation::parse(&d) {
+                let secret = SlotSecret { private_key: Key32([5; 32]), auth_key: Key32([6; 32]) };
+                prop_assert!(g.open("ab", &[9; 32], &secret, &Id(REPO)).is_err());
             }
         }
     }
@@ -166,7 +172,7 @@ fn a_key_slot_over_the_kdf_limits_is_refused_before_argon2() {
     let slot: KeySlot = serde_json::from_str(SLOT).unwrap();
     let start = Instant::now();
     let err = slot
-        .unwrap_keyring(&"p".to_string().into(), &Id(REPO))
+        .unlock(&"p".to_string().into(), &Id(REPO))
         .err()
         .expect("refused");
     assert!(err.to_string().contains("limits"), "{err}");

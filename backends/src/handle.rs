@@ -23,11 +23,14 @@ pub enum Kind {
     /// The key-management audit trail: one sealed, hash-chained entry per
     /// object, named by its sequence number.
     Audit,
+    /// Keyring generations: the keyring sealed to the key slots' public
+    /// keys, one object per generation, named by its number.
+    Keyring,
 }
 
 impl Kind {
     /// Every kind, in the order a repository is laid out.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Config,
         Kind::Key,
         Kind::Snapshot,
@@ -36,6 +39,7 @@ impl Kind {
         Kind::Lock,
         Kind::Marker,
         Kind::Audit,
+        Kind::Keyring,
     ];
 
     /// The directory holding objects of this kind (`""` for config).
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Lock => "locks",
             Kind::Marker => "markers",
             Kind::Audit => "audit",
+            Kind::Keyring => "keyring",
         }
     }
 }
@@ -64,6 +69,7 @@ impl fmt::Display for Kind {
             Kind::Lock => "lock",
             Kind::Marker => "marker",
             Kind::Audit => "audit",
+            Kind::Keyring => "keyring",
         })
     }
 }

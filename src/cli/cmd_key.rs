@@ -1,5 +1,6 @@
-//! `cairn key`: the key slots that open the repository, on every replica
-//! at once (list, add, remove, passwd).
+//! `cairn key`: the key slots that open the repository and the data-key
+//! epochs, on every replica at once (list, add, remove, passwd, status,
+//! audit; rotate, reencrypt and retire are in `cmd_key_epochs`).
 
 use std::path::PathBuf;
 
@@ -50,6 +51,29 @@ pub enum KeyCommand {
         #[command(flatten)]
         secret: NewSecret,
     },
+    /// A new data-key epoch, made current on every replica: everything
+    /// written from now on uses it; older objects stay readable.
+    Rotate {
+        /// Re-encrypt every object of older epochs right after.
+        #[arg(long)]
+        reencrypt: bool,
+        #[command(flatten)]
+        opts: super::cmd_key_epochs::ReencryptFlags,
+    },
+    /// Re-encrypt every object of older epochs (packs, index files,
+    /// snapshots) under the current one, on every replica. Resumable: run
+    /// it again after an interruption.
+    Reencrypt {
+        #[command(flatten)]
+        opts: super::cmd_key_epochs::ReencryptFlags,
+    },
+    /// Delete an old epoch's key from every keyring generation stored
+    /// anywhere (older generations are deleted). Refused while any replica
+    /// holds an object of that epoch, or cannot be reached.
+    Retire {
+        #[arg(value_name = "EPOCH")]
+        epoch: u32,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -96,8 +120,13 @@ impl NewSecret {
 }
 
 pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
-    let repo = repos::open(g, false).await?;
+    let mut repo = repos::open(g, false).await?;
     match cmd {
+        KeyCommand::Rotate { reencrypt, opts } => {
+            super::cmd_key_epochs::rotate(g, &mut repo, reencrypt, &opts).await
+        }
+        KeyCommand::Reencrypt { opts } => super::cmd_key_epochs::reencrypt(g, &repo, &opts).await,
+        KeyCommand::Retire { epoch } => super::cmd_key_epochs::retire(g, &repo, epoch).await,
         KeyCommand::List => {
             let slots = list_keys(&repo).await?;
             if g.json {
@@ -167,9 +196,10 @@ pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
             }
             let epochs: Vec<String> = st.epochs.iter().map(|e| e.to_string()).collect();
             println!(
-                "epochs in the keyring: {} (current {})",
+                "epochs in the keyring: {} (current {}; keyring generation {})",
                 epochs.join(", "),
-                st.current_epoch
+                st.current_epoch,
+                st.generation
             );
             for r in &st.replicas {
                 println!("{}", r.replica);
@@ -179,11 +209,16 @@ pub async fn run(g: &Global, cmd: KeyCommand) -> anyhow::Result<i32> {
                 }
                 for e in &r.epochs {
                     println!(
-                        "  epoch {}: {} packs, {} index files, {} snapshots, {}",
+                        "  epoch {}: {} packs, {} index files, {} snapshots{}, {}",
                         e.epoch,
                         e.packs,
                         e.index_files,
                         e.snapshots,
+                        if e.other > 0 {
+                            format!(", {} other", e.other)
+                        } else {
+                            String::new()
+                        },
                         output::bytes(e.bytes)
                     );
                 }

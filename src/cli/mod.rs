@@ -9,6 +9,7 @@ mod cmd_diff;
 mod cmd_forget;
 mod cmd_init;
 mod cmd_key;
+mod cmd_key_epochs;
 mod cmd_ls;
 mod cmd_prune;
 mod cmd_repair;

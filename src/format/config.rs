@@ -19,8 +19,9 @@ use crate::format::id::{hex_decode, hex_encode, Id};
 use crate::format::keys::Keyring;
 
 /// The only format version this build reads and writes. Version 1 had no
-/// config MAC; it is refused (docs/format.md: no migration, no users yet).
-pub const VERSION: u32 = 2;
+/// config MAC, version 2 sealed the whole keyring into each key slot; both
+/// are refused (docs/format.md: no migration, no users yet).
+pub const VERSION: u32 = 3;
 
 /// The public repository config (`config`, plain JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,7 +183,7 @@ mod tests {
         let c = sealed(&ring);
         let v = serde_json::to_value(&c).unwrap();
         let mut edits: Vec<(Vec<&str>, serde_json::Value)> = vec![
-            (vec!["version"], 3.into()),
+            (vec!["version"], 4.into()),
             (vec!["chunker", "min_size"], (c.chunker.min_size + 1).into()),
             (vec!["chunker", "avg_size"], (c.chunker.avg_size * 2).into()),
             (vec!["chunker", "max_size"], (c.chunker.max_size + 1).into()),

@@ -56,6 +56,9 @@ pub enum ObjectKind {
     Marker = 6,
     /// Entries of the key-management audit trail (`audit/`).
     Audit = 7,
+    /// A keyring generation's sealed keyring, and the generation key
+    /// wrapped for one slot (`keyring/`).
+    Keyring = 8,
 }
 
 impl ObjectKind {
@@ -68,6 +71,7 @@ impl ObjectKind {
             5 => ObjectKind::Lock,
             6 => ObjectKind::Marker,
             7 => ObjectKind::Audit,
+            8 => ObjectKind::Keyring,
             _ => return None,
         })
     }

@@ -1,11 +1,13 @@
-//! The keyring and the key slots that wrap it.
+//! The keyring and the key slots that open it.
 //!
 //! One keyring per repository holds the repository id, the chunk-id key, the
 //! chunker key and every data-key epoch. Each key slot (`keys/<id>`) holds
-//! the keyring sealed under a key-encryption key derived with Argon2id from
-//! one passphrase, so adding or changing a passphrase only re-wraps the
-//! keyring. Objects record the epoch they were written under, so a later
-//! data-key rotation adds an epoch without a format change.
+//! an X25519 key pair whose private half is sealed under a key-encryption
+//! key derived from the slot's secret (Argon2id of a passphrase, or HKDF of
+//! a key a command prints). The keyring itself is stored in generations
+//! sealed to the slots' public keys ([`crate::format::keyring`]), so adding
+//! a slot, removing one or rotating the data key needs no other slot's
+//! secret. Objects record the epoch they were written under.
 
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
@@ -14,6 +16,10 @@ use zeroize::Zeroizing;
 
 use crate::format::crypto::{open_document, seal_document, CryptoError, Key32, ObjectKind};
 use crate::format::id::{hex_decode, hex_encode, Id};
+
+/// Most data-key epochs one keyring may hold (one rotation a day for
+/// decades; bounds what a keyring object can make a reader allocate).
+pub const MAX_EPOCHS: usize = 65536;
 
 /// One data-key epoch.
 #[derive(Clone)]
@@ -48,6 +54,9 @@ struct KeyringFile {
     chunker_key: String,
     epochs: Vec<EpochFile>,
     current_epoch: u32,
+    /// The generation this keyring was sealed as (docs/format.md).
+    #[serde(default)]
+    generation: u64,
 }
 
 impl Drop for KeyringFile {
@@ -71,6 +80,11 @@ pub enum KeyError {
     OtherRepository { expected: String, found: String },
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    #[error(
+        "key slot {0} opens with this secret, but no keyring generation on any replica is \
+         sealed to it: the slot was removed"
+    )]
+    SlotRevoked(String),
 }
 
 fn key_from_hex(s: &str) -> Result<Key32, KeyError> {
@@ -114,6 +128,34 @@ impl Keyring {
         self.epochs.iter().find(|e| e.id == id).map(|e| &e.key)
     }
 
+    /// The key that authenticates keyring generations: derived from the id
+    /// key, which no rotation changes, so every generation of a repository
+    /// verifies with the one copy each slot keeps.
+    pub fn auth_key(&self) -> Key32 {
+        crate::format::crypto::derive_key(&self.id_key, &self.repo_id, &[b"cairn keyring auth v3"])
+    }
+
+    /// A copy for the next epoch: a new random data key, made current.
+    pub fn with_new_epoch(&self) -> Keyring {
+        let mut next = self.clone();
+        let id = self.epochs.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+        next.epochs.push(Epoch {
+            id,
+            key: Key32::random(),
+            created: Timestamp::now(),
+        });
+        next.current_epoch = id;
+        next
+    }
+
+    /// A copy without epoch `id`'s key (which must not be the current one).
+    pub fn without_epoch(&self, id: u32) -> Keyring {
+        let mut next = self.clone();
+        next.epochs
+            .retain(|e| e.id != id || e.id == self.current_epoch);
+        next
+    }
+
     /// The id of a chunk: keyed BLAKE3 of its plaintext.
     pub fn chunk_id(&self, data: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.id_key.0, data).as_bytes())
@@ -129,8 +171,10 @@ impl Keyring {
         open_document(data, kind, &self.repo_id, |e| self.epoch_key(e))
     }
 
-    fn to_json(&self) -> Zeroizing<Vec<u8>> {
+    /// The keyring as sealed into generation `generation`.
+    pub(crate) fn to_json_generation(&self, generation: u64) -> Zeroizing<Vec<u8>> {
         let f = KeyringFile {
+            generation,
             version: 1,
             repository: hex_encode(&self.repo_id),
             id_key: hex_encode(&self.id_key.0),
@@ -149,7 +193,9 @@ impl Keyring {
         Zeroizing::new(serde_json::to_vec(&f).expect("keyring serializes"))
     }
 
-    pub fn from_json(data: &[u8]) -> Result<Keyring, KeyError> {
+    /// The inverse of [`Keyring::to_json_generation`]: the keyring and the
+    /// generation it was sealed as.
+    pub fn from_json(data: &[u8]) -> Result<(Keyring, u64), KeyError> {
         let f: KeyringFile =
             serde_json::from_slice(data).map_err(|e| KeyError::Malformed(e.to_string()))?;
         let repo = hex_decode(&f.repository)
@@ -169,13 +215,17 @@ impl Keyring {
         if !epochs.iter().any(|e| e.id == f.current_epoch) {
             return Err(KeyError::Malformed("current epoch missing".into()));
         }
-        Ok(Keyring {
+        if epochs.len() > MAX_EPOCHS {
+            return Err(KeyError::Malformed("too many epochs".into()));
+        }
+        let ring = Keyring {
             repo_id: repo,
             id_key: key_from_hex(&f.id_key)?,
             chunker_key: key_from_hex(&f.chunker_key)?,
             epochs,
             current_epoch: f.current_epoch,
-        })
+        };
+        Ok((ring, f.generation))
     }
 }
 
@@ -236,8 +286,15 @@ impl KdfParams {
     }
 }
 
-/// A key slot as stored in `keys/<id>` (public JSON; the keyring inside is sealed).
-#[derive(Serialize, Deserialize)]
+/// The slot format this build writes and reads (docs/format.md).
+pub const SLOT_VERSION: u32 = 3;
+
+/// A key slot as stored in `keys/<id>` (public JSON). It holds an X25519
+/// key pair: the public half in clear, so anyone with the keyring can seal
+/// a new keyring generation to it; the private half sealed under a key
+/// derived from the slot's secret, together with the repository's keyring
+/// authentication key (see [`crate::format::keyring`]).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct KeySlot {
     pub version: u32,
     pub kdf: String,
@@ -247,10 +304,36 @@ pub struct KeySlot {
     pub host: String,
     pub username: String,
     pub repository: String,
-    pub keyring: String,
+    /// X25519 public key, hex.
+    pub public_key: String,
+    /// The sealed [`SlotSecret`], hex.
+    pub private_key: String,
     /// Who or what the slot is for ("ann laptop", "nightly job").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+}
+
+/// What a slot's secret unlocks: its X25519 private key, and the key that
+/// authenticates keyring generations (so that whoever can only write to
+/// the storage cannot plant a keyring of their own).
+#[derive(Clone)]
+pub struct SlotSecret {
+    pub private_key: Key32,
+    pub auth_key: Key32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SlotSecretFile {
+    private_key: String,
+    auth_key: String,
+}
+
+impl Drop for SlotSecretFile {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.private_key.zeroize();
+        self.auth_key.zeroize();
+    }
 }
 
 fn derive_kek(pass: &SecretString, salt: &[u8], p: KdfParams) -> Result<Key32, KeyError> {
@@ -299,44 +382,48 @@ fn derive_slot_kek(
 }
 
 impl KeySlot {
-    /// Wrap `keyring` under `pass`.
-    pub fn wrap(
+    /// A new slot for the repository `keyring` belongs to, opened by `pass`
+    /// (Argon2id with `params`), with its secret.
+    pub fn create(
         keyring: &Keyring,
         pass: &SecretString,
         params: KdfParams,
-    ) -> Result<KeySlot, KeyError> {
-        Self::wrap_with("argon2id", keyring, pass, params)
+    ) -> Result<(KeySlot, SlotSecret), KeyError> {
+        Self::create_with("argon2id", keyring, pass, params)
     }
 
-    /// Wrap `keyring` under a 32-byte key printed by a key-management
+    /// A new slot opened by a 32-byte key printed by a key-management
     /// command (`key`: its 64 hex digits).
-    pub fn wrap_command_key(keyring: &Keyring, key: &SecretString) -> Result<KeySlot, KeyError> {
+    pub fn create_command_key(
+        keyring: &Keyring,
+        key: &SecretString,
+    ) -> Result<(KeySlot, SlotSecret), KeyError> {
         let cheap = KdfParams {
             memory_kib: KdfParams::MIN_MEMORY_KIB,
             iterations: 1,
             parallelism: 1,
         };
-        Self::wrap_with(KDF_COMMAND_KEY, keyring, key, cheap)
+        Self::create_with(KDF_COMMAND_KEY, keyring, key, cheap)
     }
 
-    fn wrap_with(
+    fn create_with(
         kdf: &str,
         keyring: &Keyring,
         pass: &SecretString,
         params: KdfParams,
-    ) -> Result<KeySlot, KeyError> {
+    ) -> Result<(KeySlot, SlotSecret), KeyError> {
         let mut salt = [0u8; 32];
         crate::format::crypto::fill_random(&mut salt);
         let kek = derive_slot_kek(kdf, pass, &salt, params)?;
-        let sealed = seal_document(
-            0,
-            &kek,
-            &keyring.repo_id,
-            ObjectKind::KeySlot,
-            &keyring.to_json(),
-        );
-        Ok(KeySlot {
-            version: 1,
+        let (private, public) = crate::format::keyring::x25519_pair();
+        let secret = SlotSecretFile {
+            private_key: hex_encode(&private.0),
+            auth_key: hex_encode(&keyring.auth_key().0),
+        };
+        let plain = Zeroizing::new(serde_json::to_vec(&secret).expect("slot secret serializes"));
+        let sealed = seal_document(0, &kek, &keyring.repo_id, ObjectKind::KeySlot, &plain);
+        let slot = KeySlot {
+            version: SLOT_VERSION,
             kdf: kdf.into(),
             params,
             salt: hex_encode(&salt),
@@ -344,20 +431,30 @@ impl KeySlot {
             host: crate::sys::hostname(),
             username: crate::sys::username(),
             repository: hex_encode(&keyring.repo_id),
-            keyring: hex_encode(&sealed),
+            public_key: hex_encode(&public),
+            private_key: hex_encode(&sealed),
             label: None,
-        })
+        };
+        let secret = SlotSecret {
+            private_key: private,
+            auth_key: keyring.auth_key(),
+        };
+        Ok((slot, secret))
     }
 
-    /// Unwrap with `pass`; `WrongPassphrase` when authentication fails.
-    pub fn unwrap_keyring(
-        &self,
-        pass: &SecretString,
-        expected_repo: &Id,
-    ) -> Result<Keyring, KeyError> {
-        if self.version != 1 || (self.kdf != "argon2id" && self.kdf != KDF_COMMAND_KEY) {
+    /// The slot's X25519 public key.
+    pub fn public(&self) -> Result<[u8; 32], KeyError> {
+        hex_decode(&self.public_key)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| KeyError::Malformed("public key".into()))
+    }
+
+    /// Open the slot's secret with `pass`; `WrongPassphrase` when
+    /// authentication fails.
+    pub fn unlock(&self, pass: &SecretString, expected_repo: &Id) -> Result<SlotSecret, KeyError> {
+        if self.version != SLOT_VERSION || (self.kdf != "argon2id" && self.kdf != KDF_COMMAND_KEY) {
             return Err(KeyError::Malformed(format!(
-                "unsupported slot version {} / kdf {}",
+                "unsupported slot version {} / kdf {} (this build reads version {SLOT_VERSION})",
                 self.version, self.kdf
             )));
         }
@@ -367,9 +464,10 @@ impl KeySlot {
                 found: self.repository.clone(),
             });
         }
+        self.public()?;
         let salt = hex_decode(&self.salt).ok_or_else(|| KeyError::Malformed("salt".into()))?;
-        let sealed =
-            hex_decode(&self.keyring).ok_or_else(|| KeyError::Malformed("keyring hex".into()))?;
+        let sealed = hex_decode(&self.private_key)
+            .ok_or_else(|| KeyError::Malformed("private key hex".into()))?;
         let kek = derive_slot_kek(&self.kdf, pass, &salt, self.params)?;
         let plain = Zeroizing::new(
             open_document(&sealed, ObjectKind::KeySlot, &expected_repo.0, |e| {
@@ -377,11 +475,18 @@ impl KeySlot {
             })
             .map_err(|_| KeyError::WrongPassphrase)?,
         );
-        let ring = Keyring::from_json(&plain)?;
-        if ring.repo_id != expected_repo.0 {
-            return Err(KeyError::Malformed("keyring repository id mismatch".into()));
+        let f: SlotSecretFile =
+            serde_json::from_slice(&plain).map_err(|e| KeyError::Malformed(e.to_string()))?;
+        let secret = SlotSecret {
+            private_key: key_from_hex(&f.private_key)?,
+            auth_key: key_from_hex(&f.auth_key)?,
+        };
+        // The stored public key must be the private key's, or a keyring
+        // sealed to it could not be opened with it.
+        if crate::format::keyring::x25519_public(&secret.private_key)? != self.public()? {
+            return Err(KeyError::Malformed("public key does not match".into()));
         }
-        Ok(ring)
+        Ok(secret)
     }
 }
 
@@ -398,22 +503,31 @@ mod tests {
     }
 
     #[test]
-    fn wrap_unwrap_and_wrong_passphrase() {
+    fn unlock_and_wrong_passphrase() {
         let ring = Keyring::generate();
         let pass = SecretString::from("correct horse");
-        let slot = KeySlot::wrap(&ring, &pass, fast()).unwrap();
+        let (slot, created) = KeySlot::create(&ring, &pass, fast()).unwrap();
         let json = serde_json::to_string(&slot).unwrap();
-        assert!(
-            !json.contains(&hex_encode(&ring.id_key.0)),
-            "keys never in clear"
-        );
+        for secret in [&ring.id_key, &ring.current().key, &ring.auth_key()] {
+            assert!(
+                !json.contains(&hex_encode(&secret.0)),
+                "keys never in clear"
+            );
+        }
         let slot: KeySlot = serde_json::from_str(&json).unwrap();
-        let back = slot.unwrap_keyring(&pass, &ring.repo_id()).unwrap();
-        assert_eq!(back.id_key, ring.id_key);
-        assert_eq!(back.current().key, ring.current().key);
+        let secret = slot.unlock(&pass, &ring.repo_id()).unwrap();
+        assert_eq!(secret.auth_key, ring.auth_key());
+        assert_eq!(secret.private_key, created.private_key);
         assert!(matches!(
-            slot.unwrap_keyring(&SecretString::from("nope"), &ring.repo_id()),
+            slot.unlock(&SecretString::from("nope"), &ring.repo_id()),
             Err(KeyError::WrongPassphrase)
+        ));
+        // A public key swapped for another is noticed.
+        let mut other = slot.clone();
+        other.public_key = hex_encode(&crate::format::keyring::x25519_pair().1);
+        assert!(matches!(
+            other.unlock(&pass, &ring.repo_id()),
+            Err(KeyError::Malformed(_))
         ));
     }
 
@@ -422,16 +536,15 @@ mod tests {
         let ring = Keyring::generate();
         let id = ring.repo_id();
         let key = SecretString::from("ab".repeat(32));
-        let slot = KeySlot::wrap_command_key(&ring, &key).unwrap();
+        let (slot, _) = KeySlot::create_command_key(&ring, &key).unwrap();
         assert_eq!(slot.kdf, KDF_COMMAND_KEY);
         let json = serde_json::to_vec(&slot).unwrap();
         let slot: KeySlot = serde_json::from_slice(&json).unwrap();
-        let opened =
-            slot.unwrap_keyring(&SecretString::from(format!(" {}\n", "ab".repeat(32))), &id);
-        assert_eq!(opened.unwrap().repo_id, ring.repo_id);
+        let opened = slot.unlock(&SecretString::from(format!(" {}\n", "ab".repeat(32))), &id);
+        assert_eq!(opened.unwrap().auth_key, ring.auth_key());
         for wrong in ["cd".repeat(32), "a passphrase".into(), "ab".repeat(31)] {
             assert!(matches!(
-                slot.unwrap_keyring(&SecretString::from(wrong), &id),
+                slot.unlock(&SecretString::from(wrong), &id),
                 Err(KeyError::WrongPassphrase)
             ));
         }
@@ -445,6 +558,20 @@ mod tests {
             memory_kib: 64,
             ..fast()
         };
-        assert!(KeySlot::wrap(&ring, &SecretString::from("x"), weak).is_err());
+        assert!(KeySlot::create(&ring, &SecretString::from("x"), weak).is_err());
+    }
+
+    #[test]
+    fn epochs_are_added_and_retired() {
+        let ring = Keyring::generate();
+        let next = ring.with_new_epoch();
+        assert_eq!(next.current_epoch, 2);
+        assert!(next.epoch_key(1).is_some());
+        assert_ne!(next.current().key, ring.current().key);
+        let retired = next.without_epoch(1);
+        assert!(retired.epoch_key(1).is_none());
+        // The current epoch is never dropped.
+        assert!(retired.without_epoch(2).epoch_key(2).is_some());
+        assert_eq!(retired.auth_key(), ring.auth_key());
     }
 }

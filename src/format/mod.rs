@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod id;
 pub mod index;
+pub mod keyring;
 pub mod keys;
 pub mod marks;
 pub mod pack;

@@ -11,6 +11,7 @@ pub mod forget;
 pub mod keys;
 pub mod ls;
 mod outcome;
+mod packer;
 pub mod progress;
 pub mod prune;
 pub mod repair;

@@ -121,7 +121,9 @@ impl Error {
         use crate::format::keys::KeyError;
         use cairn_backends::ErrorKind;
         match self {
-            Error::Key(KeyError::WrongPassphrase) => ExitCode::WrongPassphrase,
+            Error::Key(KeyError::WrongPassphrase | KeyError::SlotRevoked(_)) => {
+                ExitCode::WrongPassphrase
+            }
             Error::NotARepository(_) => ExitCode::NoRepository,
             Error::Invalid(_) => ExitCode::Usage,
             Error::Locked(_) => ExitCode::Locked,

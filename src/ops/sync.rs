@@ -52,6 +52,9 @@ pub struct SyncReport {
     pub snapshots: u64,
     /// Entries of the key audit trail the target lacked.
     pub audit_entries: u64,
+    /// Key slots and keyring generations the target lacked (it missed a
+    /// key operation).
+    pub key_objects: u64,
     /// Objects that could not be copied, and why.
     pub skipped: Vec<String>,
     /// The same, typed.
@@ -192,18 +195,24 @@ async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
         .await
         .map_err(be)?;
     let mut slots = Vec::new();
-    for m in source.backend.list(Kind::Key).await.map_err(be)? {
-        if m.size > MAX_KEY_SLOT_BYTES {
-            tracing::warn!(
-                "{}: {} is {} bytes, not a key slot; not copied",
-                source.name,
-                m.handle,
-                m.size
-            );
-            continue;
+    // The key slots and the keyring generations sealed to them.
+    for (kind, limit) in [
+        (Kind::Key, MAX_KEY_SLOT_BYTES),
+        (Kind::Keyring, crate::format::keyring::MAX_GENERATION_BYTES),
+    ] {
+        for m in source.backend.list(kind).await.map_err(be)? {
+            if m.size > limit {
+                tracing::warn!(
+                    "{}: {} is {} bytes, over the {limit}-byte limit; not copied",
+                    source.name,
+                    m.handle,
+                    m.size
+                );
+                continue;
+            }
+            let data = source.backend.get(&m.handle, None).await.map_err(be)?;
+            slots.push((m.handle, data));
         }
-        let data = source.backend.get(&m.handle, None).await.map_err(be)?;
-        slots.push((m.handle, data));
     }
     if slots.is_empty() {
         return Err(Error::Corrupt(format!("{}: no key slots", source.name)));
@@ -283,8 +292,20 @@ pub(crate) async fn sync_locked(
         plan.sync_one(t, src, opts.dry_run, &progress.targets[k].1)
     }))
     .await;
-    // The key audit trail too, on a full sync (forget's copies are
-    // restricted to snapshots).
+    // The keyring and the key audit trail too, on a full sync (forget's
+    // copies are restricted to snapshots).
+    if opts.only.is_none() && !opts.dry_run {
+        match repo.converge_keys().await {
+            Ok(changed) => {
+                for (name, n) in changed {
+                    if let Some(rep) = reports.iter_mut().find(|r| r.replica == name) {
+                        rep.key_objects = n;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("keyring generations not brought up to date: {e}"),
+        }
+    }
     if opts.only.is_none() {
         for (rep, &t) in reports.iter_mut().zip(&opts.to) {
             if rep.error.is_some() {

@@ -3,7 +3,8 @@
 //! Every replica holds the same repository (same id, same keyring); each has
 //! its own `index/` and `snapshots/`, which may lag behind the others.
 //!
-//! - [`open`]: `init` and `open` across replicas, key slots;
+//! - [`open`]: `init` and `open` across replicas;
+//! - [`keyring`]: key slots and keyring generations across replicas;
 //! - [`fetch`]: verified reads with fallback from one replica to the next;
 //! - [`docs`]: index files and snapshots — listing, reading, writing;
 //! - [`lock`]: shared and exclusive repository locks;
@@ -16,6 +17,7 @@
 
 pub mod docs;
 pub mod fetch;
+pub mod keyring;
 pub mod lock;
 pub mod master_index;
 pub mod open;
@@ -36,9 +38,10 @@ use crate::format::keys::Keyring;
 
 pub use docs::{open_doc, seal_doc, IndexFile, SnapshotEntry};
 pub use fetch::{FetchFailure, ReadStats};
+pub use keyring::{key_slots, OpenedSlot};
 pub use lock::{LockGuard, LockMode, LockOptions};
 pub use master_index::{BlobLoc, MasterIndex, PackInfo};
-pub use open::{key_slots, InitOptions, OpenOptions};
+pub use open::{InitOptions, OpenOptions};
 pub use replica_set::ReplicaSet;
 pub use walk::{TreeWalker, Visit, Visitor};
 
@@ -77,7 +80,9 @@ pub struct Repository {
     /// This host's record of the repository (none: keep none).
     record: Option<Arc<rollback::Tracker>>,
     /// The key slot that opened the keyring.
-    slot: Option<String>,
+    slot: Option<Arc<keyring::OpenedSlot>>,
+    /// The keyring generation `keyring` came from.
+    generation: u64,
     /// The replica reads ask first (`restore --from`), before local ones.
     preferred: Option<usize>,
 }
@@ -182,6 +187,7 @@ impl Repository {
             cancel: self.cancel.clone(),
             record: self.record.clone(),
             slot: self.slot.clone(),
+            generation: self.generation,
             preferred: None,
         }
     }
@@ -195,7 +201,7 @@ impl Repository {
     /// The key slot (its name in `keys/`) that opened the keyring; none
     /// for a repository just created.
     pub fn opened_slot(&self) -> Option<&str> {
-        self.slot.as_deref()
+        self.slot.as_ref().map(|s| s.id.as_str())
     }
 
     /// This host's record of the repository, when one is kept.

@@ -1,7 +1,7 @@
 //! Creating a repository on its replicas, and opening one: reading the
 //! config of every replica, setting aside those that cannot be used,
-//! unwrapping the keyring from a key slot and authenticating each config
-//! with it.
+//! opening the keyring with a key slot (see [`super::keyring`]) and
+//! authenticating each config with it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::config::{self, Config};
 use crate::format::id::Id;
-use crate::format::keys::{KdfParams, KeyError, KeySlot, Keyring};
+use crate::format::keyring::{generation_name, Generation};
+use crate::format::keys::{KdfParams, KeySlot, Keyring};
+use crate::repo::keyring::OpenedSlot;
 use crate::repo::rollback::Tracker;
 
 /// Options of `init`.
@@ -50,9 +52,6 @@ pub struct OpenOptions {
     pub state_dir: Option<PathBuf>,
 }
 
-/// The largest object in `keys/` read as a key slot.
-const MAX_SLOT_BYTES: u64 = super::docs::MAX_KEY_SLOT_BYTES;
-
 impl Repository {
     /// Create the repository on every replica: the same config and key slot
     /// everywhere. Refuses if any replica already holds a repository.
@@ -81,14 +80,17 @@ impl Repository {
         };
         config.validate().map_err(Error::Invalid)?;
         config.seal(&keyring);
-        let slot = KeySlot::wrap(&keyring, pass, opts.kdf)?;
-        let slot_bytes = Bytes::from(serde_json::to_vec_pretty(&slot).expect("slot serializes"));
-        let slot_name = Id::of_stored(&slot_bytes).to_hex();
+        let (slot, secret) = KeySlot::create(&keyring, pass, opts.kdf)?;
+        let (slot_name, slot_bytes) = super::keyring::slot_bytes(&slot);
+        let public = slot.public()?;
+        let generation = Generation::seal(&keyring, 1, &[(slot_name.clone(), public)]);
+        let gen_bytes = Bytes::from(generation.to_bytes());
         let config_bytes =
             Bytes::from(serde_json::to_vec_pretty(&config).expect("config serializes"));
         for r in &replicas {
             r.backend.create().await.map_err(be(r))?;
-            // Key slot first: a config without a key would be a dead repository.
+            // Key slot and keyring first: a config without them would be a
+            // dead repository.
             r.backend
                 .put(
                     &Handle::new(Kind::Key, &slot_name),
@@ -98,10 +100,23 @@ impl Repository {
                 .await
                 .map_err(be(r))?;
             r.backend
+                .put(
+                    &Handle::new(Kind::Keyring, generation_name(1)),
+                    gen_bytes.clone(),
+                    PutMode::Create,
+                )
+                .await
+                .map_err(be(r))?;
+            r.backend
                 .put(&Handle::config(), config_bytes.clone(), PutMode::Create)
                 .await
                 .map_err(be(r))?;
         }
+        let slot = OpenedSlot {
+            id: slot_name,
+            public,
+            secret,
+        };
         let chunker = Chunker::new(config.chunker, &keyring.chunker_key)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Repository {
@@ -114,7 +129,8 @@ impl Repository {
             lock_options: Default::default(),
             cancel: Default::default(),
             record: None,
-            slot: Some(slot_name),
+            slot: Some(Arc::new(slot)),
+            generation: 1,
             preferred: None,
         })
     }
@@ -231,7 +247,9 @@ impl Repository {
         let mut prefer = Vec::new();
         prefer.extend(opts.key_hint.clone().filter(|h| !h.is_empty()));
         prefer.extend(record.as_ref().and_then(|r| r.last_slot()));
-        let (keyring, slot) = Self::open_keyring(&ok, id, pass, &prefer).await?;
+        let usable: Vec<Replica> = ok.iter().map(|(r, _)| r.clone()).collect();
+        let (keyring, slot, generation) =
+            super::keyring::open_keyring(&usable, id, pass, &prefer).await?;
         // The keyring is authentic (it opened with a passphrase); the
         // configs are not until their MAC says so, and nothing of them is
         // used before.
@@ -252,7 +270,7 @@ impl Repository {
                 .unwrap_or_else(|| Error::Corrupt("no replica holds an authentic config".into())));
         };
         if let Some(r) = &record {
-            r.set_last_slot(&slot);
+            r.set_last_slot(&slot.id);
         }
         let chunker = Chunker::new(config.chunker, &keyring.chunker_key)
             .map_err(|e| Error::Corrupt(format!("config: {e}")))?;
@@ -266,88 +284,10 @@ impl Repository {
             lock_options: Default::default(),
             cancel: Default::default(),
             record,
-            slot: Some(slot),
+            slot: Some(Arc::new(slot)),
+            generation,
             preferred: None,
         })
-    }
-
-    /// Unwrap the keyring from the first key slot `pass` opens; slots
-    /// whose id starts with one of `prefer` are tried first, in that order.
-    /// Returns the keyring and the name of the slot that opened it.
-    async fn open_keyring(
-        replicas: &[(Replica, Config)],
-        id: Id,
-        pass: &SecretString,
-        prefer: &[String],
-    ) -> Result<(Keyring, String)> {
-        let mut last_err = None;
-        for (r, _) in replicas {
-            let mut slots = match r.backend.list(Kind::Key).await {
-                Ok(s) => s,
-                Err(e) => {
-                    last_err = Some(Error::backend(&r.name, e));
-                    continue;
-                }
-            };
-            // A stable sort: an unknown hint leaves the listing order.
-            slots.sort_by_key(|m| {
-                prefer
-                    .iter()
-                    .position(|p| m.handle.name.starts_with(p.as_str()))
-                    .unwrap_or(prefer.len())
-            });
-            let mut wrong = false;
-            for meta in slots {
-                // A key slot is a few hundred bytes of JSON; a huge object
-                // in keys/ is not one, and must not be downloaded.
-                if meta.size > MAX_SLOT_BYTES {
-                    tracing::warn!(
-                        "{}: {} is {} bytes, not a key slot; skipped",
-                        r.name,
-                        meta.handle,
-                        meta.size
-                    );
-                    continue;
-                }
-                let slot = match read_key_slot(r, &meta.handle).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        last_err = Some(e);
-                        continue;
-                    }
-                };
-                if let Err(e) = slot.params.check() {
-                    tracing::warn!("{}: key slot {}: {e}; skipped", r.name, meta.handle);
-                    last_err = Some(e.into());
-                    continue;
-                }
-                let pass = pass.clone();
-                let res = tokio::task::spawn_blocking(move || slot.unwrap_keyring(&pass, &id))
-                    .await
-                    .expect("key derivation does not panic");
-                match res {
-                    Ok(k) => return Ok((k, meta.handle.name)),
-                    Err(KeyError::WrongPassphrase) => wrong = true,
-                    // The slots are this repository's and the config names
-                    // another: the config was replaced.
-                    Err(KeyError::OtherRepository { expected, found }) => {
-                        last_err = Some(Error::BadConfig {
-                            replica: r.name.clone(),
-                            reason: format!(
-                                "it names repository {expected}, but the key slots in keys/ \
-                                 belong to {found}: the file was replaced (restore it from a \
-                                 healthy replica)"
-                            ),
-                        })
-                    }
-                    Err(e) => last_err = Some(e.into()),
-                }
-            }
-            if wrong {
-                return Err(KeyError::WrongPassphrase.into());
-            }
-        }
-        Err(last_err.unwrap_or_else(|| Error::Corrupt("the repository has no key slots".into())))
     }
 
     /// Count the unavailable replica at `pos` (just seeded with the config
@@ -384,36 +324,10 @@ fn majority_id(configs: &[(Replica, Config)]) -> Option<Id> {
     best.map(|(id, _)| id)
 }
 
-/// The key slots of `replica`, each with its name. They are public (the
-/// keyring in them is wrapped), so no passphrase is needed.
-pub async fn key_slots(replica: &Replica) -> Result<Vec<(String, KeySlot)>> {
-    let mut out = Vec::new();
-    for meta in replica.backend.list(Kind::Key).await.map_err(be(replica))? {
-        // As when opening: a giant object in keys/ is not a slot and is
-        // never downloaded.
-        if meta.size > MAX_SLOT_BYTES {
-            tracing::warn!(
-                "{}: {} is {} bytes, not a key slot; skipped",
-                replica.name,
-                meta.handle,
-                meta.size
-            );
-            continue;
-        }
-        let slot = read_key_slot(replica, &meta.handle).await?;
-        out.push((meta.handle.name, slot));
-    }
-    Ok(out)
-}
-
-async fn read_key_slot(r: &Replica, handle: &Handle) -> Result<KeySlot> {
-    let data = r.backend.get(handle, None).await.map_err(be(r))?;
-    serde_json::from_slice(&data).map_err(|e| Error::Corrupt(format!("{}: {handle}: {e}", r.name)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::key_slots;
 
     #[tokio::test]
     async fn key_slots_are_read_without_the_passphrase() {
@@ -446,20 +360,9 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let slot = KeySlot::wrap(repo.keyring(), &crate::test_support::pass(), params).unwrap();
-        let data = Bytes::from(serde_json::to_vec(&slot).unwrap());
-        let name = Id::of_stored(&data).to_hex();
-        for r in repo.replicas() {
-            r.backend
-                .put(
-                    &Handle::new(Kind::Key, &name),
-                    data.clone(),
-                    PutMode::Create,
-                )
-                .await
-                .unwrap();
-        }
-        name
+        crate::ops::keys::add_key(repo, &crate::test_support::pass(), params, None)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -1637,3 +1637,136 @@ fn huge_planted_objects_are_ignored_before_download() {
     );
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+/// Pack names stored on a local replica, sorted.
+fn pack_names(repo: &Path) -> Vec<String> {
+    let mut v: Vec<String> = packs(repo)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `key reencrypt` killed at random points, over many rotations: both
+/// replicas pass `check` after every kill, and the run that follows
+/// completes. A run killed after its first checkpoint is resumed without
+/// copying the finished packs again.
+#[test]
+fn sigkill_during_reencrypt_leaves_consistent_repositories() {
+    const TRIALS: u64 = 12;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..10u64 {
+        fs::write(src.join(format!("f{i}")), noise(4000 + i, 900 << 10)).unwrap();
+    }
+    let (r1, r2) = (env.path("k1"), env.path("k2"));
+    init_with(&env, &[&r1, &r2], 1);
+    assert_eq!(env.backup_json(&[&r1, &r2], &[src.as_os_str()]).0, 0);
+    let mut rng = Rng(seed(0x5EE_C0DE));
+    let mut took = Duration::from_millis(600);
+    let mut killed = 0;
+    for i in 0..TRIALS {
+        env.cairn(&[&r1, &r2])
+            .args(["key", "rotate"])
+            .assert()
+            .success();
+        let mut c = env.cairn(&[&r1, &r2]);
+        c.args(["key", "reencrypt", "--batch", "1"]);
+        let delay = took.mul_f64(rng.unit() * 0.9);
+        let started = Instant::now();
+        let mut child = std_command(&c)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "reencrypt failed on its own: {status}");
+                took = started.elapsed();
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                killed += 1;
+            }
+        }
+        eprintln!("trial {i}: killed after {delay:?}: {killed} so far");
+        for r in [&r1, &r2] {
+            let (code, out, err) = check(&env, &[r], false);
+            assert_eq!(
+                code,
+                0,
+                "trial {i}: {} after SIGKILL at {delay:?}: {out}{err}",
+                r.display()
+            );
+        }
+    }
+    assert!(killed >= TRIALS / 3, "too few kills landed: {killed}");
+
+    // Killed after its first checkpoint, then resumed.
+    env.cairn(&[&r1, &r2])
+        .args(["key", "rotate"])
+        .assert()
+        .success();
+    let mut c = env.cairn(&[&r1, &r2]);
+    c.args(["key", "reencrypt", "--batch", "1"]);
+    let mut child = std_command(&c)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("reencrypt: 1/") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "no progress line: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, out, err) = run(env.cairn(&[&r1, &r2]).args(["--json", "key", "reencrypt"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let re = last_json(out.as_bytes());
+    assert_eq!(re["reencrypt"]["complete"], true, "{re}");
+    let r = &re["reencrypt"]["replicas"][0];
+    assert!(
+        r["packs_copied"].as_u64().unwrap() < r["old_packs"].as_u64().unwrap(),
+        "the resumed run copied everything again: {re}"
+    );
+
+    // Every object is under the newest epoch; the debris of the killed
+    // runs goes with a prune; both replicas agree and restore the source.
+    let (_, out, _) = run(env.cairn(&[&r1, &r2]).args(["--json", "key", "status"]));
+    let st = last_json(out.as_bytes());
+    for r in st["replicas"].as_array().unwrap() {
+        let epochs = r["epochs"].as_array().unwrap();
+        assert_eq!(epochs.len(), 1, "{st}");
+        assert_eq!(epochs[0]["epoch"], st["current_epoch"], "{st}");
+    }
+    env.cairn(&[&r1, &r2])
+        .args(["prune", "--grace", "0", "--max-unused", "0"])
+        .assert()
+        .success();
+    assert_eq!(pack_names(&r1), pack_names(&r2));
+    for r in [&r1, &r2] {
+        let (code, out, err) = check(&env, &[r], true);
+        assert_eq!(code, 0, "{out}{err}");
+        let target = env.path(&format!(
+            "restore-{}",
+            r.file_name().unwrap().to_string_lossy()
+        ));
+        let (code, out, err) = restore(&env, &[r], "latest", &target);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+}

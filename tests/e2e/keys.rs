@@ -389,3 +389,144 @@ fn key_list_skips_a_giant_planted_object() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a key slot"));
     assert!(peak_kib < 256 * 1024, "peak RSS {peak_kib} KiB");
 }
+
+/// `key add`, save a copy of `keys/`, `key remove`: the removed slot's
+/// passphrase opens nothing, also with its slot put back from the copy;
+/// after `key rotate --reencrypt` and `key retire 1`, not even with the
+/// old keyring generations put back too, and the old data key is in no
+/// generation stored anywhere.
+#[test]
+fn a_removed_slot_opens_nothing_even_from_a_saved_copy() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    env.init(&[&a, &b]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(7, 300 << 10)).unwrap();
+    assert_eq!(env.backup_json(&[&a, &b], &[src.as_os_str()]).0, 0);
+    let pf = env.path("bob-pass");
+    fs::write(&pf, "bob's passphrase\n").unwrap();
+    let out = env
+        .cairn(&[&a, &b])
+        .args([
+            "--json",
+            "key",
+            "add",
+            "--label",
+            "bob",
+            "--new-password-file",
+        ])
+        .arg(&pf)
+        .args(CHEAP)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bob = last_json(&out.stdout)["id"].as_str().unwrap().to_string();
+    assert_eq!(opens_with(&env, &[&a, &b], "bob's passphrase"), Some(0));
+    let saved = env.path("saved");
+    fs::create_dir_all(saved.join("keys")).unwrap();
+    fs::create_dir_all(saved.join("keyring")).unwrap();
+    for dir in ["keys", "keyring"] {
+        for f in files_in(&a, dir) {
+            fs::copy(&f, saved.join(dir).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    env.cairn(&[&a, &b])
+        .args(["key", "remove", &bob[..10]])
+        .assert()
+        .success();
+    assert_eq!(
+        files_in(&a, "keyring").len(),
+        1,
+        "older generations are deleted"
+    );
+    let refused = |env: &Env| {
+        let out = env
+            .cairn(&[&a, &b])
+            .env("CAIRN_PASSWORD", "bob's passphrase")
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert_eq!(refused(&env).0, Some(12));
+    // The slot put back from the saved copy: it unlocks, but the newest
+    // generation does not name it.
+    let put_back = |dir: &str| {
+        for f in files_in(&saved, dir) {
+            fs::copy(&f, a.join(dir).join(f.file_name().unwrap())).unwrap();
+        }
+    };
+    put_back("keys");
+    let (code, err) = refused(&env);
+    assert_eq!(code, Some(12), "{err}");
+    assert!(err.contains("was removed"), "{err}");
+    // Rotate with re-encryption, retire epoch 1.
+    let out = env
+        .cairn(&[&a, &b])
+        .args(["--json", "key", "rotate", "--reencrypt"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rot = last_json(&out.stdout);
+    assert_eq!(rot["rotate"]["epoch"], 2, "{rot}");
+    assert_eq!(rot["reencrypt"]["complete"], true, "{rot}");
+    env.cairn(&[&a, &b])
+        .args(["key", "retire", "1"])
+        .assert()
+        .success();
+    // Now even the old generations put back open nothing stored: the slot
+    // reaches an old keyring, whose only data key encrypts no object.
+    put_back("keys");
+    put_back("keyring");
+    for repos in [vec![a.as_path()], vec![a.as_path(), b.as_path()]] {
+        let out = env
+            .cairn(&repos)
+            .env("CAIRN_PASSWORD", "bob's passphrase")
+            .args(["restore", "latest", "--target"])
+            .arg(env.path("bob-restore"))
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        assert!(!env.path("bob-restore").join("f").exists());
+    }
+    // The owner still opens and restores everything.
+    let target = env.path("restore");
+    env.cairn(&[&a, &b])
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// A keyring generation planted by someone who can write to the storage
+/// (sealed to the public slot key, with a higher number) is skipped with
+/// a warning; the repository opens as before.
+#[test]
+fn a_planted_keyring_generation_is_skipped() {
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    let real = files_in(&a, "keyring").pop().unwrap();
+    let mut g: serde_json::Value = serde_json::from_slice(&fs::read(&real).unwrap()).unwrap();
+    g["generation"] = 99.into();
+    fs::write(a.join("keyring/0000000099"), g.to_string()).unwrap();
+    fs::write(a.join("keyring/0000000100"), "not json").unwrap();
+    let out = env.cairn(&[&a]).arg("snapshots").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("keyring generation 99"), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+}

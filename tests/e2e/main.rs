@@ -10,6 +10,7 @@ mod locks;
 mod prune;
 mod replicas;
 mod retention;
+mod rotation;
 mod roundtrip;
 mod secrets;
 mod servers;

@@ -96,6 +96,7 @@ fn roundtrip_name(kind: Kind) -> &'static str {
         Kind::Lock => "roundtrip_lock",
         Kind::Marker => "roundtrip_marker",
         Kind::Audit => "roundtrip_audit",
+        Kind::Keyring => "roundtrip_keyring",
     }
 }
 

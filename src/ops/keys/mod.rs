@@ -1,26 +1,28 @@
-//! Key slots across replicas: list them, add one (a passphrase or a
-//! generated key file), remove one, change the passphrase of the slot in
-//! use. Every change goes to every replica, a new slot before an old one
-//! is removed, so an interruption never leaves a replica without a slot
-//! that opens it.
-//!
-//! Each slot wraps the whole keyring (docs/format.md), so removing a slot
-//! stops its passphrase from opening the repository *as stored now*; a
-//! saved copy of the removed slot still opens it until key rotation with
-//! re-encryption exists (docs/security.md, "Key management").
+//! Key management across replicas: list the slots, add one (a passphrase,
+//! a generated key file or a key command), remove one, change the
+//! passphrase of the slot in use, rotate the data key, retire an old
+//! epoch. Every change goes to every replica: a new slot, then a new
+//! keyring generation naming the slots that may open it, and only then is
+//! anything old deleted, so an interruption never leaves a replica without
+//! a slot that opens it (docs/format.md, "Key slots and keyring
+//! generations").
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use cairn_backends::{ErrorKind, Handle, Kind, PutMode};
+use cairn_backends::{Handle, Kind};
 use jiff::Timestamp;
 use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
-use crate::format::keys::{KdfParams, KeySlot};
+use crate::format::keyring::Generation;
+use crate::format::keys::{KdfParams, KeySlot, Keyring};
 use crate::repo::{key_slots, LockMode, ReplicaSet, Repository};
+
+mod epochs;
+mod reencrypt;
+pub use epochs::*;
+pub use reencrypt::*;
 
 /// One key slot as `key list` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -37,12 +39,20 @@ pub struct SlotInfo {
     pub iterations: u32,
     /// The slot that opened the repository in this process.
     pub in_use: bool,
+    /// Whether the newest keyring generation is sealed to this slot (a
+    /// slot that is not opens nothing: removed, or its `key add` was cut
+    /// short).
+    pub active: bool,
     /// The replicas holding it (every replica, unless one lags).
     pub replicas: Vec<String>,
 }
 
 /// Every slot on every replica, oldest first.
 pub async fn list_keys(repo: &Repository) -> Result<Vec<SlotInfo>> {
+    let active: Vec<String> = match repo.newest_keyring().await {
+        Ok((_, _, gen)) => gen.slots(),
+        Err(_) => Vec::new(),
+    };
     let mut by_id: BTreeMap<String, (KeySlot, ReplicaSet)> = BTreeMap::new();
     for (i, r) in repo.replicas().iter().enumerate() {
         for (name, slot) in key_slots(r).await? {
@@ -57,6 +67,7 @@ pub async fn list_keys(repo: &Repository) -> Result<Vec<SlotInfo>> {
         .into_iter()
         .map(|(id, (slot, on))| SlotInfo {
             in_use: repo.opened_slot() == Some(id.as_str()),
+            active: active.contains(&id),
             id,
             label: slot.label,
             kind: if slot.kdf == crate::format::keys::KDF_COMMAND_KEY {
@@ -97,7 +108,7 @@ pub async fn add_command_key(
 ) -> Result<String> {
     let what = format!("key command; label {}", label.as_deref().unwrap_or("-"));
     let res = async {
-        let slot = KeySlot::wrap_command_key(repo.keyring(), key)?;
+        let (slot, _) = KeySlot::create_command_key(repo.keyring(), key)?;
         store_slot(repo, slot, label).await
     }
     .await;
@@ -110,27 +121,55 @@ async fn add_slot(
     params: KdfParams,
     label: Option<String>,
 ) -> Result<String> {
-    let slot = KeySlot::wrap(repo.keyring(), pass, params)?;
+    let (slot, _) = KeySlot::create(repo.keyring(), pass, params)?;
     store_slot(repo, slot, label).await
+}
+
+/// The newest keyring and the slots its generation is sealed to (those
+/// whose slot object still exists), with their public keys.
+async fn base(repo: &Repository) -> Result<(Keyring, u64, Vec<(String, [u8; 32])>)> {
+    repo.converge_keys().await?;
+    let (ring, g, gen) = repo.newest_keyring().await?;
+    let mut slots = BTreeMap::new();
+    for r in repo.replicas() {
+        for (name, slot) in key_slots(r).await? {
+            slots.entry(name).or_insert(slot);
+        }
+    }
+    let mut recipients = Vec::new();
+    for id in gen.slots() {
+        if let Some(slot) = slots.get(&id) {
+            recipients.push((id, slot.public()?));
+        }
+    }
+    Ok((ring, g, recipients))
+}
+
+/// Seal `ring` as the next generation to `recipients` and store it on
+/// every replica; returns its number.
+async fn next_generation(
+    repo: &Repository,
+    ring: &Keyring,
+    g: u64,
+    recipients: &[(String, [u8; 32])],
+) -> Result<u64> {
+    let gen = Generation::seal(ring, g + 1, recipients);
+    repo.put_generation(&gen).await?;
+    Ok(g + 1)
 }
 
 async fn store_slot(repo: &Repository, mut slot: KeySlot, label: Option<String>) -> Result<String> {
     slot.label = label;
-    let data = Bytes::from(serde_json::to_vec_pretty(&slot).expect("slot serializes"));
-    let name = Id::of_stored(&data).to_hex();
     repo.with_lock(LockMode::Shared, "key add", async || {
-        let h = Handle::new(Kind::Key, &name);
-        for r in repo.replicas() {
-            match r.backend.put(&h, data.clone(), PutMode::Create).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::backend(&r.name, e)),
-            }
-        }
-        Ok(())
+        let (ring, g, mut recipients) = base(repo).await?;
+        // The slot first: a generation must never name a slot that no
+        // replica holds.
+        let name = repo.put_slot(&slot).await?;
+        recipients.push((name.clone(), slot.public()?));
+        next_generation(repo, &ring, g, &recipients).await?;
+        Ok(name)
     })
-    .await?;
-    Ok(name)
+    .await
 }
 
 /// Remove the slot `spec` (an id or a unique prefix) from every replica.
@@ -163,6 +202,24 @@ async fn audited(
     res
 }
 
+/// Record `operation` with its outcome; the detail of a success comes
+/// from `what`.
+async fn audited_report<T>(
+    repo: &Repository,
+    operation: &str,
+    res: Result<T>,
+    what: impl Fn(&T) -> String,
+) -> Result<T> {
+    let (outcome, detail) = match &res {
+        Ok(r) => ("ok".to_string(), what(r)),
+        Err(e) => (format!("failed: {}", crate::error::chain(e)), String::new()),
+    };
+    if let Err(e) = crate::ops::audit::record(repo, operation, &detail, &outcome).await {
+        tracing::warn!("{operation}: could not write the audit entry: {e}");
+    }
+    res
+}
+
 async fn remove_slot(repo: &Repository, spec: &str, force: bool) -> Result<String> {
     let slots = list_keys(repo).await?;
     let spec = spec.to_ascii_lowercase();
@@ -190,15 +247,23 @@ async fn remove_slot(repo: &Repository, spec: &str, force: bool) -> Result<Strin
         )));
     }
     repo.with_lock(LockMode::Shared, "key remove", async || {
-        let h = Handle::new(Kind::Key, &slot.id);
-        for r in repo.replicas() {
-            match r.backend.delete(&h).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::backend(&r.name, e)),
-            }
+        let (ring, g, recipients) = base(repo).await?;
+        let rest: Vec<_> = recipients
+            .into_iter()
+            .filter(|(id, _)| *id != slot.id)
+            .collect();
+        if rest.is_empty() {
+            return Err(Error::Invalid(format!(
+                "key slot {} is the last one the keyring is sealed to: removing it would lock \
+                 everyone out (add another first with `cairn key add`)",
+                short(&slot.id)
+            )));
         }
-        Ok(())
+        // A generation without the slot first, then the slot itself: the
+        // slot's secret then opens no generation written from now on.
+        next_generation(repo, &ring, g, &rest).await?;
+        repo.delete_everywhere(&Handle::new(Kind::Key, &slot.id))
+            .await
     })
     .await?;
     Ok(slot.id.clone())
@@ -232,104 +297,6 @@ pub async fn change_passphrase(
     )
     .await?;
     Ok((new, old))
-}
-
-/// Objects of one data-key epoch on one replica.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct EpochObjects {
-    pub epoch: u32,
-    pub packs: u64,
-    pub index_files: u64,
-    pub snapshots: u64,
-    /// Stored bytes of all of them.
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ReplicaEpochs {
-    pub replica: String,
-    /// By epoch, ascending.
-    pub epochs: Vec<EpochObjects>,
-    /// Objects whose header could not be read (damaged, or vanished).
-    pub unreadable: u64,
-    /// Why the replica could not be surveyed.
-    pub error: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct KeyStatus {
-    pub current_epoch: u32,
-    /// The epochs the keyring holds, ascending.
-    pub epochs: Vec<u32>,
-    pub replicas: Vec<ReplicaEpochs>,
-}
-
-/// Per replica, how many objects (and bytes) each data-key epoch
-/// encrypts. A pack's epoch comes from the index; index files, snapshots
-/// and packs no index describes are asked for their 42-byte header.
-pub async fn key_status(repo: &Repository) -> Result<KeyStatus> {
-    use crate::format::crypto::{Header, HEADER_LEN};
-    let index = repo.load_index().await?;
-    let mut replicas = Vec::new();
-    for r in repo.replicas() {
-        let mut by: BTreeMap<u32, EpochObjects> = BTreeMap::new();
-        let mut unreadable = 0;
-        let mut error = None;
-        for kind in [Kind::Pack, Kind::Index, Kind::Snapshot] {
-            let metas = match r.backend.list(kind).await {
-                Ok(m) => m,
-                Err(e) => {
-                    error = Some(crate::error::chain(&Error::backend(&r.name, e)));
-                    break;
-                }
-            };
-            for m in metas {
-                let known = (kind == Kind::Pack)
-                    .then(|| m.handle.name.parse::<Id>().ok())
-                    .flatten()
-                    .and_then(|id| index.pack(&id))
-                    .map(|p| p.header.epoch);
-                let epoch = match known {
-                    Some(e) => e,
-                    None => match r.backend.get(&m.handle, Some(0..HEADER_LEN as u64)).await {
-                        Ok(h) => match Header::decode(&h) {
-                            Ok(h) => h.epoch,
-                            Err(_) => {
-                                unreadable += 1;
-                                continue;
-                            }
-                        },
-                        Err(_) => {
-                            unreadable += 1;
-                            continue;
-                        }
-                    },
-                };
-                let e = by.entry(epoch).or_insert(EpochObjects {
-                    epoch,
-                    ..Default::default()
-                });
-                match kind {
-                    Kind::Pack => e.packs += 1,
-                    Kind::Index => e.index_files += 1,
-                    _ => e.snapshots += 1,
-                }
-                e.bytes += m.size;
-            }
-        }
-        replicas.push(ReplicaEpochs {
-            replica: r.name.clone(),
-            epochs: by.into_values().collect(),
-            unreadable,
-            error,
-        });
-    }
-    let keyring = repo.keyring();
-    Ok(KeyStatus {
-        current_epoch: keyring.current_epoch,
-        epochs: keyring.epochs.iter().map(|e| e.id).collect(),
-        replicas,
-    })
 }
 
 fn short(id: &str) -> &str {
@@ -388,40 +355,5 @@ mod tests {
         assert_ne!(new_id, old_id);
         assert!(Repository::open(replicas.clone(), &pass()).await.is_err());
         Repository::open(replicas, &newer).await.unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn status_counts_objects_by_epoch_on_each_replica() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = source(dir.path());
-        let repo = init(memory_replicas(2)).await;
-        backup_dir(&repo, &src).await;
-        let st = key_status(&repo).await.unwrap();
-        assert_eq!(st.current_epoch, 1);
-        assert_eq!(st.epochs, vec![1]);
-        for (i, r) in st.replicas.iter().enumerate() {
-            assert_eq!(r.epochs.len(), 1, "{r:?}");
-            let e = &r.epochs[0];
-            let b = &repo.replica(i).backend;
-            assert_eq!(e.packs as usize, b.list(Kind::Pack).await.unwrap().len());
-            assert_eq!(
-                e.index_files as usize,
-                b.list(Kind::Index).await.unwrap().len()
-            );
-            assert_eq!(e.snapshots, 1);
-            assert_eq!(r.unreadable, 0);
-        }
-        // A stray pack no index describes is read for its header; junk
-        // is counted as unreadable.
-        let b = &repo.replica(0).backend;
-        b.put(
-            &Handle::new(Kind::Pack, "ab".repeat(32)),
-            Bytes::from_static(b"not a cairn object at all, just junk bytes here"),
-            PutMode::Create,
-        )
-        .await
-        .unwrap();
-        let st = key_status(&repo).await.unwrap();
-        assert_eq!(st.replicas[0].unreadable, 1);
     }
 }
