@@ -116,6 +116,23 @@ impl UrlParts {
         if host.is_empty() {
             return Err(invalid(&format!("{scheme}://…"), "no host"));
         }
+        // A host name, an IPv4 address or (in brackets) an IPv6 address
+        // with an optional zone: anything else is a mistyped URL, and
+        // would only reach the resolver.
+        let host_ok = if hostport.starts_with('[') {
+            host.chars().all(|c| {
+                c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '%') || c.is_ascii_alphanumeric()
+            })
+        } else {
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        };
+        if !host_ok {
+            return Err(invalid(
+                &format!("{scheme}://…"),
+                "the host is not a host name or an IP address",
+            ));
+        }
         let port =
             match port {
                 None | Some("") => None,
@@ -288,6 +305,23 @@ mod tests {
             let err = UrlParts::parse(url, &["ftp"]).err().unwrap();
             assert!(err.to_string().contains("ambiguous"), "{err}");
             assert!(!err.to_string().contains("sf#p"), "{err}");
+        }
+        // A host must be a host name or an address (fuzzing found
+        // `ftps://%40:@#f@#f~~o&ps` accepted with the host `#f~~o&ps`).
+        for url in [
+            "ftps://%40:@#f@#f~~o&ps",
+            "sftp://u@ho st/x",
+            "sftp://u@h!/x",
+        ] {
+            let err = UrlParts::parse(url, &["ftps", "sftp"]).err().unwrap();
+            assert!(err.to_string().contains("not a host name"), "{err}");
+        }
+        for url in [
+            "sftp://u@my-host.example_1/x",
+            "sftp://u@[fe80::1%eth0]:22/x",
+            "sftp://10.0.0.1/x",
+        ] {
+            UrlParts::parse(url, &["sftp"]).unwrap();
         }
         // A raw '?' ends no authority here (that ends at the first '/').
         let u = UrlParts::parse("sftp://bob:a?b@host/x", &["sftp"]).unwrap();

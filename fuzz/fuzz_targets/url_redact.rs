@@ -31,13 +31,15 @@ fuzz_target!(|data: &[u8]| {
             || rest[authority.len()..].contains(p)
             // The path is shown decoded: the password may be written there.
             || url_percent_decode(&rest[authority.len()..]).is_some_and(|d| d.contains(p))
-            || url[..url.len() - rest.len()].contains(p)
+            // The scheme is shown lowercased.
+            || url[..url.len() - rest.len()].to_ascii_lowercase().contains(p)
             || userinfo.split(':').next().unwrap_or("").contains(p)
             // The user name is shown decoded: the password may be part of it.
             || url_percent_decode(userinfo.split(':').next().unwrap_or(""))
                 .is_some_and(|u| u.contains(p))
             // The mask itself, or text that joins it (`u` + `:***`).
             || p.contains('*')
+            || format!("@{after}").contains(p)
             || format!("{}:", userinfo.split(':').next().unwrap_or("")).contains(p)
             || url_percent_decode(userinfo.split(':').next().unwrap_or(""))
                 .is_some_and(|u| format!("{u}:").contains(p))
