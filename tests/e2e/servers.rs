@@ -931,3 +931,263 @@ fn retention_across_local_s3_and_sftp() {
         assert_same_tree(&src, &restored(&target, &src));
     }
 }
+
+/// Key rotation on local disk, S3, Azure and SFTP at once: a slot is
+/// added, a copy of `keys/` saved, the slot removed as compromised; the
+/// data key rotated with re-encryption interrupted three times, and epoch
+/// 1 retired. Then no pack name from before the rotation survives, every
+/// replica holds the same pack names, `check --read-data` is clean
+/// everywhere, every snapshot restores identically, the removed slot put
+/// back from the saved copy opens nothing, and the audit log shows each
+/// step on every replica.
+#[test]
+fn key_rotation_across_local_s3_azure_and_sftp() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let (Some(s3), Some(az), Some(sftp)) = (
+        server("CAIRN_TEST_REPO_S3"),
+        server("CAIRN_TEST_REPO_AZURE"),
+        server("CAIRN_TEST_REPO_SFTP"),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = Env::new();
+    let local = env.path("local").display().to_string();
+    let urls = [
+        local.clone(),
+        fresh(&s3, "rotation"),
+        fresh(&az, "rotation"),
+        fresh(&sftp, "rotation"),
+    ];
+    let all: Vec<&Path> = urls.iter().map(|u| Path::new(u.as_str())).collect();
+    let pack_names = |url: &str| -> Vec<String> {
+        rt.block_on(async {
+            let b = if url.contains("://") {
+                open_direct(url).await
+            } else {
+                std::sync::Arc::new(cairn::backends::local::LocalBackend::new(url))
+            };
+            let mut v: Vec<String> = b
+                .list(cairn::backends::Kind::Pack)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.handle.name)
+                .collect();
+            v.sort();
+            v
+        })
+    };
+    env.cairn(&all)
+        .args(["init", "--pack-size-mib", "1", "--kdf-memory-kib", "8192"])
+        .args(["--kdf-iterations", "1"])
+        .assert()
+        .success();
+    let src = env.path("src");
+    make_tree(&src, 3 << 20);
+    for i in 0..6u64 {
+        std::fs::write(src.join(format!("blob{i}")), noise(60 + i, 900 << 10)).unwrap();
+    }
+    let (code, first) = env.backup_json(&all, &[src.as_os_str()]);
+    assert_eq!(code, 0, "{first}");
+    std::fs::write(src.join("blob0"), noise(99, 700 << 10)).unwrap();
+    let (code, second) = env.backup_json(&all, &[src.as_os_str()]);
+    assert_eq!(code, 0, "{second}");
+    // Each snapshot as restored before the rotation: what every restore
+    // after it must reproduce.
+    let mut refs = Vec::new();
+    for (k, sum) in [&first, &second].into_iter().enumerate() {
+        let target = env.path(&format!("ref-{k}"));
+        env.cairn(&all[..1])
+            .args(["restore", sum["snapshot"].as_str().unwrap(), "--target"])
+            .arg(&target)
+            .assert()
+            .success();
+        refs.push(restored(&target, &src));
+    }
+
+    // Bob's slot, a saved copy of keys/, then Bob removed as compromised.
+    let pf = env.path("bob");
+    std::fs::write(&pf, "bob's passphrase\n").unwrap();
+    let out = env
+        .cairn(&all)
+        .args([
+            "--json",
+            "key",
+            "add",
+            "--label",
+            "bob",
+            "--new-password-file",
+        ])
+        .arg(&pf)
+        .args(["--kdf-memory-kib", "8192", "--kdf-iterations", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bob = last_json(&out.stdout)["id"].as_str().unwrap().to_string();
+    let saved = env.path("saved-keys");
+    copy_dir(&Path::new(&local).join("keys"), &saved);
+    env.cairn(&all)
+        .args(["key", "remove", &bob])
+        .assert()
+        .success();
+    let before: Vec<String> = pack_names(&local);
+    assert!(before.len() >= 6, "{before:?}");
+
+    // Rotate; re-encryption killed three times after a checkpoint, then
+    // run to the end.
+    env.cairn(&all).args(["key", "rotate"]).assert().success();
+    for kill in 0..3 {
+        let mut c = env.cairn(&all);
+        c.args(["key", "reencrypt", "--batch", "1"]);
+        let mut child = std_command(&c)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("reencrypt: ") {
+            let n = err.read(&mut buf).unwrap();
+            assert!(n > 0, "kill {kill}: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for r in &all {
+            env.cairn(&[r]).arg("check").assert().success();
+        }
+    }
+    let out = env
+        .cairn(&all)
+        .args(["--json", "key", "reencrypt"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let re = last_json(&out.stdout);
+    assert_eq!(re["reencrypt"]["complete"], true, "{re}");
+    env.cairn(&all)
+        .args(["key", "retire", "1"])
+        .assert()
+        .success();
+
+    let names: Vec<Vec<String>> = urls.iter().map(|u| pack_names(u)).collect();
+    for (u, n) in urls.iter().zip(&names) {
+        assert_eq!(n, &names[0], "{u} holds other packs than {}", urls[0]);
+        assert!(
+            n.iter().all(|p| !before.contains(p)),
+            "{u}: a pack from before the rotation"
+        );
+    }
+    // Snapshot ids changed with re-encryption: they are taken in order.
+    let out = env
+        .cairn(&all)
+        .args(["--json", "snapshots"])
+        .output()
+        .unwrap();
+    let snaps = last_json(&out.stdout);
+    let ids: Vec<String> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{snaps}");
+    for (i, r) in all.iter().enumerate() {
+        env.cairn(&[r])
+            .args(["check", "--read-data"])
+            .assert()
+            .success();
+        for (k, id) in ids.iter().enumerate() {
+            let target = env.path(&format!("restore-{i}-{k}"));
+            env.cairn(&[r])
+                .args(["restore", id, "--target"])
+                .arg(&target)
+                .assert()
+                .success();
+            assert_same_tree(&refs[k], &restored(&target, &src));
+        }
+    }
+
+    // Bob's slot, put back from the saved copy, opens nothing.
+    copy_dir(&saved, &Path::new(&local).join("keys"));
+    for repos in [vec![all[0]], all.clone()] {
+        let out = env
+            .cairn(&repos)
+            .env("CAIRN_PASSWORD", "bob's passphrase")
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(12),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let out = env
+        .cairn(&all)
+        .args(["--json", "key", "audit"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit = last_json(&out.stdout);
+    for trail in audit["replicas"].as_array().unwrap() {
+        let ops: Vec<String> = trail["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["operation"].as_str().unwrap(),
+                    e["detail"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        for step in [
+            "key add",
+            "key remove",
+            "key rotate epoch 2",
+            "key reencrypt start",
+            "key reencrypt progress",
+            "key reencrypt finish",
+            "key retire epoch 1",
+        ] {
+            assert!(
+                ops.iter().any(|o| o.starts_with(step)),
+                "{}: {step} missing from {ops:#?}",
+                trail["replica"]
+            );
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
