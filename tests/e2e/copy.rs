@@ -31,6 +31,15 @@ fn copy_json(env: &Env, source: &Path, to: &[&Path], extra: &[&str]) -> (i32, se
         c.arg("--to").arg(t);
     }
     let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains(TARGET_PASSWORD) && !text.contains(PASSWORD),
+        "copy shows a passphrase"
+    );
     (out.status.code().unwrap_or(-1), last_json(&out.stdout))
 }
 
@@ -42,7 +51,11 @@ fn snapshots(env: &Env, repo: &Path, pass: &str) -> Vec<serde_json::Value> {
         .args(["--json", "snapshots"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     last_json(&out.stdout).as_array().unwrap().clone()
 }
 
@@ -139,7 +152,8 @@ fn copy_re_keys_snapshots_that_restore_identically() {
     assert_eq!(code, 0, "{sum}");
     init_target(&env, &[&b]);
 
-    // The target's passphrase from a file this time.
+    // The older snapshot first, the target's passphrase from a file.
+    let sa = snapshots(&env, &a, PASSWORD);
     let pf = env.path("to-pass");
     fs::write(&pf, format!("{TARGET_PASSWORD}\n")).unwrap();
     let out = env
@@ -148,19 +162,35 @@ fn copy_re_keys_snapshots_that_restore_identically() {
         .arg(&b)
         .arg("--to-password-file")
         .arg(&pf)
+        .arg(sa[0]["short_id"].as_str().unwrap())
         .output()
         .unwrap();
     let report = last_json(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
     let copied = report["copied"].as_array().unwrap();
-    assert_eq!(copied.len(), 2, "{report}");
-    assert!(copied.iter().all(|c| c["target"].is_string()), "{report}");
-    assert_eq!(report["skipped"].as_array().unwrap().len(), 0);
-    assert!(copied[0]["bytes_read"].as_u64().unwrap() > 14 << 20, "{report}");
-    assert_eq!(report["replicas"][0]["snapshots"], 2, "{report}");
+    assert_eq!(copied.len(), 1, "{report}");
+    assert!(copied[0]["target"].is_string(), "{report}");
+    assert!(
+        copied[0]["bytes_read"].as_u64().unwrap() > 14 << 20,
+        "{report}"
+    );
+    assert_eq!(report["replicas"][0]["snapshots"], 1, "{report}");
+
+    // Then the rest: what the newer snapshot shares with its parent is
+    // taken from the parent's copy, not read again.
+    let (code, report) = copy_json(&env, &a, &[&b], &[]);
+    assert_eq!(code, 0, "{report}");
+    let copied = report["copied"].as_array().unwrap();
+    assert_eq!(copied.len(), 1, "{report}");
+    assert_eq!(copied[0]["source"], sa[1]["id"]);
+    assert!(
+        copied[0]["bytes_read"].as_u64().unwrap() < 100_000,
+        "{report}"
+    );
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 1, "{report}");
 
     // Same snapshots, each naming its original; parents follow.
-    let (sa, sb) = (snapshots(&env, &a, PASSWORD), snapshots(&env, &b, TARGET_PASSWORD));
+    let sb = snapshots(&env, &b, TARGET_PASSWORD);
     assert_eq!(sb.len(), 2);
     for (x, y) in sa.iter().zip(&sb) {
         assert_eq!(y["original"], x["id"]);
@@ -213,7 +243,7 @@ fn copy_re_keys_snapshots_that_restore_identically() {
         .assert()
         .success();
 
-    // Both trails name the other repository; two runs, two entries each.
+    // Both trails name the other repository; three runs, three entries.
     let config_id = |r: &Path| {
         let v: serde_json::Value =
             serde_json::from_slice(&fs::read(r.join("config")).unwrap()).unwrap();
@@ -223,10 +253,10 @@ fn copy_re_keys_snapshots_that_restore_identically() {
         copy_entries(&env, &a, PASSWORD),
         copy_entries(&env, &b, TARGET_PASSWORD),
     );
-    assert_eq!(ea.len(), 2, "{ea:?}");
-    assert_eq!(eb.len(), 2, "{eb:?}");
-    assert!(ea[0].contains(&config_id(&b)) && ea[0].contains("2 snapshots copied"));
-    assert!(eb[1].contains(&config_id(&a)) && eb[1].contains("2 skipped"));
+    assert_eq!(ea.len(), 3, "{ea:?}");
+    assert_eq!(eb.len(), 3, "{eb:?}");
+    assert!(ea[0].contains(&config_id(&b)) && ea[0].contains("1 snapshots copied"));
+    assert!(eb[2].contains(&config_id(&a)) && eb[2].contains("2 skipped"));
 }
 
 #[test]
@@ -245,6 +275,17 @@ fn copy_selects_by_id_and_host_and_maps_no_missing_parent() {
     }
     init_target(&env, &[&b]);
     let sa = snapshots(&env, &a, PASSWORD);
+    // All three in one run: the third's parent (the first, same host) maps
+    // to the first's copy.
+    let c = env.path("c");
+    init_target(&env, &[&c]);
+    let (code, r) = copy_json(&env, &a, &[&c], &[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["copied"].as_array().unwrap().len(), 3, "{r}");
+    let sc = snapshots(&env, &c, TARGET_PASSWORD);
+    assert_eq!(sa[2]["parent"], sa[0]["id"]);
+    assert_eq!(sc[2]["parent"], sc[0]["id"]);
+    assert!(sc[0].get("parent").is_none() && sc[1].get("parent").is_none());
     // Only the newest: its parent (the first h1 snapshot) is not in the
     // target, so the copy has none.
     let newest = sa[2]["short_id"].as_str().unwrap();

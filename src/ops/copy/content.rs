@@ -8,6 +8,15 @@
 //! Directories are copied without recursion (a deep tree cannot overflow
 //! the stack): each level is a frame holding the source entries and the
 //! target entries built so far.
+//!
+//! What is not read again: a subtree or file content already copied in
+//! this run, and — when the snapshot's parent was copied before, in this
+//! run or an earlier one — what the snapshot shares with its parent. The
+//! parent's trees and those of its copy are walked side by side, only
+//! where the snapshot differs from the parent, and an entry unchanged since
+//! the parent takes its ids from the parent's copy. Any id taken over that
+//! way is used only if the target's index (or this snapshot's store) holds
+//! it; otherwise the content is read and stored again.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -60,6 +69,36 @@ struct Frame {
     out: Vec<Node>,
     /// The directory entry waiting for this tree (none for the root).
     entry: Option<Node>,
+    /// This directory in the parent snapshot and in the parent's copy.
+    hint: Option<Hint>,
+}
+
+/// A directory of the parent snapshot (`src`, in the source) and the same
+/// directory of its copy (`dst`, in the target).
+struct Hint {
+    src: Tree,
+    dst: Tree,
+}
+
+impl Hint {
+    /// The parent's entry of `name` and its copy, when both exist and are
+    /// of `kind`.
+    fn pair(&self, name: &[u8], kind: NodeKind) -> Option<(&Node, &Node)> {
+        let p = self.src.find(name).filter(|p| p.kind == kind)?;
+        let d = self
+            .dst
+            .find(name)
+            .filter(|d| d.kind == kind && d.size == p.size)?;
+        Some((p, d))
+    }
+}
+
+/// A snapshot's parent and the parent's copy in the target: their root
+/// tree ids, and the target index the copy's trees are read with.
+pub struct ParentCopy<'i> {
+    pub src_root: Vec<Id>,
+    pub dst_root: Vec<Id>,
+    pub dst_index: &'i MasterIndex,
 }
 
 impl<'a> Copier<'a> {
@@ -93,9 +132,75 @@ impl<'a> Copier<'a> {
             })
     }
 
+    /// The parent's directory `src` and its copy `dst`, or none when
+    /// either cannot be read (the directory is then copied without help).
+    fn hint(&self, src: &[Id], dst: &[Id], parent: Option<&ParentCopy>) -> Option<Hint> {
+        let parent = parent?;
+        let read = async {
+            let s = self.source.load_tree(self.index, src).await?;
+            let d = self.target.load_tree(parent.dst_index, dst).await?;
+            Ok::<_, crate::error::Error>(Hint { src: s, dst: d })
+        };
+        match self.rt.block_on(read) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!("the parent's copy is unreadable, reading everything: {e}");
+                None
+            }
+        }
+    }
+
+    /// Remember the ids the parent's copy gives an entry that did not
+    /// change since the parent; returns the hint for a changed directory.
+    fn seed(
+        &mut self,
+        hint: Option<&Hint>,
+        node: &Node,
+        parent: Option<&ParentCopy>,
+    ) -> Option<Hint> {
+        let hint = hint?;
+        match node.kind {
+            NodeKind::File => {
+                let (p, d) = hint.pair(&node.name.0, NodeKind::File)?;
+                if p.content == node.content && !self.contents.contains_key(&node.content) {
+                    self.remember(p.content.clone(), d.content.clone(), false);
+                }
+                None
+            }
+            NodeKind::Dir => {
+                let (p, d) = hint.pair(&node.name.0, NodeKind::Dir)?;
+                if p.subtree == node.subtree {
+                    if !self.trees.contains_key(&node.subtree) {
+                        self.remember(p.subtree.clone(), d.subtree.clone(), true);
+                    }
+                    None
+                } else {
+                    self.hint(&p.subtree, &d.subtree, parent)
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Copy the tree `root` and everything below it into `store`; returns
-    /// the target's ids of the root tree.
-    pub fn copy_tree(&mut self, root: &[Id], store: &BlobStore) -> Result<Vec<Id>, CopyError> {
+    /// the target's ids of the root tree. With `parent`, what the snapshot
+    /// shares with its parent is taken from the parent's copy.
+    pub fn copy_tree(
+        &mut self,
+        root: &[Id],
+        parent: Option<&ParentCopy>,
+        store: &BlobStore,
+    ) -> Result<Vec<Id>, CopyError> {
+        let mut hint = None;
+        if let Some(p) = parent {
+            if p.src_root == root {
+                if !self.trees.contains_key(root) {
+                    self.remember(root.to_vec(), p.dst_root.clone(), true);
+                }
+            } else {
+                hint = self.hint(&p.src_root, &p.dst_root, parent);
+            }
+        }
         if let Some(ids) = self.remembered_tree(root, store) {
             return Ok(ids);
         }
@@ -105,6 +210,7 @@ impl<'a> Copier<'a> {
             nodes: self.load(root)?.nodes.into_iter(),
             out: Vec::new(),
             entry: None,
+            hint,
         }];
         loop {
             if cancel.is_cancelled() {
@@ -112,6 +218,7 @@ impl<'a> Copier<'a> {
             }
             let top = stack.last_mut().expect("the root frame is popped last");
             let Some(mut node) = top.nodes.next() else {
+                let _ = top;
                 let done = stack.pop().expect("non-empty");
                 // Entries keep the source's order: the names are the same.
                 let bytes = Tree { nodes: done.out }.to_bytes();
@@ -126,10 +233,15 @@ impl<'a> Copier<'a> {
                     _ => return Ok(ids),
                 }
             };
+            let hint = top.hint.take();
+            let sub_hint = self.seed(hint.as_ref(), &node, parent);
+            let top = stack.last_mut().expect("non-empty");
+            top.hint = hint;
             match node.kind {
                 NodeKind::File if !node.content.is_empty() => {
                     node.content = self.copy_content(&node, store)?;
                     self.progress.files.fetch_add(1, Relaxed);
+                    let top = stack.last_mut().expect("non-empty");
                     top.out.push(node);
                 }
                 NodeKind::Dir if !node.subtree.is_empty() => {
@@ -147,6 +259,7 @@ impl<'a> Copier<'a> {
                         nodes,
                         out: Vec::new(),
                         entry: Some(node),
+                        hint: sub_hint,
                     });
                 }
                 kind => {

@@ -35,7 +35,7 @@ use crate::ops::backup::store::{BlobStore, StoreConfig};
 use crate::ops::forget::SnapshotFilter;
 use crate::ops::Outcome;
 use crate::repo::{LockMode, MasterIndex, Repository, SnapshotEntry};
-use content::{Copier, CopyError};
+use content::{Copier, CopyError, ParentCopy};
 
 /// What to copy and how.
 #[derive(Clone, Debug)]
@@ -239,6 +239,11 @@ async fn copy_locked(
     let mut dst_index = Some(target.load_index().await?);
     let by_id: HashMap<Id, &SnapshotEntry> = src_snaps.iter().map(|s| (s.id, s)).collect();
     let mut copies = plan.copies.clone();
+    // Root trees of the target's snapshots, for the parents' copies.
+    let mut dst_trees: HashMap<Id, Vec<Id>> = dst_snaps
+        .iter()
+        .map(|s| (s.id, s.snapshot.tree.clone()))
+        .collect();
     let mut report = CopyReport {
         source_repository: source.config().id,
         target_repository: target.config().id,
@@ -275,17 +280,23 @@ async fn copy_locked(
         }
         let entry = by_id[id];
         *progress.current.lock().unwrap() = format!("snapshot {}", id.short());
+        let parent_roots = entry.snapshot.parent.and_then(|p| {
+            let src = by_id.get(&p)?.snapshot.tree.clone();
+            let dst = dst_trees.get(copies.get(&p)?)?.clone();
+            Some((src, dst))
+        });
         let (index, done) = copy_one(
             &mut copier,
             dst_index.take().expect("the index is put back"),
             entry,
+            parent_roots,
             &copies,
             opts,
             progress,
         )
         .await;
         dst_index = Some(index);
-        let (copied, outcome) = done;
+        let (copied, outcome, tree) = done;
         for (r, o) in report.replicas.iter_mut().zip(&outcome.replicas) {
             if let (Some(e), None) = (&o.error, &r.error) {
                 r.error = Some(crate::error::chain(e));
@@ -296,8 +307,9 @@ async fn copy_locked(
                 r.snapshots += 1;
             }
         }
-        if let Some(t) = copied.target {
+        if let (Some(t), Some(tree)) = (copied.target, &tree) {
             copies.insert(*id, t);
+            dst_trees.insert(t, tree.clone());
         }
         let interrupted = outcome.interrupted && copied.error.is_none();
         report.copied.push(copied);
@@ -312,18 +324,26 @@ async fn copy_locked(
 
 /// Copy one snapshot: its blobs through a fresh store (so its packs are
 /// durable before its index files and snapshot are written), then the
-/// snapshot. Returns the target index with this snapshot's packs added for
-/// the replicas that hold them.
+/// snapshot. `parent_roots` are the root trees of the snapshot's parent
+/// and of the parent's copy, when the target holds one. Returns the target
+/// index with this snapshot's packs added for the replicas that hold them,
+/// and the copy's root tree.
+#[allow(clippy::type_complexity)]
 async fn copy_one(
     copier: &mut Copier<'_>,
     index: MasterIndex,
     entry: &SnapshotEntry,
+    parent_roots: Option<(Vec<Id>, Vec<Id>)>,
     copies: &HashMap<Id, Id>,
     opts: &CopyOptions,
     progress: &Arc<Progress>,
 ) -> (
     MasterIndex,
-    (CopiedSnapshot, crate::ops::backup::BackupOutcome),
+    (
+        CopiedSnapshot,
+        crate::ops::backup::BackupOutcome,
+        Option<Vec<Id>>,
+    ),
 ) {
     let target = copier.target;
     let before = (
@@ -352,7 +372,15 @@ async fn copy_one(
         fan,
         progress.clone(),
     );
-    let walked = tokio::task::block_in_place(|| copier.copy_tree(&entry.snapshot.tree, &store));
+    let parent = parent_roots.map(|(src_root, dst_root)| ParentCopy {
+        src_root,
+        dst_root,
+        dst_index: &index,
+    });
+    let walked = tokio::task::block_in_place(|| {
+        copier.copy_tree(&entry.snapshot.tree, parent.as_ref(), &store)
+    });
+    drop(parent);
     let (written, fan) = tokio::task::block_in_place(|| store.finish());
     let upload_errors = fan.finish().await;
     let s = &entry.snapshot;
@@ -361,6 +389,7 @@ async fn copy_one(
         Err(CopyError::Source(msg)) => (Vec::new(), Some(msg), true),
         Err(CopyError::Interrupted) => (Vec::new(), None, true),
     };
+    let root = (!stop).then(|| tree.clone());
     let snapshot = Snapshot {
         parent: plan::map_parent(s.parent, copies),
         tree,
@@ -396,5 +425,5 @@ async fn copy_one(
         bytes_stored: written.iter().map(|p| p.size).sum(),
         error,
     };
-    (index, (copied, outcome))
+    (index, (copied, outcome, root))
 }
