@@ -401,3 +401,55 @@ fn copy_from_local_to_s3() {
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["skipped"].as_array().unwrap().len(), 1, "{r}");
 }
+
+/// A target replica that cannot be written misses the copies (exit 4),
+/// the other gets them; `sync` brings the first up once it is repaired.
+#[test]
+fn an_unwritable_target_replica_fails_alone() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 1 << 20);
+    let a = env.path("a");
+    env.init(&[&a]);
+    for i in 0..2 {
+        if i == 1 {
+            fs::write(src.join("docs/readme.txt"), "changed\n").unwrap();
+        }
+        let (code, sum) = env.backup_json(&[&a], &[src.as_os_str()]);
+        assert_eq!(code, 0, "{sum}");
+    }
+    let (b1, b2) = (env.path("b1"), env.path("b2"));
+    init_target(&env, &[&b1, &b2]);
+    // Permissions do not stop root, so break the directory structure.
+    fs::remove_dir_all(b2.join("data")).unwrap();
+    fs::write(b2.join("data"), "not a directory").unwrap();
+    let (code, r) = copy_json(&env, &a, &[&b1, &b2], &[]);
+    assert_eq!(code, 4, "{r}");
+    assert_eq!(r["outcome"]["status"], "partial", "{r}");
+    assert_eq!(r["replicas"][0]["error"], serde_json::Value::Null, "{r}");
+    assert_eq!(r["replicas"][0]["snapshots"], 2, "{r}");
+    assert!(r["replicas"][1]["error"].is_string(), "{r}");
+    assert_eq!(r["replicas"][1]["snapshots"], 0, "{r}");
+    assert_eq!(files_in(&b1, "snapshots").len(), 2);
+    assert!(files_in(&b2, "snapshots").is_empty());
+    assert!(files_in(&b2, "index").is_empty());
+
+    fs::remove_file(b2.join("data")).unwrap();
+    fs::create_dir(b2.join("data")).unwrap();
+    let (code, r) = copy_json(&env, &a, &[&b1, &b2], &[]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["skipped"].as_array().unwrap().len(), 2, "{r}");
+    env.cairn(&[&b1, &b2])
+        .env("CAIRN_PASSWORD", TARGET_PASSWORD)
+        .arg("sync")
+        .assert()
+        .success();
+    env.cairn(&[&b2])
+        .env("CAIRN_PASSWORD", TARGET_PASSWORD)
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+    let rb = env.path("rb");
+    restore(&env, &b2, TARGET_PASSWORD, "latest", &rb);
+    assert_same_tree(&src, &restored(&rb, &src));
+}

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::ops::backup::fanout::FanOut;
@@ -34,7 +34,7 @@ use crate::ops::backup::progress::Progress;
 use crate::ops::backup::store::{BlobStore, StoreConfig};
 use crate::ops::forget::SnapshotFilter;
 use crate::ops::Outcome;
-use crate::repo::{LockMode, MasterIndex, Repository, SnapshotEntry};
+use crate::repo::{LockMode, MasterIndex, ReplicaSet, Repository, SnapshotEntry};
 use content::{Copier, CopyError, ParentCopy};
 
 /// What to copy and how.
@@ -278,6 +278,10 @@ async fn copy_locked(
             report.interrupted = true;
             break;
         }
+        // Every target replica failed: the rest would be written nowhere.
+        if progress.replicas.iter().all(|r| r.failed.load(Relaxed)) {
+            break;
+        }
         let entry = by_id[id];
         *progress.current.lock().unwrap() = format!("snapshot {}", id.short());
         let parent_roots = entry.snapshot.parent.and_then(|p| {
@@ -351,6 +355,13 @@ async fn copy_one(
         progress.bytes_read.load(Relaxed),
         progress.blobs_new.load(Relaxed),
     );
+    // A replica that failed earlier in this run gets nothing more: its
+    // fan-out queue skips it (the flag is shared by the run), so it must
+    // not get this snapshot's index files or snapshot either, and the
+    // store deduplicates against the replicas still in the run only.
+    let failed_before: ReplicaSet = (0..target.replicas().len())
+        .filter(|&i| progress.replicas[i].failed.load(Relaxed))
+        .collect();
     let index = Arc::new(index);
     let rt = tokio::runtime::Handle::current();
     let fan = FanOut::start(
@@ -364,7 +375,7 @@ async fn copy_one(
         target.shared_keyring(),
         index.clone(),
         StoreConfig {
-            targets: target.all(),
+            targets: target.all().difference(failed_before),
             level: target.config().compression_level,
             pack_size: target.config().pack_size as usize,
             workers: opts.workers,
@@ -382,7 +393,13 @@ async fn copy_one(
     });
     drop(parent);
     let (written, fan) = tokio::task::block_in_place(|| store.finish());
-    let upload_errors = fan.finish().await;
+    let mut upload_errors = fan.finish().await;
+    for i in failed_before.iter() {
+        upload_errors[i] = Some(Error::Invalid(format!(
+            "{}: left out after an earlier failure in this run",
+            target.replica(i).name
+        )));
+    }
     let s = &entry.snapshot;
     let (tree, error, stop) = match walked {
         Ok(t) => (t, None, false),
