@@ -157,6 +157,7 @@ impl<'a> Copier<'a> {
         hint: Option<&Hint>,
         node: &Node,
         parent: Option<&ParentCopy>,
+        store: &BlobStore,
     ) -> Option<Hint> {
         let hint = hint?;
         match node.kind {
@@ -173,6 +174,9 @@ impl<'a> Copier<'a> {
                     if !self.trees.contains_key(&node.subtree) {
                         self.remember(p.subtree.clone(), d.subtree.clone(), true);
                     }
+                    None
+                } else if self.remembered_tree(&node.subtree, store).is_some() {
+                    // Copied earlier in this run: nothing to walk.
                     None
                 } else {
                     self.hint(&p.subtree, &d.subtree, parent)
@@ -218,7 +222,6 @@ impl<'a> Copier<'a> {
             }
             let top = stack.last_mut().expect("the root frame is popped last");
             let Some(mut node) = top.nodes.next() else {
-                let _ = top;
                 let done = stack.pop().expect("non-empty");
                 // Entries keep the source's order: the names are the same.
                 let bytes = Tree { nodes: done.out }.to_bytes();
@@ -234,7 +237,7 @@ impl<'a> Copier<'a> {
                 }
             };
             let hint = top.hint.take();
-            let sub_hint = self.seed(hint.as_ref(), &node, parent);
+            let sub_hint = self.seed(hint.as_ref(), &node, parent, store);
             let top = stack.last_mut().expect("non-empty");
             top.hint = hint;
             match node.kind {
