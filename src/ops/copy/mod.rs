@@ -211,7 +211,8 @@ async fn run(
 ) -> Result<CopyReport> {
     let started = Instant::now();
     let src_lock = source.lock(LockMode::Shared, "copy").await?;
-    // The lock a backup takes: a prune of the target waits for the copy.
+    // The lock a backup takes: an exclusive command on the target (which
+    // may delete what is not referenced yet) waits for the copy.
     let dst_lock = match target.lock(LockMode::Shared, "copy").await {
         Ok(l) => l,
         Err(e) => {
