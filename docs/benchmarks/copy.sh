@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `cairn copy` against `backup` and `restore` of the same data on the same
 # machine (docs/copy.md). One run: backup, copy into a second repository,
-# restore; then the incremental case: mutate, backup, copy.
+# restore, and `key rotate --reencrypt` of the first for comparison; then the incremental case: mutate, backup, copy.
 #
 #   BENCH_DIR=/var/tmp/copybench SIZE_MB=500 CAIRN_BIN=target/release/cairn docs/benchmarks/copy.sh
 #
@@ -32,6 +32,7 @@ step() {
 step backup env CAIRN_PASSWORD=pa "$CAIRN_BIN" -r A backup -q data
 step copy env CAIRN_PASSWORD=pa CAIRN_TO_PASSWORD=pb "$CAIRN_BIN" -r A copy --to Bt
 step restore env CAIRN_PASSWORD=pa "$CAIRN_BIN" -r A restore latest -q --target R
+step reencrypt env CAIRN_PASSWORD=pa "$CAIRN_BIN" -r A key rotate --reencrypt
 bash "$HERE/make-dataset.sh" mutate data >/dev/null 2>&1
 step backup2 env CAIRN_PASSWORD=pa "$CAIRN_BIN" -r A backup -q data
 step copy2 env CAIRN_PASSWORD=pa CAIRN_TO_PASSWORD=pb "$CAIRN_BIN" -r A copy --to Bt

@@ -257,6 +257,19 @@ fn copy_re_keys_snapshots_that_restore_identically() {
     assert_eq!(eb.len(), 3, "{eb:?}");
     assert!(ea[0].contains(&config_id(&b)) && ea[0].contains("1 snapshots copied"));
     assert!(eb[2].contains(&config_id(&a)) && eb[2].contains("2 skipped"));
+
+    // Re-encrypting the source gives its snapshots new ids; their copies
+    // are still recognised.
+    env.cairn(&[&a])
+        .args(["key", "rotate", "--reencrypt"])
+        .assert()
+        .success();
+    let renamed = snapshots(&env, &a, PASSWORD);
+    assert_ne!(renamed[0]["id"], sa[0]["id"]);
+    let (code, again) = copy_json(&env, &a, &[&b], &[]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 2, "{again}");
 }
 
 #[test]

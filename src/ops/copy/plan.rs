@@ -2,10 +2,11 @@
 //! target already holds a copy of them, and what each copy's parent is in
 //! the target. Pure: no I/O, unit-tested.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
+use crate::format::snapshot::Snapshot;
 use crate::ops::forget::SnapshotFilter;
 use crate::repo::{Repository, SnapshotEntry};
 
@@ -45,11 +46,32 @@ pub fn plan(
     };
     // Oldest first, so a parent is copied before its children and maps.
     selected.sort_by_key(|s| (s.snapshot.time, s.id));
+    let source_ids: HashSet<Id> = source.iter().map(|s| s.id).collect();
     let mut copies = HashMap::new();
+    // Copies whose original the source no longer lists under that id.
+    let mut stale = Vec::new();
     for t in target {
         if let Some(orig) = t.snapshot.original {
-            // Two copies of one snapshot (two runs racing): either will do.
-            copies.entry(orig).or_insert(t.id);
+            if source_ids.contains(&orig) {
+                // Two copies of one snapshot (two runs racing): either will do.
+                copies.entry(orig).or_insert(t.id);
+            } else {
+                stale.push(t);
+            }
+        }
+    }
+    // A snapshot's id is the hash of its stored bytes, so `key reencrypt`
+    // of the source gives every snapshot a new id. Its copy is then found
+    // by what `copy` keeps of it.
+    for s in source {
+        if copies.contains_key(&s.id) {
+            continue;
+        }
+        if let Some(pos) = stale
+            .iter()
+            .position(|t| same_snapshot(&s.snapshot, &t.snapshot))
+        {
+            copies.insert(s.id, stale.swap_remove(pos).id);
         }
     }
     let mut plan = Plan::default();
@@ -61,6 +83,21 @@ pub fn plan(
     }
     plan.copies = copies;
     Ok(plan)
+}
+
+/// Whether `copy` is a copy of `original`: everything `copy` keeps is
+/// equal (the summary's counts and duration make two distinct snapshots
+/// with equal metadata all but impossible).
+fn same_snapshot(original: &Snapshot, copy: &Snapshot) -> bool {
+    original.time == copy.time
+        && original.host == copy.host
+        && original.username == copy.username
+        && original.paths == copy.paths
+        && original.tags == copy.tags
+        && original.excludes == copy.excludes
+        && original.program == copy.program
+        && original.partial == copy.partial
+        && original.summary == copy.summary
 }
 
 /// The parent of a copy: the target's copy of the source parent, when the
@@ -83,7 +120,7 @@ pub fn same_repository(id: Id) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::snapshot::{Snapshot, Summary};
+    use crate::format::snapshot::Summary;
     use crate::repo::ReplicaSet;
 
     fn snap(n: u8, secs: i64, host: &str, original: Option<u8>) -> SnapshotEntry {
@@ -124,6 +161,22 @@ mod tests {
         assert_eq!(p.copy, vec![Id([2; 32]), Id([3; 32])]);
         assert_eq!(p.skip, vec![(Id([1; 32]), Id([9; 32]))]);
         assert_eq!(p.copies.len(), 1);
+    }
+
+    #[test]
+    fn a_copy_whose_original_was_rewritten_is_found_by_its_metadata() {
+        // The source re-encrypted: snapshot 1 is now 5, with equal content.
+        let source = vec![snap(5, 10, "a", None), snap(2, 20, "a", None)];
+        let mut copy = snap(9, 10, "a", Some(1));
+        let mut other = snap(8, 20, "a", Some(3));
+        other.snapshot.summary.files_new = 7;
+        let p = plan(&source, &[copy.clone(), other], &[], &Default::default()).unwrap();
+        assert_eq!(p.skip, vec![(Id([5; 32]), Id([9; 32]))]);
+        assert_eq!(p.copy, vec![Id([2; 32])]);
+        // Different metadata: not a copy of it.
+        copy.snapshot.host = "b".into();
+        let p = plan(&source, &[copy], &[], &Default::default()).unwrap();
+        assert_eq!(p.copy.len(), 2);
     }
 
     #[test]
