@@ -12,7 +12,8 @@
 //!
 //! Which variables hold secrets:
 //! - cairn's passphrase sources: `CAIRN_PASSWORD`, `CAIRN_PASSWORD_COMMAND`,
-//!   `CAIRN_PASSWORD_FILE` (a path, but to the passphrase);
+//!   `CAIRN_PASSWORD_FILE` (a path, but to the passphrase), and the
+//!   `CAIRN_TO_…` counterparts of these (the target of `copy`);
 //! - under the prefixes `CAIRN_`, `AWS_`, `AZURE_`, `GOOGLE_`, any name
 //!   with `PASSWORD`, `PASSPHRASE`, `SECRET`, `TOKEN` or `SAS` in it, or
 //!   ending in `_KEY` (`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
@@ -38,7 +39,11 @@ static MARKED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 const PREFIXES: [&str; 4] = ["CAIRN_", "AWS_", "AZURE_", "GOOGLE_"];
 const SECRET_WORDS: [&str; 5] = ["PASSWORD", "PASSPHRASE", "SECRET", "TOKEN", "SAS"];
-const ALWAYS: [&str; 2] = ["CAIRN_PASSWORD_FILE", "AWS_ACCESS_KEY_ID"];
+const ALWAYS: [&str; 3] = [
+    "CAIRN_PASSWORD_FILE",
+    "CAIRN_TO_PASSWORD_FILE",
+    "AWS_ACCESS_KEY_ID",
+];
 
 /// Record that environment variable `name` holds a secret (an option read
 /// with `{ env = "VAR" }`), so children do not inherit it.
@@ -102,6 +107,9 @@ mod tests {
             "CAIRN_PASSWORD",
             "CAIRN_PASSWORD_COMMAND",
             "CAIRN_PASSWORD_FILE",
+            "CAIRN_TO_PASSWORD",
+            "CAIRN_TO_PASSWORD_COMMAND",
+            "CAIRN_TO_PASSWORD_FILE",
             "CAIRN_FTP_PASSWORD",
             "CAIRN_SFTP_PASSWORD",
             "CAIRN_SFTP_KEY_PASSPHRASE",

@@ -5,6 +5,7 @@
 mod cmd_backend;
 mod cmd_backup;
 mod cmd_check;
+mod cmd_copy;
 mod cmd_diff;
 mod cmd_forget;
 mod cmd_init;
@@ -168,6 +169,9 @@ pub enum Command {
     Status(cmd_status::StatusArgs),
     /// Copy what lagging replicas lack from the others (encrypted, verified).
     Sync(cmd_sync::SyncArgs),
+    /// Copy snapshots into another repository with its own keyring
+    /// (decrypted, re-chunked and re-encrypted).
+    Copy(cmd_copy::CopyArgs),
     /// Forget snapshots by retention policy (per replica, reconciled) or by id.
     Forget(cmd_forget::ForgetArgs),
     /// Free the space of data no snapshot needs (mark, then delete after a
@@ -245,11 +249,11 @@ pub fn main() -> i32 {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = cli.global;
     let cancel = g.cancel.clone();
-    // A backup stops by itself when cancelled (it stores what it read and
-    // reports it); any other command is dropped at its next await point,
+    // A backup or a copy stops by itself when cancelled (it stores what it
+    // read and reports it); any other command is dropped at its next await point,
     // which releases its lock and leaves every replica as consistent as
     // the write ordering keeps it at any instant.
-    let stops_itself = matches!(cli.command, Command::Backup(_));
+    let stops_itself = matches!(cli.command, Command::Backup(_) | Command::Copy(_));
     let command = run_command(&g, cli.command);
     if stops_itself {
         return command.await;
@@ -270,6 +274,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Restore(a) => cmd_restore::run(&g, a).await,
         Command::Status(a) => cmd_status::run(&g, a).await,
         Command::Sync(a) => cmd_sync::run(&g, a).await,
+        Command::Copy(a) => cmd_copy::run(&g, a).await,
         Command::Forget(a) => cmd_forget::run(&g, a).await,
         Command::Prune(a) => cmd_prune::run(&g, a).await,
         Command::Key(c) => cmd_key::run(&g, c).await,

@@ -1,5 +1,6 @@
 //! Where the passphrase comes from: `CAIRN_PASSWORD`, `--password-file`,
-//! `CAIRN_PASSWORD_COMMAND`, the default key file, or a prompt.
+//! `CAIRN_PASSWORD_COMMAND`, the default key file, or a prompt; and the
+//! target repository's of `copy`, from the `CAIRN_TO_…` counterparts.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -29,38 +30,73 @@ pub fn would_prompt(g: &Global) -> bool {
         && std::env::var_os("CAIRN_PASSWORD_COMMAND").is_none()
 }
 
+/// Where one repository's passphrase may come from, by precedence: an
+/// environment variable, a file, a command in an environment variable.
+struct Sources<'a> {
+    env: &'a str,
+    file: Option<&'a Path>,
+    file_flag: &'a str,
+    command_env: &'a str,
+    /// What the prompt asks for.
+    prompt: &'a str,
+}
+
 pub fn get(g: &Global, fallback: Fallback) -> anyhow::Result<SecretString> {
-    if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-        return non_empty(p, "CAIRN_PASSWORD");
+    let sources = Sources {
+        env: "CAIRN_PASSWORD",
+        file: g.password_file.as_deref(),
+        file_flag: "CAIRN_PASSWORD_FILE (--password-file)",
+        command_env: "CAIRN_PASSWORD_COMMAND",
+        prompt: "enter passphrase for repository: ",
+    };
+    from_sources(&sources, fallback)
+}
+
+/// The passphrase of the target repository of `copy`: `CAIRN_TO_PASSWORD`,
+/// `--to-password-file`, `CAIRN_TO_PASSWORD_COMMAND`, or a prompt.
+pub fn get_target(file: Option<&Path>) -> anyhow::Result<SecretString> {
+    let sources = Sources {
+        env: "CAIRN_TO_PASSWORD",
+        file,
+        file_flag: "CAIRN_TO_PASSWORD_FILE (--to-password-file)",
+        command_env: "CAIRN_TO_PASSWORD_COMMAND",
+        prompt: "enter passphrase for the target repository: ",
+    };
+    from_sources(&sources, Fallback::Prompt { confirm: false })
+}
+
+fn from_sources(src: &Sources, fallback: Fallback) -> anyhow::Result<SecretString> {
+    if let Ok(p) = std::env::var(src.env) {
+        return non_empty(p, src.env);
     }
-    if let Some(f) = &g.password_file {
+    if let Some(f) = src.file {
         let s = Zeroizing::new(
             std::fs::read_to_string(f)
                 .with_context(|| format!("reading password file {}", f.display()))?,
         );
         return non_empty(first_line(&s).to_string(), "the password file");
     }
-    if let Ok(cmd) = std::env::var("CAIRN_PASSWORD_COMMAND") {
+    if let Ok(cmd) = std::env::var(src.command_env) {
         // The command gets neither cairn's passphrase sources nor backend
         // credentials (see `cairn_backends::child`).
         let out = cairn::backends::child::shell(&cmd)
             .stderr(std::process::Stdio::inherit())
             .output()
-            .context("running CAIRN_PASSWORD_COMMAND")?;
+            .with_context(|| format!("running {}", src.command_env))?;
         // The passphrase is in this buffer: wiped when it goes.
         let stdout = Zeroizing::new(out.stdout);
         if !out.status.success() {
             bail!(UsageError(format!(
-                "CAIRN_PASSWORD_COMMAND failed with {}",
-                out.status
+                "{} failed with {}",
+                src.command_env, out.status
             )));
         }
         let s = Zeroizing::new(String::from_utf8_lossy(&stdout).into_owned());
-        return non_empty(first_line(&s).to_string(), "CAIRN_PASSWORD_COMMAND");
+        return non_empty(first_line(&s).to_string(), src.command_env);
     }
     match fallback {
         Fallback::KeyFile { path, create } => key_file(path, create),
-        Fallback::Prompt { confirm } => prompt(confirm),
+        Fallback::Prompt { confirm } => prompt(src, confirm),
     }
 }
 
@@ -83,13 +119,14 @@ fn ask(question: &str) -> anyhow::Result<String> {
     })
 }
 
-fn prompt(confirm: bool) -> anyhow::Result<SecretString> {
+fn prompt(src: &Sources, confirm: bool) -> anyhow::Result<SecretString> {
     if !std::io::stdin().is_terminal() {
-        bail!(UsageError(
-            "no passphrase: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE (--password-file) or CAIRN_PASSWORD_COMMAND".into()
-        ));
+        bail!(UsageError(format!(
+            "no passphrase: set {}, {} or {}",
+            src.env, src.file_flag, src.command_env
+        )));
     }
-    let p = Zeroizing::new(ask("enter passphrase for repository: ")?);
+    let p = Zeroizing::new(ask(src.prompt)?);
     if confirm {
         let q = Zeroizing::new(ask("enter passphrase again: ")?);
         if *p != *q {

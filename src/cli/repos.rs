@@ -148,6 +148,56 @@ pub fn positions(repo: &cairn::repo::Repository, names: &[String]) -> anyhow::Re
         .collect()
 }
 
+/// Open another repository than the command's own (the target of
+/// `copy --to`): the replicas `names` selects (paths, URLs or backends of
+/// cairn.toml), with the passphrase `pass` gives. A target that holds no
+/// repository anywhere is refused before the passphrase is asked for.
+pub async fn open_other(
+    g: &Global,
+    names: &[String],
+    pass: impl FnOnce() -> anyhow::Result<secrecy::SecretString>,
+) -> anyhow::Result<cairn::repo::Repository> {
+    use anyhow::Context;
+    let config = load_config(g)?;
+    let limits = Limits {
+        upload_kib: g.limit_upload,
+        download_kib: g.limit_download,
+    };
+    warn_secrets_in_argv(names);
+    let sel = cairn::config::select(&config, names, limits)?;
+    let handle = cairn::backends::Handle::config();
+    let heads =
+        futures::future::join_all(sel.replicas.iter().map(|r| r.backend.head(&handle))).await;
+    let missing = heads
+        .iter()
+        .filter(|h| matches!(h, Err(e) if e.kind() == cairn::backends::ErrorKind::NotFound))
+        .count();
+    if missing == sel.replicas.len() {
+        let shown: Vec<&str> = sel.replicas.iter().map(|r| r.name.as_str()).collect();
+        return Err(anyhow::Error::from(cairn::Error::NotARepository(
+            shown.join(", "),
+        )))
+        .context(format!(
+            "the target must be a repository of its own: create it with its own passphrase \
+                 first (`cairn {} init`)",
+            shown
+                .iter()
+                .map(|n| format!("--repo {n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    let pass = pass()?;
+    let opts = cairn::repo::OpenOptions {
+        key_hint: None,
+        state_dir: Some(cairn::config::paths::state_dir()),
+    };
+    let mut repo = cairn::repo::Repository::open_with(sel.replicas, &pass, &opts).await?;
+    prepare(g, &mut repo);
+    warn_unavailable(&repo, &[]);
+    Ok(repo)
+}
+
 async fn open_with(
     g: &Global,
     autoinit: bool,

@@ -50,6 +50,10 @@ pub struct Snapshot {
     pub excludes: Vec<String>,
     pub program: String,
     pub summary: Summary,
+    /// The snapshot this one was copied from, in the repository `cairn
+    /// copy` read it from; none for a snapshot taken by a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
 }
 
 impl Snapshot {

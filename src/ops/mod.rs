@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod diff;
 mod finding;
 pub mod forget;

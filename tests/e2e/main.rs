@@ -3,6 +3,7 @@
 //! area.
 
 mod common;
+mod copy;
 mod faults;
 mod hostile;
 mod keys;

@@ -313,6 +313,7 @@ pub async fn backup(
         excludes: opts.excludes.clone(),
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
+        original: None,
     };
     let interrupted = repo.cancel_token().is_cancelled();
     let outcome = publish(
@@ -330,7 +331,7 @@ pub async fn backup(
 
 /// Write the index files, then the snapshot, to every replica whose packs
 /// are all durable.
-async fn publish(
+pub(crate) async fn publish(
     repo: &Repository,
     written: &[IndexPack],
     snapshot: &Snapshot,

@@ -146,6 +146,12 @@ impl BlobStore {
         self.index.has_on_all(id, self.targets)
     }
 
+    /// Whether this store already queued the blob (it will be in one of
+    /// the packs [`BlobStore::finish`] returns).
+    pub fn queued(&self, id: &Id) -> bool {
+        self.seen.lock().unwrap().contains(id)
+    }
+
     /// Store a blob unless it is known; returns its id. The data is only
     /// copied (into a pooled buffer) when the blob is new.
     pub fn store(&self, kind: BlobKind, data: &[u8]) -> Id {

@@ -82,6 +82,7 @@ impl<'a> Forge<'a> {
             excludes: Vec::new(),
             program: "cairn forge".into(),
             summary: Summary::default(),
+            original: None,
         };
         let snap = Bytes::from(seal_doc(
             repo.keyring(),
