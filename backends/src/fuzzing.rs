@@ -16,6 +16,8 @@ mod url {
     pub struct ParsedUrl {
         pub password: Option<String>,
         pub redacted: String,
+        /// The parts that are not secret (user, host, port, path).
+        pub public: String,
     }
 
     /// Parse a network backend URL (`sftp`, `ftp`, `ftps`) and redact it.
@@ -25,6 +27,10 @@ mod url {
         Some(ParsedUrl {
             password: parts.password.clone(),
             redacted: parts.redacted(None),
+            public: format!(
+                "{:?} {:?} {:?} {:?}",
+                parts.user, parts.host, parts.port, parts.path
+            ),
         })
     }
 
