@@ -227,7 +227,15 @@ impl Tracker {
         let mut r = self.record.lock().unwrap();
         if r.last_slot.as_deref() != Some(slot) {
             r.last_slot = Some(slot.to_string());
-            self.save(&r);
+            self.save(&mut r);
+        }
+    }
+
+    /// Fold in what other processes wrote to the record since it was
+    /// loaded (a forget that ran meanwhile must not look like a rollback).
+    fn refresh(&self, r: &mut Record) {
+        if let Ok(Some(disk)) = read_record(&self.path) {
+            combine(r, disk);
         }
     }
 
@@ -235,6 +243,7 @@ impl Tracker {
     /// backwards), then fold it in.
     pub fn observe(&self, replica: &str, now: &Listing) -> Option<Rollback> {
         let mut r = self.record.lock().unwrap();
+        self.refresh(&mut r);
         let Record {
             replicas,
             forgotten,
@@ -253,7 +262,7 @@ impl Tracker {
             }
         }
         if changed {
-            self.save(&r);
+            self.save(&mut r);
         }
         found
     }
@@ -280,7 +289,7 @@ impl Tracker {
         for seen in replicas.values_mut() {
             merge(seen, &Listing::new(), forgotten);
         }
-        self.save(&r);
+        self.save(&mut r);
     }
 
     /// Every rollback found by this process.
@@ -288,13 +297,54 @@ impl Tracker {
         self.found.lock().unwrap().clone()
     }
 
-    fn save(&self, r: &Record) {
-        if let Err(e) = write_record(&self.path, r) {
+    /// Write the record, merged with what other processes wrote since it
+    /// was read, under a lock on the record's directory: two commands
+    /// running at once must not drop each other's forgotten ids.
+    fn save(&self, r: &mut Record) {
+        let res = (|| {
+            let dir = self.path.parent().expect("the record is in a directory");
+            std::fs::create_dir_all(dir)?;
+            let lock = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(".lock"))?;
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+            if let Ok(Some(disk)) = read_record(&self.path) {
+                combine(r, disk);
+            }
+            write_record(&self.path, r)
+        })();
+        if let Err(e) = res {
             tracing::warn!(
                 "could not write the local record {}: {e}",
                 self.path.display()
             );
         }
+    }
+}
+
+/// Fold `disk` (the record as another process left it) into `r`: the
+/// union of forgotten ids and of snapshots seen; `r`'s slot wins.
+fn combine(r: &mut Record, disk: Record) {
+    r.forgotten.extend(disk.forgotten);
+    while r.forgotten.len() > MAX_IDS {
+        let first = r.forgotten.iter().next().cloned().expect("not empty");
+        r.forgotten.remove(&first);
+    }
+    if r.last_slot.is_none() {
+        r.last_slot = disk.last_slot;
+    }
+    for (name, seen) in disk.replicas {
+        let listing: Listing = seen
+            .snapshots
+            .into_iter()
+            .map(|(id, t)| (id, Some(t)))
+            .collect();
+        merge(r.replicas.entry(name).or_default(), &listing, &r.forgotten);
+    }
+    for seen in r.replicas.values_mut() {
+        merge(seen, &Listing::new(), &r.forgotten);
     }
 }
 
@@ -437,5 +487,33 @@ mod tests {
         std::fs::write(tr.path(), b"{not json").unwrap();
         let tr = Tracker::load(dir.path(), &id);
         assert_eq!(tr.observe("r", &listing(&[("a", 1)])), None);
+    }
+
+    /// Two processes share the record: what one forgot is not taken for a
+    /// rollback by the other, and neither save drops the other's ids.
+    #[test]
+    fn concurrent_trackers_do_not_lose_each_others_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Id([4; 32]);
+        let (x, y) = (Id([1; 32]), Id([2; 32]));
+        let listing = |ids: &[&Id]| -> Listing {
+            ids.iter()
+                .enumerate()
+                .map(|(k, i)| (i.to_hex(), Some(t(100 + k as i64))))
+                .collect()
+        };
+        let a = Tracker::load(dir.path(), &id);
+        let b = Tracker::load(dir.path(), &id);
+        assert!(a.observe("r", &listing(&[&x, &y])).is_none());
+        assert!(b.observe("r", &listing(&[&x, &y])).is_none());
+        // A forgets x, B forgets y, each without the other's knowledge.
+        a.record_forgotten(&[x]);
+        b.record_forgotten(&[y]);
+        // Both are gone from the replica: neither tracker warns.
+        assert!(a.observe("r", &listing(&[])).is_none());
+        assert!(b.observe("r", &listing(&[])).is_none());
+        let c = Tracker::load(dir.path(), &id);
+        let r = c.record.lock().unwrap();
+        assert!(r.forgotten.contains(&x.to_hex()) && r.forgotten.contains(&y.to_hex()));
     }
 }

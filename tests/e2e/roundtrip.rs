@@ -348,7 +348,7 @@ fn stats_and_cat() {
         .unwrap();
     assert!(out.status.success());
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cfg["version"], 2);
+    assert_eq!(cfg["version"], 3);
     assert!(cfg["mac"].as_str().is_some_and(|m| m.len() == 64), "{cfg}");
     let out = env.cairn(&[&r]).args(["cat", "keys"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
