@@ -92,7 +92,7 @@ fn print(st: &Status) {
             println!("{:<3} {:<w$} UNUSABLE: {e}", letter(i), r.name);
             continue;
         }
-        let behind = if r.behind_snapshots == 0 {
+        let mut behind = if r.behind_snapshots == 0 {
             "up to date".to_string()
         } else {
             format!(
@@ -101,6 +101,9 @@ fn print(st: &Status) {
                 bytes(r.behind_bytes)
             )
         };
+        if r.keyring_behind {
+            behind.push_str("; keyring behind (missed a key operation: run `cairn sync`)");
+        }
         println!(
             "{:<3} {:<w$} {:>9} {:>8} {:>7} {:>10}  {:<19}  {:<19}  {behind}",
             letter(i),

@@ -63,6 +63,10 @@ pub struct ReplicaStatus {
     /// Bytes of packs this replica would need to catch up (what
     /// `cairn sync` would copy for those snapshots).
     pub behind_bytes: u64,
+    /// The newest keyring generation the replica holds; behind the newest
+    /// anywhere when it missed a key operation (`cairn sync` copies it).
+    pub keyring_generation: Option<u64>,
+    pub keyring_behind: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -94,9 +98,9 @@ impl Status {
             .any(|s| s.replicas.contains(&Presence::Damaged))
         {
             Outcome::Damaged
-        } else if !self.all_complete() {
+        } else if !self.all_complete() || self.replicas.iter().any(|r| r.keyring_behind) {
             Outcome::Partial {
-                replicas: names(|r| r.behind_snapshots > 0),
+                replicas: names(|r| r.behind_snapshots > 0 || r.keyring_behind),
             }
         } else {
             Outcome::Ok
@@ -151,8 +155,19 @@ pub async fn status(repo: &Repository, retention: Option<&Retention<'_>>) -> Res
                 .and_then(|t| Timestamp::try_from(t).ok()),
             behind_snapshots: 0,
             behind_bytes: 0,
+            keyring_generation: None,
+            keyring_behind: false,
         })
         .collect();
+    let generations = crate::repo::keyring::list_generations(repo.replicas()).await;
+    let newest = generations.first().map(|(g, _)| *g);
+    for (i, r) in replicas.iter_mut().enumerate() {
+        r.keyring_generation = generations
+            .iter()
+            .find(|(_, on)| on.contains(i))
+            .map(|(g, _)| *g);
+        r.keyring_behind = r.error.is_none() && r.keyring_generation < newest;
+    }
     // Packs each replica lacks for snapshots complete elsewhere, counted once.
     let mut lacking: Vec<std::collections::HashSet<u32>> = vec![Default::default(); n];
     let mut out = Vec::new();

@@ -270,3 +270,26 @@ fn backups_run_during_reencryption() {
         .success();
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+/// A replica that missed a key operation shows in `status` (exit 4) until
+/// `sync` brings it the newest keyring generation.
+#[test]
+fn status_shows_a_lagging_keyring_and_sync_brings_it() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    let both = [a.as_path(), b.as_path()];
+    env.init(&both);
+    let away = env.path("b-away");
+    fs::rename(&b, &away).unwrap();
+    env.cairn(&[&a]).args(["key", "rotate"]).assert().success();
+    fs::rename(&away, &b).unwrap();
+    let (code, st, err) = json_of(&env, &both, &["status"]);
+    assert_eq!(code, 4, "{st}{err}");
+    assert_eq!(st["replicas"][1]["keyring_behind"], true, "{st}");
+    assert_eq!(st["replicas"][0]["keyring_behind"], false, "{st}");
+    let (code, sync, err) = json_of(&env, &both, &["sync"]);
+    assert_eq!(code, 0, "{sync}{err}");
+    let (code, st, err) = json_of(&env, &both, &["status"]);
+    assert_eq!(code, 0, "{st}{err}");
+    assert_eq!(st["replicas"][1]["keyring_generation"], 2, "{st}");
+}
