@@ -512,3 +512,71 @@ fn a_pg_dump_that_fails_saves_no_snapshot() {
     ));
     assert_failed_cleanly(&env, &[&a, &b], &[1, 1], run, &["sh", "signal 9"]);
 }
+
+#[test]
+fn postgres_example_script_saves_the_dump_and_the_globals() {
+    let Some((url, bin)) = postgres() else { return };
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    let src = make_db(&url, &bin, "cairn_example");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/postgres-backup.sh");
+    let run = |extra: &[(&str, &str)]| {
+        let mut c = std::process::Command::new("bash");
+        c.arg(&script)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", env.path("home"))
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("CAIRN", assert_cmd::cargo::cargo_bin("cairn"))
+            .env("CAIRN_REPOS", &a)
+            .env("PGDATABASE_URL", &src)
+            .env("PG_DUMP", bin.join("pg_dump"))
+            .env("PG_DUMPALL", bin.join("pg_dumpall"))
+            .stdin(Stdio::null());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{out:?}");
+    let snaps = snapshots(&env, &a);
+    let mut paths: Vec<String> = snaps.iter().map(|s| s["paths"][0].to_string()).collect();
+    paths.sort();
+    let name = src.rsplit('/').next().unwrap();
+    assert_eq!(
+        paths,
+        [format!("\"/{name}.dump\""), "\"/globals.sql\"".into()]
+    );
+    let dump = restore_file(&env, &a, &format!("/{name}.dump"), &env.path("out"));
+    let fresh = format!("cairn_example_restored_{:08x}", rand::random::<u32>());
+    pg(&bin, "createdb", &["--maintenance-db", &url, &fresh]);
+    let fresh = db_url(&url, &fresh);
+    pg(
+        &bin,
+        "pg_restore",
+        &[
+            "--exit-on-error",
+            "--no-owner",
+            "--dbname",
+            &fresh,
+            dump.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        pg(&bin, "psql", &["-tA", "-d", &fresh, "-c", ROWS_QUERY]),
+        pg(&bin, "psql", &["-tA", "-d", &src, "-c", ROWS_QUERY])
+    );
+
+    // A dump that fails: the script stops with cairn's failure code and
+    // saves nothing more.
+    let missing = db_url(&url, "cairn_no_such_database");
+    let out = run(&[("PGDATABASE_URL", &missing)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let snaps = snapshots(&env, &a);
+    assert_eq!(snaps.len(), 3, "the globals, and no dump: {snaps:?}");
+    assert!(snaps
+        .iter()
+        .all(|s| s["paths"][0] != "/cairn_no_such_database.dump"));
+}
