@@ -197,6 +197,97 @@ fn a_failing_command_saves_no_snapshot_anywhere() {
 }
 
 #[test]
+fn a_large_command_output_is_streamed_in_bounded_memory() {
+    const RSS_LIMIT_KIB: u64 = 256 << 10;
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    // 768 MiB of zeros: cheap to store (one chunk, deduplicated), but
+    // holding the stream whole would need three times the limit.
+    let mut c = env.cairn(&[&a]);
+    c.args([
+        "backup",
+        "--json",
+        "--stdin-from-command",
+        "--",
+        "head",
+        "-c",
+        "805306368",
+        "/dev/zero",
+    ]);
+    let (out, rss) = output_with_peak_rss(&c);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(last_json(&out.stdout)["summary"]["total_bytes"], 805306368);
+    assert!(rss < RSS_LIMIT_KIB, "peaked at {rss} KiB");
+}
+
+/// A child killed when the test ends, also when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_stops_an_endless_command_and_saves_nothing() {
+    let env = Env::new();
+    let a = env.path("a");
+    env.init(&[&a]);
+    let pidfile = env.path("pid");
+    let script = format!("echo $$ > {}; exec cat /dev/zero", pidfile.display());
+    let mut c = env.cairn(&[&a]);
+    c.args(["backup", "--stdin-from-command", "--", "sh", "-c", &script]);
+    let mut child = KillOnDrop(
+        std_command(&c)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let started = Instant::now();
+    while fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dump_pid = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    // Only cairn gets the signal (as from `kill`, not a terminal's Ctrl-C
+    // that reaches the whole process group).
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "cairn did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        !Path::new(&format!("/proc/{dump_pid}")).exists(),
+        "the command was killed and reaped"
+    );
+    assert!(snapshots(&env, &a).is_empty());
+    env.cairn(&[&a]).arg("check").assert().success();
+}
+
+#[test]
 fn stream_sources_are_exclusive_and_need_a_command() {
     let env = Env::new();
     let a = env.path("a");

@@ -123,14 +123,27 @@ pub(super) fn store(
     let mut owner = (crate::sys::uid(), 0);
     let (content, size) = match &stream.source {
         StreamSource::Stdin => {
-            let mut input = std::io::stdin().lock();
-            source::chunk_stream(&mut input, chunker, store, &on_bytes, &mut buf)
-                .map_err(|e| Error::io("standard input", e))?
+            let mut input = Cancellable {
+                inner: std::io::stdin().lock(),
+                cancelled,
+            };
+            source::chunk_stream(&mut input, chunker, store, &on_bytes, &mut buf).map_err(|e| {
+                if cancelled() {
+                    Error::Interrupted
+                } else {
+                    Error::io("standard input", e)
+                }
+            })?
         }
         StreamSource::Command(argv) => {
-            let read =
-                |r: &mut dyn Read| source::chunk_stream(r, chunker, store, &on_bytes, &mut buf);
-            run_command(argv, read)?
+            let read = |r: &mut dyn Read| {
+                let mut r = Cancellable {
+                    inner: r,
+                    cancelled,
+                };
+                source::chunk_stream(&mut r, chunker, store, &on_bytes, &mut buf)
+            };
+            run_command(argv, read).map_err(|e| if cancelled() { Error::Interrupted } else { e })?
         }
         StreamSource::Sqlite(db) => {
             let meta = std::fs::metadata(db).map_err(|e| sqlite_error(db, e))?;
@@ -175,6 +188,24 @@ pub(super) fn store(
         }],
     };
     Ok((source::store_tree(tree.to_bytes(), chunker, store), size))
+}
+
+/// A reader that fails once the backup is cancelled, so a stream that
+/// never ends (or a dump of hours) does not hold up Ctrl-C or SIGTERM: the
+/// command is then killed and no snapshot is written.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancelled: &'a dyn Fn() -> bool,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if (self.cancelled)() {
+            // Not ErrorKind::Interrupted: readers retry that.
+            return Err(std::io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Run `argv`, hand its output to `read`, and check how it ended.
