@@ -300,7 +300,14 @@ fn copy_sqlite(db: &Path, dest: &Path, cancelled: &dyn Fn() -> bool) -> Result<(
             PAGES_PER_STEP
         };
         match backup.step(pages).map_err(|e| sqlite_error(db, e))? {
-            StepResult::Done => return Ok(()),
+            StepResult::Done => {
+                tracing::debug!(
+                    "SQLite copy of {}: {} pages, {restarts} restarts",
+                    db.display(),
+                    backup.progress().pagecount
+                );
+                return Ok(());
+            }
             StepResult::More => {
                 let remaining = backup.progress().remaining;
                 // Without a restart, every step leaves fewer pages to copy.
