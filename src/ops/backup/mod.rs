@@ -255,6 +255,8 @@ pub async fn backup(
                     counts.total_bytes = size;
                     root
                 }
+                // Reported as the interruption it is, not as a failed source.
+                Err(Error::Interrupted) => Vec::new(),
                 Err(e) => {
                     source_error = Some(e);
                     Vec::new()
