@@ -311,11 +311,12 @@ fn stream_sources_are_exclusive_and_need_a_command() {
     assert!(snapshots(&env, &a).is_empty());
 }
 
-/// A Python process that inserts rows into `db` one transaction at a time
-/// until `stop` exists; it prints the last id on exit.
+/// A Python process that inserts rows into `db` one transaction at a time,
+/// with a pause of a millisecond between them (an application, not a
+/// benchmark), until `stop` exists; it prints the last id on exit.
 fn sqlite_writer(db: &Path, stop: &Path) -> Child {
     const SCRIPT: &str = r#"
-import os, sqlite3, sys
+import os, sqlite3, sys, time
 db, stop = sys.argv[1], sys.argv[2]
 c = sqlite3.connect(db, timeout=60, isolation_level=None)
 n = c.execute("SELECT count(*) FROM t").fetchone()[0]
@@ -324,6 +325,7 @@ while not os.path.exists(stop):
     c.execute("BEGIN IMMEDIATE")
     c.execute("INSERT INTO t(id, payload) VALUES (?, randomblob(2000))", (n,))
     c.execute("COMMIT")
+    time.sleep(0.001)
 print(n)
 "#;
     std::process::Command::new("python3")
@@ -345,6 +347,17 @@ fn rows(db: &Path) -> i64 {
 
 #[test]
 fn sqlite_is_copied_consistently_while_a_process_inserts() {
+    sqlite_online_backup("delete");
+}
+
+#[test]
+fn sqlite_in_wal_mode_is_copied_consistently_while_a_process_inserts() {
+    sqlite_online_backup("wal");
+}
+
+/// Back up a database in `journal_mode` while another process inserts
+/// rows; the restored file is intact and holds a prefix of the inserts.
+fn sqlite_online_backup(journal_mode: &str) {
     let env = Env::new();
     let (a, b) = (env.path("a"), env.path("b"));
     env.init(&[&a, &b]);
@@ -355,6 +368,12 @@ fn sqlite_is_copied_consistently_while_a_process_inserts() {
     {
         // Large enough (about 30 MiB) that the copy takes many steps.
         let c = rusqlite::Connection::open(&db).unwrap();
+        let mode: String = c
+            .query_row(&format!("PRAGMA journal_mode = {journal_mode}"), [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(mode, journal_mode);
         c.execute_batch(
             "CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
              WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 15000)
@@ -363,7 +382,8 @@ fn sqlite_is_copied_consistently_while_a_process_inserts() {
         .unwrap();
     }
     let stop = env.path("stop");
-    let mut writer = sqlite_writer(&db, &stop);
+    let mut writer = KillOnDrop(sqlite_writer(&db, &stop));
+    let writer = &mut writer.0;
     let started = Instant::now();
     while rows(&db) < 15_050 {
         assert!(
@@ -377,9 +397,11 @@ fn sqlite_is_copied_consistently_while_a_process_inserts() {
     let res = backup(&env, &[&a, &b], &[OsStr::new("--sqlite"), db.as_os_str()]);
     let after = rows(&db);
     fs::write(&stop, "").unwrap();
-    let out = writer.wait_with_output().unwrap();
-    assert!(out.status.success(), "writer: {out:?}");
-    let last: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let status = writer.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut writer.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "writer: {status:?} {stdout}");
+    let last: i64 = stdout.trim().parse().unwrap();
     let (code, sum, stderr) = res;
     assert_eq!(code, 0, "{sum}\n{stderr}");
     assert!(
