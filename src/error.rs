@@ -44,6 +44,10 @@ pub enum Error {
     AllReplicasFailed(String),
     #[error("interrupted")]
     Interrupted,
+    /// What a backup read from failed (a dump command exited non-zero or
+    /// was killed, a database could not be copied).
+    #[error("{0}")]
+    Source(String),
     /// Another process holds a conflicting lock.
     #[error("{0}")]
     Locked(String),

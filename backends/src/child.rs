@@ -1,6 +1,6 @@
 //! Commands cairn runs for the user — the passphrase command,
-//! `credential_process`, later hooks — start without cairn's secrets in
-//! their environment.
+//! `credential_process`, backup source commands, later hooks — start
+//! without cairn's secrets in their environment.
 //!
 //! A child inherits the environment, and with it `CAIRN_PASSWORD` and every
 //! backend credential, though it has no use for them: a password command
@@ -92,6 +92,21 @@ pub fn shell(script: impl AsRef<OsStr>) -> std::process::Command {
     c
 }
 
+/// `program args…`, run directly (no shell), without the secret variables:
+/// for sources such as `backup --stdin-from-command -- pg_dump …`.
+pub fn command<I, S>(program: impl AsRef<OsStr>, args: I) -> std::process::Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = std::process::Command::new(program);
+    c.args(args);
+    for k in secret_vars() {
+        c.env_remove(k);
+    }
+    c
+}
+
 /// [`shell`] for tokio.
 pub fn shell_async(script: impl AsRef<OsStr>) -> tokio::process::Command {
     tokio::process::Command::from(shell(script))
@@ -174,6 +189,9 @@ mod tests {
     fn children_do_not_inherit_secrets() {
         set_test_secrets();
         let out = shell("env").output().unwrap();
+        assert!(out.status.success());
+        check_child_env(&String::from_utf8_lossy(&out.stdout));
+        let out = command("env", std::iter::empty::<&str>()).output().unwrap();
         assert!(out.status.success());
         check_child_env(&String::from_utf8_lossy(&out.stdout));
     }

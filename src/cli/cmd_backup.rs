@@ -1,10 +1,12 @@
 //! `cairn backup`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use cairn::ops::backup::progress::Progress;
+use cairn::ops::backup::stream::Stream;
 use cairn::ops::backup::{backup, BackupOptions};
 use cairn::ops::Outcome;
 use clap::Args;
@@ -33,9 +35,23 @@ pub struct BackupArgs {
     /// Back up standard input instead of files.
     #[arg(long)]
     pub stdin: bool,
-    /// File name for --stdin.
-    #[arg(long, default_value = "stdin")]
-    pub stdin_filename: String,
+    /// Back up the standard output of the command given after `--`
+    /// (`-- pg_dump --format=custom app`). A command that exits non-zero
+    /// or is killed makes the backup fail: no snapshot is saved.
+    #[arg(long, requires = "command")]
+    pub stdin_from_command: bool,
+    /// Copy this SQLite database online (consistent while others write to
+    /// it) and back up the copy as one file.
+    #[arg(long, value_name = "PATH")]
+    pub sqlite: Option<PathBuf>,
+    /// The file name in the snapshot for --stdin [default: stdin],
+    /// --stdin-from-command [default: the program's name plus `.out`] or
+    /// --sqlite [default: the database's file name].
+    #[arg(long, value_name = "NAME")]
+    pub stdin_filename: Option<String>,
+    /// The command for --stdin-from-command, with its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
     /// Host name recorded in the snapshot.
     #[arg(long)]
     pub host: Option<String>,
@@ -58,14 +74,7 @@ pub struct BackupArgs {
 }
 
 pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
-    if a.stdin && !a.paths.is_empty() {
-        anyhow::bail!(UsageError("--stdin takes no paths".into()));
-    }
-    if !a.stdin && a.paths.is_empty() {
-        anyhow::bail!(UsageError(
-            "nothing to back up: give one or more paths, or --stdin".into()
-        ));
-    }
+    let stream = stream_source(&a)?;
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_file {
         let text = std::fs::read_to_string(f)
@@ -86,7 +95,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     }
     let repo = repos::open(g, true).await?;
     let mut opts = BackupOptions::new(paths);
-    opts.stdin_name = a.stdin.then(|| a.stdin_filename.clone());
+    opts.stream = stream;
     opts.tags = a.tags.clone();
     opts.excludes = excludes;
     opts.one_file_system = a.one_file_system;
@@ -120,6 +129,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             "outcome": out.outcome(),
             "summary": s,
             "errors": out.snapshot.errors,
+            "source_error": out.source_error.as_ref().map(|e| output::chain(e)),
             "replicas": out.replicas.iter().map(|r| json!({
                 "name": r.name,
                 "ok": r.error.is_none(),
@@ -171,10 +181,60 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         }
     }
     let outcome = out.outcome();
-    if outcome == Outcome::Failed && !g.json {
-        eprintln!("error: the backup failed on every replica");
+    if !g.json {
+        if let Some(e) = &out.source_error {
+            eprintln!("error: {}: no snapshot was saved", output::chain(e));
+        } else if outcome == Outcome::Failed {
+            eprintln!("error: the backup failed on every replica");
+        }
     }
     Ok(exit::of(&outcome))
+}
+
+/// The one stream source asked for, if any; paths, --stdin,
+/// --stdin-from-command and --sqlite exclude each other.
+fn stream_source(a: &BackupArgs) -> anyhow::Result<Option<Stream>> {
+    let given = [
+        !a.paths.is_empty(),
+        a.stdin,
+        a.stdin_from_command,
+        a.sqlite.is_some(),
+    ];
+    match given.iter().filter(|g| **g).count() {
+        0 => anyhow::bail!(UsageError(
+            "nothing to back up: give one or more paths, --stdin, \
+             --stdin-from-command -- COMMAND, or --sqlite PATH"
+                .into()
+        )),
+        1 => {}
+        _ => anyhow::bail!(UsageError(
+            "paths, --stdin, --stdin-from-command and --sqlite cannot be combined: \
+             run one backup for each"
+                .into()
+        )),
+    }
+    if !a.command.is_empty() && !a.stdin_from_command {
+        anyhow::bail!(UsageError(
+            "a command after `--` needs --stdin-from-command".into()
+        ));
+    }
+    if a.stdin_filename.is_some() && !a.paths.is_empty() {
+        anyhow::bail!(UsageError(
+            "--stdin-filename names a stream, not paths".into()
+        ));
+    }
+    let name = a.stdin_filename.clone();
+    let stream = if a.stdin {
+        Stream::stdin(name)
+    } else if a.stdin_from_command {
+        Stream::command(a.command.clone(), name)
+    } else if let Some(db) = &a.sqlite {
+        let abs = std::path::absolute(db).with_context(|| format!("{}", db.display()))?;
+        Stream::sqlite(abs, name)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(stream.map_err(|e| UsageError(e.to_string()))?))
 }
 
 /// Drop `.` and resolve `..` lexically, so snapshot paths are canonical

@@ -157,7 +157,8 @@ pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
 pub enum Command {
     /// Create a repository on every given location.
     Init(cmd_init::InitArgs),
-    /// Back up files, directories or standard input.
+    /// Back up files and directories, standard input, a command's output
+    /// (`pg_dump`) or a SQLite database.
     Backup(cmd_backup::BackupArgs),
     /// List snapshots and which replicas hold them.
     Snapshots(cmd_ls::SnapshotsArgs),

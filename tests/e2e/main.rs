@@ -15,6 +15,7 @@ mod rotation;
 mod roundtrip;
 mod secrets;
 mod servers;
+mod sources;
 #[path = "../support/mod.rs"]
 mod support;
 mod tamper;

@@ -9,9 +9,9 @@ pub mod fanout;
 pub mod progress;
 pub mod source;
 pub mod store;
+pub mod stream;
 pub mod walk;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use crate::format::crypto::ObjectKind;
 use crate::format::id::Id;
 use crate::format::index::IndexPack;
 use crate::format::snapshot::{Snapshot, Summary};
-use crate::format::tree::{Node, NodeKind, RawName, Tree};
+use crate::format::tree::Tree;
 use crate::ops::Outcome;
 use crate::repo::MasterIndex;
 use crate::repo::{seal_doc, LockMode, Repository};
@@ -39,10 +39,11 @@ use walk::{BuildCounts, ParentTrees, Walk};
 /// What to back up and how.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
-    /// Absolute paths to back up (ignored with `stdin_name`).
+    /// Absolute paths to back up (ignored with `stream`).
     pub paths: Vec<PathBuf>,
-    /// Read the content from standard input and store it under this name.
-    pub stdin_name: Option<String>,
+    /// Back up one stream (stdin, a command's output, a SQLite database)
+    /// as one file instead of `paths`.
+    pub stream: Option<stream::Stream>,
     pub tags: Vec<String>,
     pub excludes: Vec<String>,
     pub one_file_system: bool,
@@ -66,7 +67,7 @@ impl BackupOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         BackupOptions {
             paths,
-            stdin_name: None,
+            stream: None,
             tags: Vec::new(),
             excludes: Vec::new(),
             one_file_system: false,
@@ -111,10 +112,15 @@ pub struct BackupOutcome {
     pub interrupted: bool,
     /// Replicas given that could not be used at all (not opened).
     pub unusable: Vec<String>,
+    /// The source failed (a dump command exited non-zero, a database could
+    /// not be copied): no snapshot was written anywhere.
+    #[serde(serialize_with = "error_text")]
+    pub source_error: Option<Error>,
 }
 
 impl BackupOutcome {
-    /// Interrupted; failed everywhere; failed on some replicas (they hold
+    /// Interrupted; the source failed or the backup failed everywhere;
+    /// failed on some replicas (they hold
     /// no snapshot of this run and stay consistent); some files unreadable
     /// (the snapshot is saved, marked partial); or ok.
     pub fn outcome(&self) -> Outcome {
@@ -127,7 +133,7 @@ impl BackupOutcome {
             .collect();
         if self.interrupted {
             Outcome::Interrupted
-        } else if self.id.is_none() {
+        } else if self.id.is_none() || self.source_error.is_some() {
             Outcome::Failed
         } else if !failed.is_empty() {
             Outcome::Partial { replicas: failed }
@@ -167,8 +173,8 @@ pub async fn backup(
     let time = opts.time.unwrap_or_else(Timestamp::now);
     let excludes = Excludes::new(&opts.excludes)
         .map_err(|e| Error::Invalid(format!("exclude pattern: {e}")))?;
-    let paths: Vec<String> = match &opts.stdin_name {
-        Some(n) => vec![format!("/{n}")],
+    let paths: Vec<String> = match &opts.stream {
+        Some(s) => s.snapshot_paths(),
         None => opts
             .paths
             .iter()
@@ -236,9 +242,26 @@ pub async fn backup(
         rt: rt.clone(),
     };
 
+    let mut source_error = None;
     let root: Option<Vec<Id>> = tokio::task::block_in_place(|| {
-        if let Some(name) = &opts.stdin_name {
-            return stdin_tree(name, repo, &store, &progress, &mut counts).map(Some);
+        if let Some(s) = &opts.stream {
+            let cancel = repo.cancel_token();
+            let read = stream::store(s, repo.chunker(), &store, &progress, &|| {
+                cancel.is_cancelled()
+            });
+            return Ok::<_, Error>(Some(match read {
+                Ok((root, size)) => {
+                    counts.files_new = 1;
+                    counts.total_bytes = size;
+                    root
+                }
+                // Reported as the interruption it is, not as a failed source.
+                Err(Error::Interrupted) => Vec::new(),
+                Err(e) => {
+                    source_error = Some(e);
+                    Vec::new()
+                }
+            }));
         }
         let (file_tx, file_rx) = bounded(opts.readers * 8);
         let (dir_tx, dir_rx) = bounded(1024);
@@ -316,15 +339,20 @@ pub async fn backup(
         original: None,
     };
     let interrupted = repo.cancel_token().is_cancelled();
-    let outcome = publish(
+    // A failed source is published like an interruption: the packs and
+    // their index files stay (harmless, reused or pruned later), the
+    // snapshot that would call a broken dump complete is not written.
+    let mut outcome = publish(
         repo,
         &written,
         &snapshot,
         upload_errors,
-        interrupted,
+        interrupted || source_error.is_some(),
         &progress,
     )
     .await;
+    outcome.interrupted = interrupted;
+    outcome.source_error = source_error;
     lock.release().await;
     Ok(outcome)
 }
@@ -384,51 +412,6 @@ pub(crate) async fn publish(
         replicas,
         interrupted,
         unusable: repo.unavailable().iter().map(|u| u.name.clone()).collect(),
+        source_error: None,
     }
-}
-
-/// Back up standard input as one file named `name`.
-fn stdin_tree(
-    name: &str,
-    repo: &Repository,
-    store: &BlobStore,
-    progress: &Progress,
-    counts: &mut BuildCounts,
-) -> Result<Vec<Id>> {
-    let mut input = std::io::stdin().lock();
-    let (content, size) = source::chunk_stream(
-        &mut input as &mut dyn Read,
-        repo.chunker(),
-        store,
-        &|n| {
-            progress.bytes_read.fetch_add(n, Relaxed);
-        },
-        &mut Vec::new(),
-    )
-    .map_err(|e| Error::io("standard input", e))?;
-    progress.files.fetch_add(1, Relaxed);
-    counts.files_new = 1;
-    counts.total_bytes = size;
-    let now = Timestamp::now().as_nanosecond() as i64;
-    let tree = Tree {
-        nodes: vec![Node {
-            name: RawName(name.as_bytes().to_vec()),
-            kind: NodeKind::File,
-            mode: 0o100600,
-            uid: crate::sys::uid(),
-            gid: 0,
-            user: None,
-            size,
-            mtime: now,
-            ctime: now,
-            inode: 0,
-            device: 0,
-            links: 1,
-            rdev: 0,
-            target: None,
-            content,
-            subtree: Vec::new(),
-        }],
-    };
-    Ok(source::store_tree(tree.to_bytes(), repo.chunker(), store))
 }
