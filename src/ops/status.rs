@@ -240,6 +240,8 @@ pub async fn status(repo: &Repository, retention: Option<&Retention<'_>>) -> Res
             last_write: None,
             behind_snapshots: restorable,
             behind_bytes: 0,
+            keyring_generation: None,
+            keyring_behind: false,
         });
         for s in &mut out {
             s.replicas.push(Presence::Unreachable);
