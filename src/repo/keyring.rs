@@ -336,18 +336,6 @@ impl Repository {
         Ok(deleted)
     }
 
-    /// Delete an object from every replica; already gone is fine.
-    pub async fn delete_everywhere(&self, h: &Handle) -> Result<()> {
-        for r in &self.replicas {
-            match r.backend.delete(h).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::backend(&r.name, e)),
-            }
-        }
-        Ok(())
-    }
-
     /// Bring every replica's `keys/` and `keyring/` up to the newest
     /// generation: the generation and the slots it names are copied to
     /// replicas lacking them (a replica that was unreachable during a key

@@ -174,6 +174,24 @@ impl Repository {
         }
     }
 
+    /// Delete an object from replica `i`; already gone is fine.
+    pub async fn delete_from(&self, i: usize, h: &Handle) -> Result<()> {
+        let r = &self.replicas[i];
+        match r.backend.delete(h).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == cairn_backends::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::backend(&r.name, e)),
+        }
+    }
+
+    /// Delete an object from every replica; already gone is fine.
+    pub async fn delete_everywhere(&self, h: &Handle) -> Result<()> {
+        for i in 0..self.replicas.len() {
+            self.delete_from(i, h).await?;
+        }
+        Ok(())
+    }
+
     /// A view of this repository restricted to replica `i`.
     pub fn single(&self, i: usize) -> Repository {
         Repository {

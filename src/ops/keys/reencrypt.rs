@@ -476,7 +476,8 @@ async fn swap_on(
     strays.sort();
     for id in strays {
         repo.check_cancelled()?;
-        remove(repo, r, &Handle::new(Kind::Pack, id.to_hex())).await?;
+        repo.delete_from(r, &Handle::new(Kind::Pack, id.to_hex()))
+            .await?;
         rep.strays_deleted += 1;
     }
     let old_index: Vec<&String> = listing.index.iter().collect();
@@ -503,7 +504,8 @@ async fn swap_on(
     }
     for name in old_index.iter().filter(|n| !new_names.contains(n.as_str())) {
         repo.check_cancelled()?;
-        remove(repo, r, &Handle::new(Kind::Index, name.as_str())).await?;
+        repo.delete_from(r, &Handle::new(Kind::Index, name.as_str()))
+            .await?;
         rep.index_deleted += 1;
     }
     let mut gone: Vec<Id> = gone
@@ -513,7 +515,8 @@ async fn swap_on(
     gone.sort();
     for id in gone {
         repo.check_cancelled()?;
-        remove(repo, r, &Handle::new(Kind::Pack, id.to_hex())).await?;
+        repo.delete_from(r, &Handle::new(Kind::Pack, id.to_hex()))
+            .await?;
         rep.packs_deleted += 1;
     }
     Ok(())
@@ -588,7 +591,8 @@ async fn rewrite_snapshots(
             }
         };
         for r in s.replicas.iter() {
-            remove(repo, r, &Handle::new(Kind::Snapshot, s.id.to_hex())).await?;
+            repo.delete_from(r, &Handle::new(Kind::Snapshot, s.id.to_hex()))
+                .await?;
             report.replicas[r].snapshots_rewritten += 1;
         }
         forgotten.push(s.id);
@@ -619,14 +623,4 @@ async fn reseal_marks(repo: &Repository, r: usize, epoch: u32) -> Result<()> {
         .put(&h, Bytes::from(sealed), PutMode::Overwrite)
         .await
         .map_err(|e| Error::backend(&replica.name, e))
-}
-
-/// Delete one object; already gone is fine.
-async fn remove(repo: &Repository, r: usize, h: &Handle) -> Result<()> {
-    let replica = repo.replica(r);
-    match replica.backend.delete(h).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::backend(&replica.name, e)),
-    }
 }

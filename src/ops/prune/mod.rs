@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_backends::{ErrorKind, Handle, Kind, PutMode};
+use cairn_backends::{Handle, Kind, PutMode};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -369,26 +369,17 @@ async fn delete_on(
         .filter(|n| !new_names.contains(n.as_str()))
     {
         repo.check_cancelled()?;
-        remove(repo, r, &Handle::new(Kind::Index, name)).await?;
+        repo.delete_from(r, &Handle::new(Kind::Index, name)).await?;
         rep.index_deleted += 1;
     }
     for id in due {
         repo.check_cancelled()?;
-        remove(repo, r, &Handle::new(Kind::Pack, id.to_hex())).await?;
+        repo.delete_from(r, &Handle::new(Kind::Pack, id.to_hex()))
+            .await?;
         rep.deleted += 1;
         rep.freed_bytes += listing.packs.get(id).copied().unwrap_or(0);
     }
     Ok(())
-}
-
-/// Delete one object; already gone is fine.
-async fn remove(repo: &Repository, r: usize, h: &Handle) -> Result<()> {
-    let replica = repo.replica(r);
-    match replica.backend.delete(h).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::backend(&replica.name, e)),
-    }
 }
 
 async fn write_marks(repo: &Repository, r: usize, marks: &Marks) -> Result<()> {
