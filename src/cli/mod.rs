@@ -178,8 +178,8 @@ pub enum Command {
     /// Free the space of data no snapshot needs (mark, then delete after a
     /// grace period; repack partly used packs).
     Prune(cmd_prune::PruneArgs),
-    /// Manage the key slots that open the repository (list, add, remove,
-    /// passwd).
+    /// Manage keys: the slots that open the repository (list, add, remove,
+    /// passwd) and the data key (rotate, reencrypt, retire, status, audit).
     #[command(subcommand)]
     Key(cmd_key::KeyCommand),
     /// Verify the repository on every replica.
