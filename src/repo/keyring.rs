@@ -76,7 +76,7 @@ pub(super) async fn open_keyring(
     prefer: &[String],
 ) -> Result<(Keyring, OpenedSlot, u64)> {
     let mut last_err = None;
-    let generations = list_generations(replicas).await;
+    let mut generations = list_generations(replicas).await;
     for r in replicas {
         let mut slots = match r.backend.list(Kind::Key).await {
             Ok(s) => s,
@@ -157,7 +157,17 @@ pub(super) async fn open_keyring(
                 public,
                 secret,
             };
-            match newest_for(replicas, &generations, &opened, &id).await {
+            let mut found = newest_for(replicas, &generations, &opened, &id).await;
+            if found
+                .as_ref()
+                .is_err_and(|e| e.backend_kind() == Some(ErrorKind::NotFound))
+            {
+                // A key operation wrote a newer generation and deleted the
+                // one listed a moment ago: list again, once.
+                generations = list_generations(replicas).await;
+                found = newest_for(replicas, &generations, &opened, &id).await;
+            }
+            match found {
                 Ok((ring, g)) => return Ok((ring, opened, g)),
                 Err(e) => {
                     // The secret was right; the slot was removed (or every
@@ -193,7 +203,11 @@ async fn newest_for(
         let gen = match read_generation(replicas, g, holders).await {
             Ok((gen, _)) => gen,
             Err(e) => {
-                tracing::warn!("keyring generation {g}: {e}; skipped");
+                // Gone since the listing (a key operation replaced it) is
+                // not damage; the caller lists again.
+                if e.backend_kind() != Some(ErrorKind::NotFound) {
+                    tracing::warn!("keyring generation {g}: {e}; skipped");
+                }
                 damaged = Some(e);
                 continue;
             }
@@ -387,5 +401,43 @@ impl Repository {
             changed.push((r.name.clone(), copied + 1));
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::keys::KdfParams;
+
+    /// A generation listed a moment ago and deleted since (a key operation
+    /// replaced it) reads as not found, which makes the opener list again,
+    /// and the repository opens.
+    #[tokio::test]
+    async fn a_generation_replaced_after_the_listing_is_listed_again() {
+        let repo = crate::test_support::memory_repo().await;
+        let replicas = repo.replicas().to_vec();
+        let stale = list_generations(&replicas).await;
+        assert_eq!(stale.len(), 1);
+        let cheap = KdfParams {
+            memory_kib: KdfParams::MIN_MEMORY_KIB,
+            iterations: 1,
+            parallelism: 1,
+        };
+        crate::ops::keys::add_key(&repo, &SecretString::from("another"), cheap, None)
+            .await
+            .unwrap();
+        let slot = repo.slot_secret().unwrap();
+        let Err(e) = newest_for(&replicas, &stale, slot, &repo.config().id).await else {
+            panic!("a deleted generation was read");
+        };
+        assert_eq!(e.backend_kind(), Some(ErrorKind::NotFound), "{e}");
+        let fresh = list_generations(&replicas).await;
+        let (_, g) = newest_for(&replicas, &fresh, slot, &repo.config().id)
+            .await
+            .unwrap();
+        assert_eq!(g, 2);
+        Repository::open(replicas, &crate::test_support::pass())
+            .await
+            .unwrap();
     }
 }
