@@ -7,6 +7,7 @@ mod cmd_backup;
 mod cmd_check;
 mod cmd_copy;
 mod cmd_diff;
+mod cmd_docs;
 mod cmd_forget;
 mod cmd_init;
 mod cmd_key;
@@ -196,6 +197,10 @@ pub enum Command {
     Backend(cmd_backend::BackendArgs),
     /// Remove stale locks (left by a killed process), or every lock.
     Unlock(cmd_unlock::UnlockArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Write man pages for cairn and every command into a directory.
+    Man(cmd_docs::ManArgs),
 }
 
 pub fn main() -> i32 {
@@ -286,6 +291,8 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Cat(a) => cmd_stats::cat(&g, a).await,
         Command::Backend(a) => cmd_backend::run(&g, a).await,
         Command::Unlock(a) => cmd_unlock::run(&g, a).await,
+        Command::Completions(a) => cmd_docs::completions(a),
+        Command::Man(a) => cmd_docs::man(a),
     }
 }
 

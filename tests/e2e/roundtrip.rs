@@ -397,3 +397,76 @@ fn backup_time_is_recorded() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--time"));
 }
+
+/// `cairn completions` prints scripts generated from the live command
+/// line definition (bash parses its script and completes a subcommand),
+/// and `cairn man` writes a page per command, readable by `man`.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = env
+            .cairn(&[])
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for word in ["reencrypt", "retire", "copy", "restore"] {
+            assert!(text.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let script = env.path("cairn.bash");
+    let out = env
+        .cairn(&[])
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    std::fs::write(&script, &out.stdout).unwrap();
+    // Source the script and ask it to complete `cairn key re`.
+    let probe = format!(
+        "source {}; COMP_WORDS=(cairn key re); COMP_CWORD=2; _cairn cairn re key; echo \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for w in ["reencrypt", "retire", "remove"] {
+        assert!(
+            words.split_whitespace().any(|x| x == w),
+            "{w} not in {words:?}"
+        );
+    }
+    let dir = env.path("man");
+    let out = env.cairn(&[]).arg("man").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "cairn.1",
+        "cairn-backup.1",
+        "cairn-key-rotate.1",
+        "cairn-copy.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text:.80}"
+        );
+    }
+    let out = env
+        .cairn(&[])
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
