@@ -33,13 +33,7 @@ pub async fn rotate(
     flags: &ReencryptFlags,
 ) -> anyhow::Result<i32> {
     let (report, ring, generation) = rotate_op(repo).await?;
-    let outcome = if report.unavailable.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::Partial {
-            replicas: report.unavailable.clone(),
-        }
-    };
+    let outcome = report.outcome();
     if !reencrypt {
         if g.json {
             output::print_json(
@@ -55,7 +49,7 @@ pub async fn rotate(
     }
     repo.adopt_keyring(ring, generation);
     let re = run_reencrypt(g, repo, flags).await?;
-    let outcome = worst(outcome, re.outcome());
+    let outcome = outcome.worst(re.outcome());
     if g.json {
         output::print_json(&json!({
             "type": "key_rotate",
@@ -67,14 +61,6 @@ pub async fn rotate(
         print_reencrypt(&re);
     }
     Ok(exit::of(&outcome))
-}
-
-fn worst(a: Outcome, b: Outcome) -> Outcome {
-    if exit::of(&a) >= exit::of(&b) && a != Outcome::Ok {
-        a
-    } else {
-        b
-    }
 }
 
 fn print_rotate(r: &cairn::ops::keys::RotateReport) {

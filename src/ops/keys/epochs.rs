@@ -133,6 +133,20 @@ pub struct RotateReport {
     pub unavailable: Vec<String>,
 }
 
+impl RotateReport {
+    /// Done everywhere, or done but not on the replicas that could not be
+    /// reached (exit 4: they catch up at the next key command or sync).
+    pub fn outcome(&self) -> crate::ops::Outcome {
+        if self.unavailable.is_empty() {
+            crate::ops::Outcome::Ok
+        } else {
+            crate::ops::Outcome::Partial {
+                replicas: self.unavailable.clone(),
+            }
+        }
+    }
+}
+
 /// A new data-key epoch, made current on every replica. Objects of older
 /// epochs stay readable; `key reencrypt` rewrites them. Returns the report
 /// and the new keyring (generation), for the caller to adopt.

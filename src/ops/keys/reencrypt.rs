@@ -25,18 +25,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
-use cairn_backends::{ErrorKind, Handle, Kind, PutMode};
+use cairn_backends::{ErrorKind, Handle, Kind};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::crypto::{Header, ObjectKind, HEADER_LEN};
 use crate::format::id::Id;
 use crate::format::index::IndexPack;
-use crate::format::marks::{Marks, MARKER_NAME};
+use crate::format::marks::MARKER_NAME;
 use crate::format::snapshot::Snapshot;
 use crate::ops::packer::{copy_blobs, PackWriter};
 use crate::repo::survey::{list_all, Listing};
-use crate::repo::{open_doc, seal_doc, LockMode, ReplicaSet, Repository};
+use crate::repo::{seal_doc, LockMode, ReplicaSet, Repository};
 
 /// Options of `key reencrypt`.
 #[derive(Clone, Debug)]
@@ -281,6 +281,16 @@ pub async fn reencrypt(
     res.map(|()| report)
 }
 
+/// Whether every replica was surveyed and holds no object of an epoch
+/// older than `epoch`.
+async fn nothing_older(repo: &Repository, epoch: u32) -> Result<bool> {
+    let st = crate::ops::keys::key_status(repo).await?;
+    Ok(st
+        .replicas
+        .iter()
+        .all(|r| r.error.is_none() && r.epochs.iter().all(|e| e.epoch >= epoch)))
+}
+
 async fn run(
     repo: &Repository,
     opts: &ReencryptOptions,
@@ -289,6 +299,13 @@ async fn run(
     report: &mut ReencryptReport,
     progress: &(dyn Fn(&ReencryptProgress) + Sync),
 ) -> Result<()> {
+    // Nothing to do takes no lock and deletes nothing (the swap phase
+    // would also clear debris, which is prune's job when there is no
+    // re-encryption to finish).
+    if nothing_older(repo, epoch).await? {
+        report.complete = report.replicas.iter().all(|r| r.error.is_none());
+        return Ok(());
+    }
     repo.with_lock(LockMode::Shared, "key reencrypt (copy)", async || {
         copy_phase(repo, opts, epoch, started, report, progress).await
     })
@@ -303,12 +320,8 @@ async fn run(
         Err(Error::Locked(why)) => report.swap_skipped = Some(why),
         Err(e) => return Err(e),
     }
-    let left = crate::ops::keys::key_status(repo).await?;
-    report.complete = report.replicas.iter().all(|r| r.error.is_none())
-        && left
-            .replicas
-            .iter()
-            .all(|r| r.error.is_none() && r.epochs.iter().all(|e| e.epoch >= epoch));
+    report.complete =
+        report.replicas.iter().all(|r| r.error.is_none()) && nothing_older(repo, epoch).await?;
     Ok(())
 }
 
@@ -603,24 +616,19 @@ async fn rewrite_snapshots(
     Ok(())
 }
 
-/// Seal prune's marks on replica `r` again if an older epoch sealed them.
+/// Seal prune's marks on replica `r` again if an older epoch sealed them
+/// (read within prune's size bound: junk starts the marks afresh).
 async fn reseal_marks(repo: &Repository, r: usize, epoch: u32) -> Result<()> {
     let replica = repo.replica(r);
     let h = Handle::new(Kind::Marker, MARKER_NAME);
-    let data = match replica.backend.get(&h, None).await {
+    let head = match replica.backend.get(&h, Some(0..HEADER_LEN as u64)).await {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::backend(&replica.name, e)),
     };
-    if Header::decode(&data).is_ok_and(|h| h.epoch >= epoch) {
+    if Header::decode(&head).is_ok_and(|h| h.epoch >= epoch) {
         return Ok(());
     }
-    let plain = open_doc(repo.keyring(), ObjectKind::Marker, &h.to_string(), &data)?;
-    let marks = Marks::decode(&plain).map_err(|e| Error::Corrupt(format!("{h}: {e}")))?;
-    let sealed = seal_doc(repo.keyring(), ObjectKind::Marker, &marks.encode());
-    replica
-        .backend
-        .put(&h, Bytes::from(sealed), PutMode::Overwrite)
-        .await
-        .map_err(|e| Error::backend(&replica.name, e))
+    let marks = crate::ops::prune::read_marks(repo, r).await?;
+    crate::ops::prune::write_marks(repo, r, &marks).await
 }

@@ -20,6 +20,8 @@
 mod repack;
 mod world;
 
+pub(crate) use world::read_marks;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -382,7 +384,7 @@ async fn delete_on(
     Ok(())
 }
 
-async fn write_marks(repo: &Repository, r: usize, marks: &Marks) -> Result<()> {
+pub(crate) async fn write_marks(repo: &Repository, r: usize, marks: &Marks) -> Result<()> {
     let replica = repo.replica(r);
     let sealed = seal_doc(repo.keyring(), ObjectKind::Marker, &marks.encode());
     replica

@@ -229,7 +229,7 @@ impl Visitor for LiveVisitor {
 /// Replica `r`'s marks. A missing marker is no marks; one that cannot be
 /// read is warned about and counts as none too: losing marks only delays
 /// deletion, it never deletes more.
-pub(super) async fn read_marks(repo: &Repository, r: usize) -> Result<Marks> {
+pub(crate) async fn read_marks(repo: &Repository, r: usize) -> Result<Marks> {
     let rep = repo.replica(r);
     let h = Handle::new(Kind::Marker, MARKER_NAME);
     // One byte past the limit tells a planted giant object from marks
