@@ -53,11 +53,7 @@ pub async fn read_audit(repo: &Repository) -> Result<Vec<ReplicaAudit>> {
                 });
                 continue;
             }
-            let data = r
-                .backend
-                .get(&m.handle, None)
-                .await
-                .map_err(|e| Error::backend(&r.name, e))?;
+            let data = r.get_at_most(&m.handle, MAX_ENTRY_BYTES).await?;
             objects.push((m.handle.name, data.to_vec()));
         }
         let (entries, mut problems) = verify(&key, &repo.keyring().repo_id, objects);
@@ -97,11 +93,7 @@ pub async fn record(repo: &Repository, operation: &str, detail: &str, outcome: &
             if head.as_ref().is_some_and(|(s, _)| *s >= last.0) {
                 continue;
             }
-            let data = r
-                .backend
-                .get(&last.1.handle, None)
-                .await
-                .map_err(|e| Error::backend(&r.name, e))?;
+            let data = r.get_at_most(&last.1.handle, MAX_ENTRY_BYTES).await?;
             head = Some((last.0, data.to_vec()));
         }
         let (seq, prev) = match &head {
@@ -177,7 +169,7 @@ pub(crate) async fn copy_missing(
             if have.contains(&name) || done.contains(&name) || m.size > MAX_ENTRY_BYTES {
                 continue;
             }
-            let Ok(data) = src.backend.get(&m.handle, None).await else {
+            let Ok(data) = src.get_at_most(&m.handle, MAX_ENTRY_BYTES).await else {
                 continue;
             };
             let authentic = open_document(&data, ObjectKind::Audit, &repo.keyring().repo_id, |e| {

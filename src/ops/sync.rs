@@ -210,7 +210,7 @@ async fn read_seed(source: &Replica) -> Result<(Bytes, Vec<(Handle, Bytes)>)> {
                 );
                 continue;
             }
-            let data = source.backend.get(&m.handle, None).await.map_err(be)?;
+            let data = source.get_at_most(&m.handle, limit).await?;
             slots.push((m.handle, data));
         }
     }

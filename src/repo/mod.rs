@@ -53,6 +53,26 @@ pub struct Replica {
     pub backend: Arc<dyn Backend>,
 }
 
+impl Replica {
+    /// Read `h`, at most `max` bytes: one byte more is asked for, so an
+    /// object that grew past what its listing said (or was planted) is
+    /// refused without being downloaded whole.
+    pub async fn get_at_most(&self, h: &Handle, max: u64) -> Result<bytes::Bytes> {
+        let data = self
+            .backend
+            .get(h, Some(0..max + 1))
+            .await
+            .map_err(|e| Error::backend(&self.name, e))?;
+        if data.len() as u64 > max {
+            return Err(Error::Corrupt(format!(
+                "{}: {h} is over its {max}-byte limit; not read",
+                self.name
+            )));
+        }
+        Ok(data)
+    }
+}
+
 /// A replica that could not be used, and why.
 #[derive(Debug)]
 pub struct Unavailable {
