@@ -367,3 +367,55 @@ pub fn output_with_peak_rss(c: &assert_cmd::Command) -> (std::process::Output, u
     };
     (output, rusage.ru_maxrss as u64)
 }
+
+/// Run `c` and SIGKILL it as soon as its stderr contains `needle` (e.g. a
+/// progress line saying a checkpoint was written).
+pub fn kill_when_stderr_says(c: &Command, needle: &str) {
+    use std::io::Read;
+    let mut child = std_command(c)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = err.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "{needle:?} never came: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Assert that every replica's trail in `key audit --json` output has an
+/// entry starting with each of `steps` ("operation detail").
+pub fn assert_audit_steps(audit: &serde_json::Value, steps: &[&str]) {
+    for trail in audit["replicas"].as_array().unwrap() {
+        let ops: Vec<String> = trail["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["operation"].as_str().unwrap(),
+                    e["detail"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        for step in steps {
+            assert!(
+                ops.iter().any(|o| o.starts_with(step)),
+                "{}: {step} missing from {ops:#?}",
+                trail["replica"]
+            );
+        }
+    }
+}

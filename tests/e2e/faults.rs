@@ -1714,26 +1714,7 @@ fn sigkill_during_reencrypt_leaves_consistent_repositories() {
         .success();
     let mut c = env.cairn(&[&r1, &r2]);
     c.args(["key", "reencrypt", "--batch", "1"]);
-    let mut child = std_command(&c)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("reencrypt: 1/") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "no progress line: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_stderr_says(&c, "reencrypt: 1/");
     let (code, out, err) = run(env.cairn(&[&r1, &r2]).args(["--json", "key", "reencrypt"]));
     assert_eq!(code, 0, "{out}{err}");
     let re = last_json(out.as_bytes());

@@ -137,32 +137,16 @@ fn rotate_reencrypt_and_retire_on_every_replica() {
 
     let (code, audit, err) = json_of(&env, &both, &["key", "audit"]);
     assert_eq!(code, 0, "{err}");
-    for trail in audit["replicas"].as_array().unwrap() {
-        let ops: Vec<String> = trail["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["operation"].as_str().unwrap(),
-                    e["detail"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        for step in [
+    assert_audit_steps(
+        &audit,
+        &[
             "key rotate epoch 2",
             "key reencrypt start",
             "key reencrypt progress",
             "key reencrypt finish",
             "key retire epoch 1",
-        ] {
-            assert!(
-                ops.iter().any(|o| o.starts_with(step)),
-                "{step} missing from {ops:#?}"
-            );
-        }
-    }
+        ],
+    );
 }
 
 /// A replica that cannot be reached during `key rotate` is named (exit

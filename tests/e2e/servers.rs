@@ -942,8 +942,6 @@ fn retention_across_local_s3_and_sftp() {
 /// step on every replica.
 #[test]
 fn key_rotation_across_local_s3_azure_and_sftp() {
-    use std::io::Read;
-    use std::process::Stdio;
     let (Some(s3), Some(az), Some(sftp)) = (
         server("CAIRN_TEST_REPO_S3"),
         server("CAIRN_TEST_REPO_AZURE"),
@@ -1042,25 +1040,10 @@ fn key_rotation_across_local_s3_azure_and_sftp() {
     // Rotate; re-encryption killed three times after a checkpoint, then
     // run to the end.
     env.cairn(&all).args(["key", "rotate"]).assert().success();
-    for kill in 0..3 {
+    for _ in 0..3 {
         let mut c = env.cairn(&all);
         c.args(["key", "reencrypt", "--batch", "1"]);
-        let mut child = std_command(&c)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("reencrypt: ") {
-            let n = err.read(&mut buf).unwrap();
-            assert!(n > 0, "kill {kill}: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_when_stderr_says(&c, "reencrypt: ");
         for r in &all {
             env.cairn(&[r]).arg("check").assert().success();
         }
@@ -1147,21 +1130,9 @@ fn key_rotation_across_local_s3_azure_and_sftp() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let audit = last_json(&out.stdout);
-    for trail in audit["replicas"].as_array().unwrap() {
-        let ops: Vec<String> = trail["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["operation"].as_str().unwrap(),
-                    e["detail"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        for step in [
+    assert_audit_steps(
+        &last_json(&out.stdout),
+        &[
             "key add",
             "key remove",
             "key rotate epoch 2",
@@ -1169,14 +1140,8 @@ fn key_rotation_across_local_s3_azure_and_sftp() {
             "key reencrypt progress",
             "key reencrypt finish",
             "key retire epoch 1",
-        ] {
-            assert!(
-                ops.iter().any(|o| o.starts_with(step)),
-                "{}: {step} missing from {ops:#?}",
-                trail["replica"]
-            );
-        }
-    }
+        ],
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
