@@ -125,6 +125,16 @@ async fn run_reencrypt(
 }
 
 fn print_reencrypt(re: &ReencryptReport) {
+    let idle = re.replicas.iter().all(|r| {
+        r.error.is_none() && r.old_packs == 0 && r.packs_deleted == 0 && r.strays_deleted == 0
+    });
+    if re.complete && idle && re.snapshots.is_empty() {
+        println!(
+            "nothing to re-encrypt: every object on every replica is under epoch {}",
+            re.epoch
+        );
+        return;
+    }
     println!(
         "re-encrypted under epoch {}: {} read in {:.1} s ({:.1} MB/s)",
         re.epoch,
