@@ -22,6 +22,7 @@
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod jobs;
 pub mod ops;
 pub mod repo;
 pub mod retention;

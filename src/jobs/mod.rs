@@ -1,0 +1,9 @@
+//! Jobs that run unattended: the `[jobs.NAME]` model checked, the run of
+//! one job (hooks, retries, timeout) through the operations, the local run
+//! history, what the daemon observes (metrics, health) and the
+//! notifications it sends. `cairn run NAME` and `cairn daemon` both run a
+//! job through [`run`], so a job behaves the same in either.
+
+pub mod record;
+
+pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
