@@ -5,7 +5,10 @@
 //! end (the `cairn` binary today) goes through here, so a URL or an option
 //! means the same in each; none of it reads a command line.
 
+pub mod duration;
 pub mod factory;
+pub mod jobs;
+pub mod locate;
 pub mod paths;
 
 use std::collections::BTreeMap;
@@ -81,6 +84,22 @@ pub struct ConfigFile {
     /// The default retention policy (`[retention]`).
     #[serde(default)]
     pub retention: Option<crate::retention::Policy>,
+    /// Scheduled jobs (`[jobs.NAME]`), checked by [`ConfigFile::jobs`].
+    #[serde(default)]
+    pub jobs: BTreeMap<String, jobs::JobConfig>,
+    /// How `cairn daemon` runs (`[daemon]`).
+    #[serde(default)]
+    pub daemon: jobs::DaemonConfig,
+    /// Where the configuration was read from, to name its lines in errors.
+    #[serde(skip)]
+    pub source: Option<Source>,
+}
+
+/// The file a configuration was read from, and its text.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub path: std::path::PathBuf,
+    pub text: String,
 }
 
 /// One `[backends.NAME]` table.
@@ -91,6 +110,10 @@ pub struct BackendConfig {
     /// instead of the default one.
     #[serde(default)]
     pub retention: Option<crate::retention::Policy>,
+    /// `/health` fails when this replica has had no successful write for
+    /// this long (`stale_after = "26h"`).
+    #[serde(default, with = "duration::opt")]
+    pub stale_after: Option<std::time::Duration>,
     /// Backend options (endpoint, region, connections, …), as written.
     /// They are checked when the backend is opened, against the options of
     /// the backend the URL names: a backend that is not used this time
@@ -131,14 +154,58 @@ impl ConfigFile {
                 )))
             }
         };
-        ConfigFile::parse(&text)
-            .map_err(|e| ConfigError::Invalid(format!("config {}: {e}", path.display())))
+        let mut config = ConfigFile::parse(&text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => (
+                    Some(locate::line_of(&text, span.start)),
+                    locate::path_at(&text, span.start),
+                ),
+                None => (None, None),
+            };
+            ConfigError::Invalid(at(&path, line, key.as_deref(), e.message().trim_end()))
+        })?;
+        config.source = Some(Source { path, text });
+        Ok(config)
     }
 
     /// The configuration in `text` (TOML).
     pub fn parse(text: &str) -> Result<ConfigFile, toml::de::Error> {
         toml::from_str(text)
     }
+
+    /// The jobs of `[jobs]`, checked; the error names the file, line and
+    /// key of every mistake.
+    pub fn jobs(&self) -> Result<Vec<crate::jobs::Job>, ConfigError> {
+        crate::jobs::spec::jobs(self).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| {
+                    let keys: Vec<&str> = p.path.iter().map(String::as_str).collect();
+                    let line = self.source.as_ref().and_then(|s| {
+                        locate::span_of(&s.text, &keys).map(|r| locate::line_of(&s.text, r.start))
+                    });
+                    let path = self.source.as_ref().map_or_else(
+                        || std::path::PathBuf::from("cairn.toml"),
+                        |s| s.path.clone(),
+                    );
+                    at(&path, line, Some(&p.path.join(".")), &p.message)
+                })
+                .collect();
+            ConfigError::Invalid(lines.join("\n"))
+        })
+    }
+}
+
+/// `config FILE, line N, KEY: message`.
+fn at(path: &Path, line: Option<usize>, key: Option<&str>, message: &str) -> String {
+    let mut out = format!("config {}", path.display());
+    if let Some(l) = line {
+        out.push_str(&format!(", line {l}"));
+    }
+    if let Some(k) = key {
+        out.push_str(&format!(", {k}"));
+    }
+    format!("{out}: {message}")
 }
 
 /// A URL with any password (and secret query parameters) replaced by

@@ -4,6 +4,11 @@
 //! notifications it sends. `cairn run NAME` and `cairn daemon` both run a
 //! job through [`run`], so a job behaves the same in either.
 
+pub mod history;
+pub mod hooks;
 pub mod record;
+pub mod schedule;
+pub mod spec;
 
 pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
+pub use spec::{Job, JobKind};

@@ -113,7 +113,7 @@ pub(super) fn store(
     chunker: &Chunker,
     store: &BlobStore,
     progress: &Progress,
-    cancelled: &dyn Fn() -> bool,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Vec<Id>, u64)> {
     let on_bytes = |n| {
         progress.bytes_read.fetch_add(n, Relaxed);
@@ -143,7 +143,13 @@ pub(super) fn store(
                 };
                 source::chunk_stream(&mut r, chunker, store, &on_bytes, &mut buf)
             };
-            run_command(argv, read).map_err(|e| if cancelled() { Error::Interrupted } else { e })?
+            run_command(argv, read, cancelled).map_err(|e| {
+                if cancelled() {
+                    Error::Interrupted
+                } else {
+                    e
+                }
+            })?
         }
         StreamSource::Sqlite(db) => {
             let meta = std::fs::metadata(db).map_err(|e| sqlite_error(db, e))?;
@@ -208,10 +214,13 @@ impl<R: Read> Read for Cancellable<'_, R> {
     }
 }
 
-/// Run `argv`, hand its output to `read`, and check how it ended.
+/// Run `argv`, hand its output to `read`, and check how it ended. A
+/// cancellation (Ctrl-C, SIGTERM, a job's timeout) kills the command even
+/// while it prints nothing, which would otherwise block the read forever.
 fn run_command<T>(
     argv: &[OsString],
     read: impl FnOnce(&mut dyn Read) -> std::io::Result<T>,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<T> {
     let program = argv[0].to_string_lossy();
     let mut child = cairn_backends::child::command(&argv[0], &argv[1..])
@@ -220,7 +229,26 @@ fn run_command<T>(
         .spawn()
         .map_err(|e| Error::Source(format!("cannot run the command {program}: {e}")))?;
     let mut out = child.stdout.take().expect("stdout is piped");
-    let res = read(&mut out);
+    let pid = rustix::process::Pid::from_raw(child.id() as i32);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let res = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Relaxed) {
+                if cancelled() {
+                    if let Some(pid) = pid {
+                        // The child is not reaped before `done`, so the pid
+                        // still names it.
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let res = read(&mut out);
+        done.store(true, Relaxed);
+        res
+    });
     // Closed before waiting: a command still writing gets EPIPE instead of
     // blocking forever on a pipe nobody reads.
     drop(out);
@@ -343,31 +371,52 @@ mod tests {
 
     #[test]
     fn a_failing_command_is_an_error_naming_it() {
-        let ok = run_command(&["sh".into(), "-c".into(), "echo hi".into()], |r| {
-            let mut s = String::new();
-            r.read_to_string(&mut s).map(|_| s)
-        })
+        let ok = run_command(
+            &["sh".into(), "-c".into(), "echo hi".into()],
+            |r| {
+                let mut s = String::new();
+                r.read_to_string(&mut s).map(|_| s)
+            },
+            &|| false,
+        )
         .unwrap();
         assert_eq!(ok, "hi\n");
         let drain = |r: &mut dyn Read| std::io::copy(r, &mut std::io::sink());
         let err = run_command(
             &["sh".into(), "-c".into(), "echo part; exit 3".into()],
             drain,
+            &|| false,
         )
         .unwrap_err()
         .to_string();
         assert_eq!(err, "the command sh exited with status 3");
-        let err = run_command(&["sh".into(), "-c".into(), "kill -9 $$".into()], drain)
-            .unwrap_err()
-            .to_string();
+        let err = run_command(
+            &["sh".into(), "-c".into(), "kill -9 $$".into()],
+            drain,
+            &|| false,
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "the command sh was killed by signal 9 (SIGKILL)");
-        let err = run_command(&["/nonexistent/cairn-no-such-tool".into()], drain)
-            .unwrap_err()
-            .to_string();
+        let err = run_command(&["/nonexistent/cairn-no-such-tool".into()], drain, &|| {
+            false
+        })
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("cannot run the command /nonexistent/cairn-no-such-tool"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_silent_command_is_killed_when_cancelled() {
+        let start = std::time::Instant::now();
+        let drain = |r: &mut dyn Read| std::io::copy(r, &mut std::io::sink());
+        let cancel = || start.elapsed() > Duration::from_millis(200);
+        let err = run_command(&["sleep".into(), "30".into()], drain, &cancel).unwrap_err();
+        assert!(err.to_string().contains("killed by signal 9"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
