@@ -5,11 +5,13 @@
 mod cmd_backend;
 mod cmd_backup;
 mod cmd_check;
+mod cmd_config;
 mod cmd_copy;
 mod cmd_diff;
 mod cmd_docs;
 mod cmd_forget;
 mod cmd_init;
+mod cmd_jobs;
 mod cmd_key;
 mod cmd_key_epochs;
 mod cmd_ls;
@@ -21,6 +23,7 @@ mod cmd_status;
 mod cmd_sync;
 mod cmd_unlock;
 mod exit;
+mod jobs_open;
 mod output;
 mod password;
 mod progress;
@@ -186,6 +189,16 @@ pub enum Command {
     Backend(cmd_backend::BackendArgs),
     /// Remove stale locks (left by a killed process), or every lock.
     Unlock(cmd_unlock::UnlockArgs),
+    /// Run one job of cairn.toml now, in the foreground (for systemd
+    /// timers, cron and Kubernetes CronJobs).
+    Run(cmd_jobs::RunArgs),
+    /// List the jobs of cairn.toml with their next and last runs.
+    Jobs(cmd_jobs::JobsArgs),
+    /// Show the run history of the jobs.
+    History(cmd_jobs::HistoryArgs),
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(cmd_config::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd_docs::CompletionsArgs),
     /// Write man pages for cairn and every command into a directory.
@@ -248,7 +261,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     // read and reports it); any other command is dropped at its next await point,
     // which releases its lock and leaves every replica as consistent as
     // the write ordering keeps it at any instant.
-    let stops_itself = matches!(cli.command, Command::Backup(_) | Command::Copy(_));
+    let stops_itself = matches!(
+        cli.command,
+        Command::Backup(_) | Command::Copy(_) | Command::Run(_)
+    );
     let command = run_command(&g, cli.command);
     if stops_itself {
         return command.await;
@@ -280,6 +296,10 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Cat(a) => cmd_stats::cat(&g, a).await,
         Command::Backend(a) => cmd_backend::run(&g, a).await,
         Command::Unlock(a) => cmd_unlock::run(&g, a).await,
+        Command::Run(a) => cmd_jobs::run(&g, a).await,
+        Command::Jobs(a) => cmd_jobs::jobs(&g, a),
+        Command::History(a) => cmd_jobs::history(&g, a),
+        Command::Config(c) => cmd_config::run(&g, c),
         Command::Completions(a) => cmd_docs::completions(a),
         Command::Man(a) => cmd_docs::man(a),
     }

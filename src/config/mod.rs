@@ -5,6 +5,7 @@
 //! end (the `cairn` binary today) goes through here, so a URL or an option
 //! means the same in each; none of it reads a command line.
 
+pub mod check;
 pub mod duration;
 pub mod factory;
 pub mod jobs;
@@ -181,14 +182,7 @@ impl ConfigFile {
                 .iter()
                 .map(|p| {
                     let keys: Vec<&str> = p.path.iter().map(String::as_str).collect();
-                    let line = self.source.as_ref().and_then(|s| {
-                        locate::span_of(&s.text, &keys).map(|r| locate::line_of(&s.text, r.start))
-                    });
-                    let path = self.source.as_ref().map_or_else(
-                        || std::path::PathBuf::from("cairn.toml"),
-                        |s| s.path.clone(),
-                    );
-                    at(&path, line, Some(&p.path.join(".")), &p.message)
+                    self.at(&keys, &p.message)
                 })
                 .collect();
             ConfigError::Invalid(lines.join("\n"))

@@ -7,8 +7,10 @@
 pub mod history;
 pub mod hooks;
 pub mod record;
+pub mod run;
 pub mod schedule;
 pub mod spec;
 
+pub use run::{Opener, Runner};
 pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
 pub use spec::{Job, JobKind};
