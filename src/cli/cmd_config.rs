@@ -64,7 +64,9 @@ fn is_secret_key(k: &str) -> bool {
     // `key_file`, `ca_file`: paths, not secrets.
     !k.ends_with("_file")
         && !k.ends_with("_id")
-        && SECRET_KEYS.iter().any(|s| k.split('_').any(|part| part == *s) || k == *s)
+        && SECRET_KEYS
+            .iter()
+            .any(|s| k.split('_').any(|part| part == *s) || k == *s)
 }
 
 /// The table with inline secrets replaced by `***` and passwords in URLs
@@ -100,7 +102,9 @@ fn validate(g: &Global) -> anyhow::Result<i32> {
     let file = config.source.as_ref().map(|s| s.path.display().to_string());
     if !problems.is_empty() {
         if g.json {
-            output::print_json(&json!({"type": "config_validate", "ok": false, "file": file, "problems": problems}));
+            output::print_json(
+                &json!({"type": "config_validate", "ok": false, "file": file, "problems": problems}),
+            );
             return Ok(exit::USAGE);
         }
         anyhow::bail!(UsageError(problems.join("\n")));

@@ -67,6 +67,9 @@ pub async fn run(g: &Global, a: RunArgs) -> anyhow::Result<i32> {
     let job = find(&jobs, &a.name)?;
     let history = open_history(&config)?;
     let opener = super::jobs_open::JobOpener::new(g, config.clone())?;
+    // From here a signal stops the job at a safe point (its after hooks
+    // still run) instead of ending the process.
+    super::signals::arm();
     let runner = cairn::jobs::Runner {
         config: config.clone(),
         opener: Arc::new(opener),
@@ -108,7 +111,11 @@ fn print_run(r: &RunRecord) {
         }
     );
     if let Some(s) = &r.snapshot {
-        println!("  snapshot {} ({} added)", &s[..s.len().min(8)], bytes(r.bytes_added));
+        println!(
+            "  snapshot {} ({} added)",
+            &s[..s.len().min(8)],
+            bytes(r.bytes_added)
+        );
     }
     for x in &r.replicas {
         match &x.error {

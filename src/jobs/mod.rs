@@ -11,6 +11,6 @@ pub mod run;
 pub mod schedule;
 pub mod spec;
 
-pub use run::{Opener, Runner};
 pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
+pub use run::{Opener, Runner};
 pub use spec::{Job, JobKind};

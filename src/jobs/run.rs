@@ -135,17 +135,26 @@ impl Runner {
         }
         if record.status != RunStatus::Success {
             if let Some(argv) = &job.hooks.on_failure {
-                if let Err(e) =
-                    super::hooks::run("on_failure", argv, &env(job, &record, "on_failure"), job.hooks.timeout)
-                        .await
+                if let Err(e) = super::hooks::run(
+                    "on_failure",
+                    argv,
+                    &env(job, &record, "on_failure"),
+                    job.hooks.timeout,
+                )
+                .await
                 {
                     notes.push(e.to_string());
                 }
             }
         }
         if let Some(argv) = &job.hooks.after {
-            if let Err(e) =
-                super::hooks::run("after", argv, &env(job, &record, "after"), job.hooks.timeout).await
+            if let Err(e) = super::hooks::run(
+                "after",
+                argv,
+                &env(job, &record, "after"),
+                job.hooks.timeout,
+            )
+            .await
             {
                 notes.push(e.to_string());
             }
@@ -171,21 +180,30 @@ impl Runner {
 
     async fn attempt_with_timeout(&self, job: &Job, cancel: &CancellationToken) -> Attempt {
         let token = cancel.child_token();
-        let fut = self.attempt(job, token.clone());
-        tokio::pin!(fut);
+        // Its own task: a backup reads files on this thread (in place), and
+        // the timer must fire meanwhile.
+        let task = {
+            let (runner, job, token) = (self.clone(), job.clone(), token.clone());
+            tokio::spawn(async move { runner.attempt(&job, token).await })
+        };
+        tokio::pin!(task);
+        let joined = |r: Result<Attempt, tokio::task::JoinError>| {
+            r.unwrap_or_else(|e| Attempt::failed(format!("the job's task ended: {e}")))
+        };
         let Some(limit) = job.timeout else {
-            return fut.await;
+            return joined(task.await);
         };
         tokio::select! {
-            a = &mut fut => a,
+            a = &mut task => joined(a),
             _ = tokio::time::sleep(limit) => {
                 token.cancel();
                 let why = format!(
                     "the job ran longer than its timeout ({}) and was stopped",
                     crate::config::duration::show(limit)
                 );
-                match tokio::time::timeout(STOP_GRACE, &mut fut).await {
-                    Ok(mut a) => {
+                match tokio::time::timeout(STOP_GRACE, &mut task).await {
+                    Ok(a) => {
+                        let mut a = joined(a);
                         a.status = RunStatus::Failure;
                         a.snapshot = None;
                         a.error = Some(match a.error {
@@ -194,7 +212,10 @@ impl Runner {
                         });
                         a
                     }
-                    Err(_) => Attempt::failed(why),
+                    Err(_) => {
+                        task.abort();
+                        Attempt::failed(why)
+                    }
                 }
             }
         }
@@ -293,12 +314,22 @@ async fn backup(repo: &Repository, job: &Job) -> Attempt {
     let outcome = out.outcome();
     let mut error = out.source_error.as_ref().map(|e| chain(e));
     if error.is_none() && !out.snapshot.errors.is_empty() {
-        let shown: Vec<String> = out.snapshot.errors.iter().take(5).map(|e| e.to_string()).collect();
+        let shown: Vec<String> = out
+            .snapshot
+            .errors
+            .iter()
+            .take(5)
+            .map(|e| e.to_string())
+            .collect();
         error = Some(format!(
             "{} items could not be read: {}{}",
             out.snapshot.errors.len(),
             shown.join("; "),
-            if out.snapshot.errors.len() > 5 { "; …" } else { "" }
+            if out.snapshot.errors.len() > 5 {
+                "; …"
+            } else {
+                ""
+            }
         ));
     }
     if error.is_none() && out.interrupted {
@@ -432,10 +463,9 @@ async fn check(repo: &Repository, subset: Option<crate::ops::check::Subset>) -> 
             .map(|r| ReplicaRun {
                 name: r.replica.clone(),
                 ok: r.unreachable.is_none() && r.errors.is_empty(),
-                error: r
-                    .unreachable
-                    .clone()
-                    .or_else(|| (!r.errors.is_empty()).then(|| format!("{} errors", r.errors.len()))),
+                error: r.unreachable.clone().or_else(|| {
+                    (!r.errors.is_empty()).then(|| format!("{} errors", r.errors.len()))
+                }),
                 bytes: 0,
             })
             .collect(),
@@ -456,18 +486,31 @@ fn env(job: &Job, r: &RunRecord, hook: &str) -> Vec<(String, String)> {
     if hook != "before" {
         v.extend([
             ("CAIRN_STATUS".into(), r.status.as_str().into()),
-            ("CAIRN_SNAPSHOT".into(), r.snapshot.clone().unwrap_or_default()),
+            (
+                "CAIRN_SNAPSHOT".into(),
+                r.snapshot.clone().unwrap_or_default(),
+            ),
             ("CAIRN_BYTES_ADDED".into(), r.bytes_added.to_string()),
             ("CAIRN_ATTEMPTS".into(), r.attempts.to_string()),
             (
                 "CAIRN_REPLICAS".into(),
-                r.replicas.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(","),
+                r.replicas
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
-            ("CAIRN_REPLICAS_FAILED".into(), r.failed_replicas().join(",")),
+            (
+                "CAIRN_REPLICAS_FAILED".into(),
+                r.failed_replicas().join(","),
+            ),
             ("CAIRN_ERROR".into(), r.error.clone().unwrap_or_default()),
             (
                 "CAIRN_DURATION_SECONDS".into(),
-                format!("{:.0}", Timestamp::now().duration_since(r.started).as_secs_f64()),
+                format!(
+                    "{:.0}",
+                    Timestamp::now().duration_since(r.started).as_secs_f64()
+                ),
             ),
         ]);
     }

@@ -510,7 +510,7 @@ fn too_big(rc: &mut ReplicaCheck, m: &cairn_backends::ObjectMeta, max: u64) -> b
 /// Collects what is wrong with the trees and files of one snapshot.
 struct SnapshotProblems<'a> {
     sid: &'a str,
-    problem: &'a dyn Fn(&Id) -> Option<String>,
+    problem: &'a (dyn Fn(&Id) -> Option<String> + Sync),
     found: Vec<Finding>,
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod copy;
 mod faults;
 mod hostile;
+mod jobs;
 mod keys;
 mod locks;
 mod prune;
