@@ -236,7 +236,7 @@ impl Runner {
             }
             JobKind::Sync => sync(&repo).await,
             JobKind::Forget { prune } => forget(&repo, &self.config, *prune).await,
-            JobKind::Check { subset } => check(&repo, subset.clone()).await,
+            JobKind::Check { subset } => check(&repo, *subset).await,
         };
         for u in repo.unavailable() {
             a.replicas.push(ReplicaRun {
