@@ -156,8 +156,8 @@ pub fn jobs(g: &Global, _a: JobsArgs) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<16} {:<8} {:<22} {:<20} {}",
-        "JOB", "KIND", "SCHEDULE", "NEXT RUN", "LAST RUN"
+        "{:<16} {:<8} {:<22} {:<20} LAST RUN",
+        "JOB", "KIND", "SCHEDULE", "NEXT RUN"
     );
     for (j, row) in jobs.iter().zip(&rows) {
         let next = match j.schedule.as_ref().and_then(|s| s.next_after(now)) {
