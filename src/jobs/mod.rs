@@ -4,6 +4,10 @@
 //! notifications it sends. `cairn run NAME` and `cairn daemon` both run a
 //! job through [`run`], so a job behaves the same in either.
 
+pub mod health;
+pub mod metrics;
 pub mod record;
+pub mod state;
 
 pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
+pub use state::Observations;
