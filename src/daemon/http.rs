@@ -97,7 +97,7 @@ mod tests {
             .text()
             .await
             .unwrap()
-            .contains("cairn_job_running{job=\"nightly\"} 0"));
+            .contains("cairn_job_running{job_name=\"nightly\"} 0"));
 
         let r = client.get(format!("{base}/health")).send().await.unwrap();
         assert_eq!(r.status(), 200);

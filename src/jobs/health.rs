@@ -264,9 +264,13 @@ fn stale_since(
     })
 }
 
-/// RFC 3339 to the second: what a person reading the message needs.
+/// RFC 3339 to the second (truncated: a run that finished at :45.6 did
+/// not finish at :46): what a person reading the message needs.
 fn show(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second).unwrap_or(t).to_string()
+    let whole = jiff::TimestampRound::new()
+        .smallest(jiff::Unit::Second)
+        .mode(jiff::RoundMode::Trunc);
+    t.round(whole).unwrap_or(t).to_string()
 }
 
 /// `2h`, `26h`, `1h 30m`: jiff's friendly format.
@@ -345,7 +349,7 @@ mod tests {
         o.record_run(&run(
             "nightly",
             "backup",
-            "2026-12-01T01:00:00Z",
+            "2026-12-01T01:00:00.9Z",
             RunStatus::Failure,
         ));
         let r = health(&o, ts("2026-12-01T01:00:05Z"));

@@ -15,6 +15,11 @@
 //! prometheus-client 0.24 does not escape label values. Every Prometheus
 //! server reads 0.0.4.
 //!
+//! Job metrics carry the job's name in the label `job_name`, not `job`:
+//! Prometheus gives every scraped series its scrape job as `job` and would
+//! rename cairn's to `exported_job` (kube-state-metrics names Kubernetes
+//! jobs `job_name` for the same reason).
+//!
 //! A sample is only written when its value is known: a job that never
 //! succeeded has no `cairn_job_last_success_timestamp_seconds` (a 0 would
 //! read as "last success in 1970"); alert on its absence with `absent()`,
@@ -58,7 +63,7 @@ pub fn render(obs: &Observations) -> String {
             ty,
             help,
             jobs.iter()
-                .filter_map(|(n, j)| value(j).map(|v| (vec![("job", *n)], v))),
+                .filter_map(|(n, j)| value(j).map(|v| (vec![("job_name", *n)], v))),
         )
     };
     job_family(
@@ -93,7 +98,7 @@ pub fn render(obs: &Observations) -> String {
                 .filter(move |_| last.is_some())
                 .map(move |s| {
                     (
-                        vec![("job", *n), ("status", s.as_str())],
+                        vec![("job_name", *n), ("status", s.as_str())],
                         f64::from(u8::from(last == Some(s))),
                     )
                 })
@@ -310,11 +315,11 @@ mod tests {
         let text = render(&o);
         assert_eq!(
             lines_of(&text, "cairn_job_runs_total"),
-            ["cairn_job_runs_total{job=\"new\"} 0"]
+            ["cairn_job_runs_total{job_name=\"new\"} 0"]
         );
         assert_eq!(
             lines_of(&text, "cairn_job_next_run_timestamp_seconds"),
-            ["cairn_job_next_run_timestamp_seconds{job=\"new\"} 1796094000"]
+            ["cairn_job_next_run_timestamp_seconds{job_name=\"new\"} 1796094000"]
         );
         assert!(lines_of(&text, "cairn_job_last_success_timestamp_seconds").is_empty());
         assert!(!text.contains("cairn_job_last_status"));
@@ -354,27 +359,27 @@ mod tests {
         let text = render(&o);
         assert_eq!(
             lines_of(&text, "cairn_job_last_success_timestamp_seconds"),
-            ["cairn_job_last_success_timestamp_seconds{job=\"nightly\"} 1796086800.5"]
+            ["cairn_job_last_success_timestamp_seconds{job_name=\"nightly\"} 1796086800.5"]
         );
         assert_eq!(
             lines_of(&text, "cairn_job_last_status"),
             [
-                "cairn_job_last_status{job=\"nightly\",status=\"success\"} 0",
-                "cairn_job_last_status{job=\"nightly\",status=\"partial\"} 1",
-                "cairn_job_last_status{job=\"nightly\",status=\"failure\"} 0",
+                "cairn_job_last_status{job_name=\"nightly\",status=\"success\"} 0",
+                "cairn_job_last_status{job_name=\"nightly\",status=\"partial\"} 1",
+                "cairn_job_last_status{job_name=\"nightly\",status=\"failure\"} 0",
             ]
         );
         assert_eq!(
             lines_of(&text, "cairn_job_failures_total"),
-            ["cairn_job_failures_total{job=\"nightly\"} 1"]
+            ["cairn_job_failures_total{job_name=\"nightly\"} 1"]
         );
         assert_eq!(
             lines_of(&text, "cairn_job_last_duration_seconds"),
-            ["cairn_job_last_duration_seconds{job=\"nightly\"} 90"]
+            ["cairn_job_last_duration_seconds{job_name=\"nightly\"} 90"]
         );
         assert_eq!(
             lines_of(&text, "cairn_job_stale_after_seconds"),
-            ["cairn_job_stale_after_seconds{job=\"nightly\"} 93600"]
+            ["cairn_job_stale_after_seconds{job_name=\"nightly\"} 93600"]
         );
         // Surveyed and unreachable: down; never surveyed: no sample.
         assert_eq!(
@@ -400,7 +405,7 @@ mod tests {
         o.set_job("we\"ird\\name\nx", "backup", None, None);
         let text = render(&o);
         assert!(
-            text.contains("cairn_job_running{job=\"we\\\"ird\\\\name\\nx\"} 0\n"),
+            text.contains("cairn_job_running{job_name=\"we\\\"ird\\\\name\\nx\"} 0\n"),
             "{text}"
         );
         assert_eq!(escape("a\\b\n\"c\"", false), "a\\\\b\\n\"c\"");

@@ -164,8 +164,9 @@ impl Observations {
         }
     }
 
-    /// A run finished: counters, last run and last success of its job, and
-    /// the last successful write of every replica it wrote to.
+    /// A run finished: counters, last run and last success of its job (no
+    /// longer running: a job never overlaps with itself), and the last
+    /// successful write of every replica it wrote to.
     pub fn record_run(&mut self, run: &RunRecord) {
         if !self.remember_run(run) {
             return;
@@ -173,6 +174,7 @@ impl Observations {
         let Some(job) = self.jobs.get_mut(&run.job) else {
             return;
         };
+        job.running = false;
         job.runs_total += 1;
         if run.status != RunStatus::Success {
             job.failures_total += 1;
@@ -298,6 +300,8 @@ pub(crate) mod tests {
     #[test]
     fn a_run_counts_and_sets_last_success_only_on_success() {
         let mut o = configured();
+        o.set_running("nightly", true);
+        assert!(o.jobs["nightly"].running);
         o.record_run(&run(
             "nightly",
             "backup",
@@ -311,6 +315,7 @@ pub(crate) mod tests {
             RunStatus::Partial,
         ));
         let j = &o.jobs["nightly"];
+        assert!(!j.running);
         assert_eq!(
             (j.runs_total, j.failures_total, j.bytes_added_total),
             (2, 1, 2000)
