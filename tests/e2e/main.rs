@@ -8,6 +8,7 @@ mod faults;
 mod hostile;
 mod keys;
 mod locks;
+mod metrics;
 mod prune;
 mod replicas;
 mod retention;
