@@ -20,6 +20,7 @@
 //! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod format;
 pub mod jobs;

@@ -9,6 +9,7 @@ mod hostile;
 mod jobs;
 mod keys;
 mod locks;
+mod metrics;
 mod prune;
 mod replicas;
 mod retention;
