@@ -4,6 +4,7 @@
 
 mod common;
 mod copy;
+mod deploy;
 mod faults;
 mod hostile;
 mod jobs;
