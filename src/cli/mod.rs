@@ -7,6 +7,7 @@ mod cmd_backup;
 mod cmd_check;
 mod cmd_config;
 mod cmd_copy;
+mod cmd_daemon;
 mod cmd_diff;
 mod cmd_docs;
 mod cmd_forget;
@@ -119,9 +120,18 @@ pub struct Global {
     /// exit code 5, not only a warning.
     #[arg(long, global = true, env = "CAIRN_STRICT")]
     pub strict: bool,
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, global = true, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Cancelled by SIGINT or SIGTERM (not an argument).
     #[arg(skip)]
     pub cancel: tokio_util::sync::CancellationToken,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A duration such as `90s`, `5m`, `1h30m` or `2 days`, or plain seconds.
@@ -194,6 +204,9 @@ pub enum Command {
     Run(cmd_jobs::RunArgs),
     /// List the jobs of cairn.toml with their next and last runs.
     Jobs(cmd_jobs::JobsArgs),
+    /// Run the jobs of cairn.toml on their schedules, with /metrics and
+    /// /health over HTTP (SIGHUP reloads, SIGTERM stops after running jobs).
+    Daemon(cmd_daemon::DaemonArgs),
     /// Show the run history of the jobs.
     History(cmd_jobs::HistoryArgs),
     /// Show or check the configuration.
@@ -219,18 +232,19 @@ pub fn main() -> i32 {
     };
     // Before the runtime starts its threads (see the function's docs).
     cairn::sys::tune_allocator();
-    output::init_logging(&cli.global);
+    output::init_logging(&cli.global, matches!(cli.command, Command::Daemon(_)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let json = cli.global.json;
+    let log_json = cli.global.log_format == LogFormat::Json;
     let strict = cli.global.strict;
     let mut cli = cli;
     cli.global.cancel = tokio_util::sync::CancellationToken::new();
     let cancel = cli.global.cancel.clone();
     let result = rt.block_on(async move {
-        let _signals = signals::watch(cancel, json);
+        let _signals = signals::watch(cancel, json || log_json);
         let res = run(cli).await;
         // Locks of guards dropped on an error or cancellation path.
         cairn::repo::lock::wait_released().await;
@@ -263,7 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     // the write ordering keeps it at any instant.
     let stops_itself = matches!(
         cli.command,
-        Command::Backup(_) | Command::Copy(_) | Command::Run(_)
+        Command::Backup(_) | Command::Copy(_) | Command::Run(_) | Command::Daemon(_)
     );
     let command = run_command(&g, cli.command);
     if stops_itself {
@@ -298,6 +312,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Unlock(a) => cmd_unlock::run(&g, a).await,
         Command::Run(a) => cmd_jobs::run(&g, a).await,
         Command::Jobs(a) => cmd_jobs::jobs(&g, a),
+        Command::Daemon(a) => cmd_daemon::run(&g, a).await,
         Command::History(a) => cmd_jobs::history(&g, a),
         Command::Config(c) => cmd_config::run(&g, c),
         Command::Completions(a) => cmd_docs::completions(a),

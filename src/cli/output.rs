@@ -6,9 +6,12 @@ use std::io::IsTerminal;
 
 use super::Global;
 
-pub fn init_logging(g: &Global) {
+/// Logging on stderr. A daemon logs what it does (`info`) with times; a
+/// command only warns, without times.
+pub fn init_logging(g: &Global, daemon: bool) {
     let default = match (g.quiet, g.verbose) {
         (true, _) => "error",
+        (false, 0) if daemon => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
@@ -19,12 +22,12 @@ pub fn init_logging(g: &Global) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
         .with_target(false);
-    if g.json {
-        builder.json().init();
-    } else {
-        builder.init();
+    let json = g.json || g.log_format == super::LogFormat::Json;
+    match (json, daemon) {
+        (true, _) => builder.json().init(),
+        (false, true) => builder.init(),
+        (false, false) => builder.without_time().init(),
     }
 }
 

@@ -2,3 +2,4 @@
 //! `/health` over HTTP.
 
 pub mod http;
+pub mod scheduler;

@@ -220,6 +220,16 @@ impl Observations {
     }
 
     /// A survey of the replicas (`cairn status`) made at `now`.
+    /// A survey could not use replica `name` at all (not opened): it is
+    /// unreachable, and what was last known of it is kept.
+    pub fn replica_unreachable(&mut self, name: &str, error: String, now: Timestamp) {
+        if let Some(rep) = self.replicas.get_mut(name) {
+            rep.observed = Some(now);
+            rep.reachable = false;
+            rep.error = Some(error);
+        }
+    }
+
     pub fn record_status(&mut self, status: &Status, now: Timestamp) {
         for r in &status.replicas {
             let Some(rep) = self.replicas.get_mut(&r.name) else {
