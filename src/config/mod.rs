@@ -5,7 +5,9 @@
 //! end (the `cairn` binary today) goes through here, so a URL or an option
 //! means the same in each; none of it reads a command line.
 
+pub mod duration;
 pub mod factory;
+pub mod notify;
 pub mod paths;
 
 use std::collections::BTreeMap;
@@ -81,6 +83,10 @@ pub struct ConfigFile {
     /// The default retention policy (`[retention]`).
     #[serde(default)]
     pub retention: Option<crate::retention::Policy>,
+    /// Where failures, partial runs, stale jobs and recoveries are sent
+    /// (`[notify]`).
+    #[serde(default)]
+    pub notify: Option<notify::NotifyConfig>,
 }
 
 /// One `[backends.NAME]` table.

@@ -4,6 +4,7 @@
 //! notifications it sends. `cairn run NAME` and `cairn daemon` both run a
 //! job through [`run`], so a job behaves the same in either.
 
+pub mod notify;
 pub mod record;
 
 pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
