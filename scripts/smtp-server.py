@@ -29,7 +29,9 @@ def authenticator(server, session, envelope, mechanism, auth_data):
         and auth_data.login.decode() == user
         and auth_data.password.decode() == password
     )
-    return AuthResult(success=ok)
+    # handled=False: aiosmtpd answers 235 or 535 itself (with True it
+    # answers nothing and the client waits).
+    return AuthResult(success=ok, handled=False)
 
 
 class Save:

@@ -21,6 +21,8 @@ pub(super) struct Email {
     to: Vec<Mailbox>,
     /// `server:port`, for reports.
     server: String,
+    /// The login's user name, if any, for saying whose login was refused.
+    user: Option<String>,
     timeout: Duration,
 }
 
@@ -79,6 +81,7 @@ impl Email {
             from: mailbox("notify.email.from", &cfg.from)?,
             to,
             server: format!("{server}:{}", cfg.port()),
+            user: cfg.username.clone(),
             timeout,
         })
     }
@@ -119,10 +122,17 @@ impl Email {
         let (error, retry) = if e.is_timeout() {
             (NotifyError::Timeout(self.timeout), true)
         } else if e.is_permanent() {
-            (NotifyError::Refused(text), false)
+            let login = match (&self.user, e.status().map(|c| c.to_string())) {
+                // 534/535: the credentials (RFC 4954), 530: none given.
+                (Some(user), Some(code)) if matches!(code.as_str(), "530" | "534" | "535") => {
+                    format!(" (the login of user {user} was refused)")
+                }
+                _ => String::new(),
+            };
+            (NotifyError::Refused(format!("{text}{login}")), false)
         } else if e.is_transient() {
             (NotifyError::Refused(text), true)
-        } else if e.is_tls() {
+        } else if e.is_tls() || tls_refused(&e) {
             (NotifyError::Connection(text), false)
         } else {
             // Connection refused or reset, an unreadable answer.
@@ -133,4 +143,18 @@ impl Email {
         };
         Err(AttemptError { error, retry })
     }
+}
+
+/// Whether the TLS handshake failed (an untrusted or mismatched
+/// certificate, no common protocol): the TLS layer reports that as an I/O
+/// error of kind `InvalidData`, which another attempt would only repeat.
+fn tls_refused(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::InvalidData;
+        }
+        source = s.source();
+    }
+    false
 }

@@ -177,7 +177,8 @@ impl Notification {
         if let Some(s) = &self.snapshot {
             line("Snapshot:", s);
         }
-        line("Time:", &self.time.to_string());
+        let time = self.time.round(jiff::Unit::Second).unwrap_or(self.time);
+        line("Time:", &time.to_string());
         line("Host:", &self.host);
         if let Some(e) = &self.error {
             out.push_str("\nError:\n");
@@ -522,7 +523,15 @@ fn chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    out
+    // Layers that each put their kind first repeat it ("Connection error:
+    // Connection error: …"): say it once.
+    let mut parts: Vec<&str> = Vec::new();
+    for p in out.split(": ") {
+        if parts.last() != Some(&p) {
+            parts.push(p);
+        }
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
