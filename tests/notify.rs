@@ -374,6 +374,31 @@ async fn notify_returns_before_the_delivery_is_done() {
     assert!(report.delivered(), "{report}");
 }
 
+/// A webhook that is down or failing leaves the caller free while the
+/// delivery waits to retry (an hour here, so a slow machine cannot make
+/// the delivery finish first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_or_failing_webhook_does_not_hold_up_the_caller() {
+    let config = |url: &str| config(&format!("[notify]\nwebhook = {url:?}\nbackoff = \"1h\"\n"));
+    let mut rx = Receiver::start(Answer::Status(500)).await;
+    let failing = Notifier::new(&config(&rx.url())).unwrap();
+    let down = Notifier::new(&config(&format!(
+        "http://127.0.0.1:{}/{HOOK_SECRET}",
+        closed_port()
+    )))
+    .unwrap();
+    let a = failing.notify(failure("nightly"));
+    let b = down.notify(failure("nightly"));
+    rx.wait_for_hits(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first attempts failed; both deliveries wait for their retry, and
+    // the caller is here.
+    assert!(!a.is_finished() && !b.is_finished());
+    assert_eq!(rx.hits(), 1);
+    a.abort();
+    b.abort();
+}
+
 #[tokio::test]
 async fn repeats_are_suppressed_until_a_recovery() {
     let rx = Receiver::start(Answer::Status(204)).await;
