@@ -364,6 +364,17 @@ struct Inner {
     limit: Mutex<limit::RateLimit>,
 }
 
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The targets as shown everywhere: the webhook by its host only.
+        let targets: Vec<String> = self.targets().iter().map(ToString::to_string).collect();
+        f.debug_struct("Notifier")
+            .field("targets", &targets)
+            .field("events", &self.inner.events)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Notifier {
     /// A notifier for `cfg`, checked, its secrets read (`{ env }`,
     /// `{ file }`), its CA file loaded and its clients built. Nothing is

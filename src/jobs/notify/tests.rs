@@ -242,6 +242,9 @@ fn secrets_are_read_when_the_notifier_is_made() {
             "e-mail to d@e.f via 127.0.0.1:587"
         ]
     );
+    let debug = format!("{n:?}");
+    assert!(debug.contains("webhook hooks.example.com:8443"), "{debug}");
+    assert!(!debug.contains("secret-token"), "{debug}");
 }
 
 #[tokio::test]
