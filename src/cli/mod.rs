@@ -136,7 +136,7 @@ pub enum LogFormat {
 
 /// A duration such as `90s`, `5m`, `1h30m` or `2 days`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    cairn::config::duration::parse_duration(s)
+    cairn::config::duration::parse(s)
 }
 
 /// A point in time: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM[:SS]`

@@ -101,15 +101,21 @@ pub fn open_backend(
     Ok(Arc::new(LimitBackend::new(b, connections)))
 }
 
-/// The text of one backend option from `cairn.toml`. A secret need not
-/// be written into the file: `{ env = "VAR" }` takes the value from an
-/// environment variable, `{ file = "PATH" }` from the first line of a file
-/// (`~/` is the home directory). Numbers and flags become their text, which
-/// the backend's typed options parse again. Messages name the variable or
-/// file, never the value.
+/// The text of one backend option from `cairn.toml`, as [`secret_text`]
+/// reads it; messages start with the URL (without a password) and the key.
 pub fn option_text(url: &str, key: &str, value: &toml::Value) -> Result<String, ConfigError> {
+    secret_text(&format!("{}: option {key}", redact(url)), value)
+}
+
+/// The text of a value in `cairn.toml` that may be a secret. A secret need
+/// not be written into the file: `{ env = "VAR" }` takes the value from an
+/// environment variable, `{ file = "PATH" }` from the first line of a file
+/// (`~/` is the home directory). Numbers and flags become their text.
+/// Messages start with `what` (the option or key) and name the variable or
+/// file, never the value.
+pub fn secret_text(what: &str, value: &toml::Value) -> Result<String, ConfigError> {
     use toml::Value;
-    let fail = |why: String| ConfigError::Invalid(format!("{}: option {key}: {why}", redact(url)));
+    let fail = |why: String| ConfigError::Invalid(format!("{what}: {why}"));
     let table = match value {
         Value::String(s) => return Ok(s.clone()),
         Value::Table(t) => t,

@@ -18,11 +18,11 @@ pub struct DaemonConfig {
     pub history: Option<PathBuf>,
     /// How long SIGTERM waits for running jobs before cancelling them
     /// [default: 5m].
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub shutdown_timeout: Option<Duration>,
     /// How often replica sizes and lag are refreshed for `/metrics`
     /// [default: 15m, and after every job].
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub status_interval: Option<Duration>,
 }
 
@@ -94,19 +94,19 @@ pub struct JobConfig {
     pub one_file_system: bool,
 
     /// A random delay up to this before each scheduled run.
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub jitter: Option<Duration>,
     /// Extra attempts after a failed run.
     #[serde(default)]
     pub retries: u32,
     /// The wait between attempts [default: 1m].
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub retry_delay: Option<Duration>,
     /// A run still going after this is cancelled and counts as failed.
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub timeout: Option<Duration>,
     /// `/health` fails when the job has not succeeded for this long.
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub stale_after: Option<Duration>,
     /// A run missed while the daemon was down runs once when it starts.
     #[serde(default)]
@@ -120,7 +120,7 @@ pub struct JobConfig {
     /// Run after a failed or partial run.
     pub on_failure: Option<CommandLine>,
     /// How long a hook may run [default: 5m].
-    #[serde(default, with = "super::duration::opt")]
+    #[serde(default, with = "super::duration::option")]
     pub hook_timeout: Option<Duration>,
     #[serde(default)]
     pub continue_on_hook_failure: bool,

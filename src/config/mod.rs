@@ -10,6 +10,7 @@ pub mod duration;
 pub mod factory;
 pub mod jobs;
 pub mod locate;
+pub mod notify;
 pub mod paths;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,10 @@ pub struct ConfigFile {
     /// The default retention policy (`[retention]`).
     #[serde(default)]
     pub retention: Option<crate::retention::Policy>,
+    /// Where failures, partial runs, stale jobs and recoveries are sent
+    /// (`[notify]`).
+    #[serde(default)]
+    pub notify: Option<notify::NotifyConfig>,
     /// Scheduled jobs (`[jobs.NAME]`), checked by [`ConfigFile::jobs`].
     #[serde(default)]
     pub jobs: BTreeMap<String, jobs::JobConfig>,
@@ -113,7 +118,7 @@ pub struct BackendConfig {
     pub retention: Option<crate::retention::Policy>,
     /// `/health` fails when this replica has had no successful write for
     /// this long (`stale_after = "26h"`).
-    #[serde(default, with = "duration::opt")]
+    #[serde(default, with = "duration::option")]
     pub stale_after: Option<std::time::Duration>,
     /// Backend options (endpoint, region, connections, …), as written.
     /// They are checked when the backend is opened, against the options of

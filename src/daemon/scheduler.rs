@@ -264,7 +264,7 @@ pub async fn run(
         tracing::info!(
             jobs = running.join(","),
             "shutting down: waiting up to {} for running jobs",
-            crate::config::duration::show(opts.shutdown_timeout)
+            crate::config::duration::format(opts.shutdown_timeout)
         );
     }
     let deadline = tokio::time::Instant::now() + opts.shutdown_timeout;

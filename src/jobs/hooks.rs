@@ -118,7 +118,7 @@ pub async fn run(
             Err(failed(
                 format!(
                     "ran longer than its timeout ({}) and was killed",
-                    crate::config::duration::show(timeout)
+                    crate::config::duration::format(timeout)
                 ),
                 b"",
             ))

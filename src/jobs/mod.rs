@@ -8,6 +8,7 @@ pub mod health;
 pub mod history;
 pub mod hooks;
 pub mod metrics;
+pub mod notify;
 pub mod record;
 pub mod run;
 pub mod schedule;

@@ -124,7 +124,7 @@ impl Runner {
                     job = %job.name,
                     attempt = record.attempts,
                     "attempt failed, retrying in {}: {}",
-                    crate::config::duration::show(job.retry_delay),
+                    crate::config::duration::format(job.retry_delay),
                     record.error.as_deref().unwrap_or("")
                 );
                 tokio::select! {
@@ -199,7 +199,7 @@ impl Runner {
                 token.cancel();
                 let why = format!(
                     "the job ran longer than its timeout ({}) and was stopped",
-                    crate::config::duration::show(limit)
+                    crate::config::duration::format(limit)
                 );
                 match tokio::time::timeout(STOP_GRACE, &mut task).await {
                     Ok(a) => {
