@@ -35,6 +35,7 @@ fn setup(g: &Global) -> anyhow::Result<Setup> {
     let runner = cairn::jobs::Runner {
         config: config.clone(),
         opener: Arc::new(opener),
+        notifier: cmd_jobs::notifier(&config)?,
     };
     Ok(Setup {
         config,

@@ -50,6 +50,14 @@ pub fn open_history(config: &ConfigFile) -> anyhow::Result<History> {
     Ok(History::open(&path)?)
 }
 
+/// The notifier of `[notify]`, if configured (its secrets are read now).
+pub fn notifier(config: &ConfigFile) -> anyhow::Result<Option<cairn::jobs::notify::Notifier>> {
+    match &config.notify {
+        None => Ok(None),
+        Some(n) => Ok(Some(cairn::jobs::notify::Notifier::new(n)?)),
+    }
+}
+
 fn find<'a>(jobs: &'a [Job], name: &str) -> anyhow::Result<&'a Job> {
     jobs.iter().find(|j| j.name == name).ok_or_else(|| {
         let known: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
@@ -73,10 +81,22 @@ pub async fn run(g: &Global, a: RunArgs) -> anyhow::Result<i32> {
     let runner = cairn::jobs::Runner {
         config: config.clone(),
         opener: Arc::new(opener),
+        notifier: notifier(&config)?,
     };
-    let record = runner
+    let done = runner
         .run_recorded(job, Trigger::Manual, &g.cancel, Some(&history))
         .await;
+    let record = done.record;
+    if let Some(notice) = done.notice {
+        // Delivered before exiting; its retries and timeouts bound the wait.
+        match notice.await {
+            Ok(report) if report.failed().next().is_some() => {
+                tracing::warn!("notification: {report}")
+            }
+            Ok(report) => tracing::info!("notification: {report}"),
+            Err(e) => tracing::warn!("notification: {e}"),
+        }
+    }
     if g.json {
         output::print_json(&json!({"type": "run", "run": record}));
     } else if !g.quiet {

@@ -60,6 +60,8 @@ pub struct DaemonReport {
 
 /// After a job was told to stop, how long it gets to record its run.
 const STOP_GRACE: Duration = Duration::from_secs(60);
+/// How often the daemon looks for jobs and replicas gone stale, to notify.
+const STALE_CHECK: Duration = Duration::from_secs(60);
 /// The loop wakes at least this often, so a clock change or a suspended
 /// machine does not delay a run by more.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -172,9 +174,22 @@ pub async fn run(
             opts.history.clone(),
         );
         tasks.spawn(async move {
-            runner
+            let done = runner
                 .run_recorded(&job, trigger, &cancel, Some(&history))
-                .await
+                .await;
+            if let Some(notice) = done.notice {
+                // Logged when delivered; the schedule does not wait for it.
+                tokio::spawn(async move {
+                    if let Ok(report) = notice.await {
+                        if report.failed().next().is_some() {
+                            tracing::warn!("notification: {report}");
+                        } else {
+                            tracing::info!("notification: {report}");
+                        }
+                    }
+                });
+            }
+            done.record
         });
     };
     for name in &catch_up {
@@ -185,6 +200,7 @@ pub async fn run(
     let mut survey: Option<tokio::task::JoinHandle<()>> = None;
     let mut survey_wanted = true;
     let mut next_survey = tokio::time::Instant::now();
+    let mut next_stale_check = tokio::time::Instant::now() + STALE_CHECK;
 
     loop {
         let now = Timestamp::now();
@@ -212,6 +228,10 @@ pub async fn run(
                 survey_cancel.clone(),
             )));
         }
+        if tokio::time::Instant::now() >= next_stale_check {
+            next_stale_check = tokio::time::Instant::now() + STALE_CHECK;
+            notify_stale(&setup, &opts.observations);
+        }
         let wake = slots
             .values()
             .filter_map(|s| s.next.map(|n| n.1))
@@ -220,7 +240,8 @@ pub async fn run(
             .and_then(|d| Duration::try_from(d).ok())
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP)
-            .min(next_survey.saturating_duration_since(tokio::time::Instant::now()));
+            .min(next_survey.saturating_duration_since(tokio::time::Instant::now()))
+            .min(next_stale_check.saturating_duration_since(tokio::time::Instant::now()));
         tokio::select! {
             _ = tokio::time::sleep(wake) => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -322,6 +343,43 @@ fn finished(
         slot.running = false;
     }
     observe(&opts.observations, |o| o.record_run(&record));
+}
+
+/// Tell about every job and replica without a success for longer than
+/// its `stale_after`; the notifier's rate limit turns this into one
+/// notification per `repeat_after` while it stays stale.
+fn notify_stale(setup: &Setup, obs: &SharedObservations) {
+    use crate::jobs::health::{Reason, Subject};
+    use crate::jobs::notify::{Event, Notification};
+    let Some(notifier) = &setup.runner.notifier else {
+        return;
+    };
+    let now = Timestamp::now();
+    let report = crate::jobs::health::health(&obs.read().unwrap_or_else(PoisonError::into_inner), now);
+    for p in report.problems.iter().filter(|p| p.reason == Reason::Stale) {
+        let (job, replicas) = match p.subject {
+            Subject::Job => {
+                let replicas = setup
+                    .jobs
+                    .iter()
+                    .find(|j| j.name == p.name)
+                    .and_then(|j| j.backends.clone())
+                    .unwrap_or_else(|| setup.config.backends.keys().cloned().collect());
+                (Some(p.name.clone()), replicas)
+            }
+            Subject::Replica => (None, vec![p.name.clone()]),
+        };
+        let _ = notifier.notify(Notification {
+            event: Event::Stale,
+            job,
+            replicas,
+            error: Some(p.message.clone()),
+            snapshot: None,
+            time: now,
+            host: crate::jobs::notify::local_host(),
+            summary: p.message.clone(),
+        });
+    }
 }
 
 /// Survey every replica (snapshots, sizes, lag) for `/metrics` and

@@ -16,6 +16,6 @@ pub mod spec;
 pub mod state;
 
 pub use record::{ReplicaRun, RunRecord, RunStatus, Trigger};
-pub use run::{Opener, Runner};
+pub use run::{Opener, Recorded, Runner};
 pub use spec::{Job, JobKind};
 pub use state::Observations;

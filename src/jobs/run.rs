@@ -34,6 +34,15 @@ pub trait Opener: Send + Sync {
 pub struct Runner {
     pub config: Arc<ConfigFile>,
     pub opener: Arc<dyn Opener>,
+    /// Where failures, partial runs and recoveries are told (`[notify]`).
+    pub notifier: Option<super::notify::Notifier>,
+}
+
+/// A run as recorded, and the notification it caused, still being
+/// delivered (a caller about to exit awaits it; the daemon does not).
+pub struct Recorded {
+    pub record: RunRecord,
+    pub notice: Option<tokio::task::JoinHandle<super::notify::NotifyReport>>,
 }
 
 /// After a timeout, how long the operation gets to stop at a safe point
@@ -519,20 +528,33 @@ fn env(job: &Job, r: &RunRecord, hook: &str) -> Vec<(String, String)> {
 
 impl Runner {
     /// [`Runner::run`], then store the record in `history` (a failure to
-    /// store is logged: the run happened either way).
+    /// store is logged: the run happened either way) and notify what
+    /// changed since the job's previous run: a failure, a partial run, or
+    /// the first success after either.
     pub async fn run_recorded(
         &self,
         job: &Job,
         trigger: Trigger,
         cancel: &CancellationToken,
         history: Option<&super::history::History>,
-    ) -> RunRecord {
+    ) -> Recorded {
+        let previous = history
+            .and_then(|h| h.last(&job.name).ok().flatten())
+            .map(|r| r.status);
         let mut record = self.run(job, trigger, cancel).await;
         if let Some(h) = history {
             if let Err(e) = h.record(&mut record) {
                 tracing::error!(job = %job.name, "the run could not be recorded: {}", chain(&e));
             }
         }
-        record
+        let notice = match (&self.notifier, super::notify::event_after(previous, record.status)) {
+            (Some(n), Some(event)) => Some(n.notify(super::notify::Notification::for_run(
+                event,
+                &record,
+                &super::notify::local_host(),
+            ))),
+            _ => None,
+        };
+        Recorded { record, notice }
     }
 }
