@@ -4,6 +4,7 @@
 
 mod common;
 mod copy;
+mod daemon;
 mod deploy;
 mod faults;
 mod hostile;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn promtool() -> Option<String> {
+pub fn promtool() -> Option<String> {
     server_from_env("promtool", "CAIRN_TEST_PROMTOOL")
 }
 
@@ -42,7 +42,7 @@ fn promtool_run(promtool: &str, args: &[&str], input: &str) -> std::process::Out
 }
 
 /// [`promtool_run`], panicking with promtool's output unless it succeeds.
-fn promtool_ok(promtool: &str, args: &[&str], input: &str) {
+pub fn promtool_ok(promtool: &str, args: &[&str], input: &str) {
     let out = promtool_run(promtool, args, input);
     assert!(
         out.status.success(),
