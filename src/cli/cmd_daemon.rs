@@ -65,7 +65,10 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
-            tracing::info!("serving /metrics and /health on http://{}", listener.local_addr()?);
+            tracing::info!(
+                "serving /metrics and /health on http://{}",
+                listener.local_addr()?
+            );
             let router = cairn::daemon::http::router(observations.clone());
             Some(tokio::spawn(cairn::daemon::http::serve(
                 listener,

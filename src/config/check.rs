@@ -54,7 +54,10 @@ pub fn check(config: &ConfigFile) -> Vec<String> {
             let text = e.to_string();
             match text.split_once(": ") {
                 Some((key, rest)) if key.starts_with("notify") && !key.contains(' ') => {
-                    let path: Vec<&str> = key.split('.').map(|k| k.split('[').next().unwrap_or(k)).collect();
+                    let path: Vec<&str> = key
+                        .split('.')
+                        .map(|k| k.split('[').next().unwrap_or(k))
+                        .collect();
                     out.push(config.at(&path, rest));
                 }
                 _ => out.push(config.at(&["notify"], &text)),

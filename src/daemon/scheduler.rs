@@ -355,7 +355,8 @@ fn notify_stale(setup: &Setup, obs: &SharedObservations) {
         return;
     };
     let now = Timestamp::now();
-    let report = crate::jobs::health::health(&obs.read().unwrap_or_else(PoisonError::into_inner), now);
+    let report =
+        crate::jobs::health::health(&obs.read().unwrap_or_else(PoisonError::into_inner), now);
     for p in report.problems.iter().filter(|p| p.reason == Reason::Stale) {
         let (job, replicas) = match p.subject {
             Subject::Job => {

@@ -547,7 +547,10 @@ impl Runner {
                 tracing::error!(job = %job.name, "the run could not be recorded: {}", chain(&e));
             }
         }
-        let notice = match (&self.notifier, super::notify::event_after(previous, record.status)) {
+        let notice = match (
+            &self.notifier,
+            super::notify::event_after(previous, record.status),
+        ) {
             (Some(n), Some(event)) => Some(n.notify(super::notify::Notification::for_run(
                 event,
                 &record,

@@ -78,7 +78,11 @@ impl Daemon {
     /// GET `path`: status and body.
     fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let code = text[9..12].parse().unwrap();
@@ -91,7 +95,11 @@ impl Daemon {
         let (code, body) = self.get("/health");
         let json = body
             .find('{')
-            .and_then(|i| serde_json::Deserializer::from_str(&body[i..]).into_iter().next())
+            .and_then(|i| {
+                serde_json::Deserializer::from_str(&body[i..])
+                    .into_iter()
+                    .next()
+            })
             .and_then(|v| v.ok())
             .unwrap_or(Value::Null);
         (code, json)
@@ -177,21 +185,40 @@ fn jobs_run_on_schedule_never_overlap_reload_on_sighup_and_finish_on_sigterm() {
             "runs overlap: {pair:?}"
         );
     }
-    assert!(runs.iter().all(|r| r["status"] == "success" && r["trigger"] == "schedule"), "{runs:?}");
-    assert!(d.log().contains("still running: this run is skipped"), "{}", d.log());
+    assert!(
+        runs.iter()
+            .all(|r| r["status"] == "success" && r["trigger"] == "schedule"),
+        "{runs:?}"
+    );
+    assert!(
+        d.log().contains("still running: this run is skipped"),
+        "{}",
+        d.log()
+    );
     let (code, metrics) = d.get("/metrics");
     assert_eq!(code, 200);
-    assert!(metrics.contains("cairn_job_runs_total{job_name=\"slow\"}"), "{metrics}");
+    assert!(
+        metrics.contains("cairn_job_runs_total{job_name=\"slow\"}"),
+        "{metrics}"
+    );
 
     // SIGHUP: a job added to the file is scheduled; a broken file is refused
     // and the old configuration stays.
-    std::fs::write(&config, format!("{base}{slow}[jobs.broken]\nschedule = \"99 * * * *\"\nsync = true\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}{slow}[jobs.broken]\nschedule = \"99 * * * *\"\nsync = true\n"),
+    )
+    .unwrap();
     d.signal("HUP");
     wait_for(Duration::from_secs(20), "the refused reload", || {
         d.log().contains("was not reloaded")
     });
     assert!(d.log().contains("jobs.broken.schedule"), "{}", d.log());
-    std::fs::write(&config, format!("{base}{slow}[jobs.copy]\nschedule = \"* * * * * *\"\nsync = true\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}{slow}[jobs.copy]\nschedule = \"* * * * * *\"\nsync = true\n"),
+    )
+    .unwrap();
     d.signal("HUP");
     wait_for(Duration::from_secs(30), "the new job in /metrics", || {
         d.get("/metrics").1.contains("job_name=\"copy\"")
@@ -202,7 +229,9 @@ fn jobs_run_on_schedule_never_overlap_reload_on_sighup_and_finish_on_sigterm() {
 
     // SIGTERM while slow runs: the daemon waits for it to finish.
     wait_for(Duration::from_secs(30), "slow to be running", || {
-        d.get("/metrics").1.contains("cairn_job_running{job_name=\"slow\"} 1")
+        d.get("/metrics")
+            .1
+            .contains("cairn_job_running{job_name=\"slow\"} 1")
     });
     let term = jiff::Timestamp::now();
     let code = d.stop(Duration::from_secs(40));
@@ -210,8 +239,14 @@ fn jobs_run_on_schedule_never_overlap_reload_on_sighup_and_finish_on_sigterm() {
     let runs = history(&env, &config);
     let last = runs.iter().rev().find(|r| r["job"] == "slow").unwrap();
     assert_eq!(last["status"], "success", "{last}");
-    assert!(ts(&last["finished"]) > term, "the running job was not waited for: {last}");
-    env.cairn(&[&env.path("r1"), &env.path("r2")]).arg("check").assert().success();
+    assert!(
+        ts(&last["finished"]) > term,
+        "the running job was not waited for: {last}"
+    );
+    env.cairn(&[&env.path("r1"), &env.path("r2")])
+        .arg("check")
+        .assert()
+        .success();
 }
 
 #[test]
@@ -229,11 +264,15 @@ fn a_missed_run_is_caught_up_once_at_start() {
         )
     };
     std::fs::write(&config, job(false)).unwrap();
-    env.cairn_with_config(&config).args(["run", "hourly"]).assert().success();
+    env.cairn_with_config(&config)
+        .args(["run", "hourly"])
+        .assert()
+        .success();
     // The last run was two hours ago (the daemon was down since).
     let db = rusqlite::Connection::open(env.path("history.sqlite")).unwrap();
     let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)).to_string();
-    db.execute("UPDATE runs SET started = ?1, finished = ?1", [&old]).unwrap();
+    db.execute("UPDATE runs SET started = ?1, finished = ?1", [&old])
+        .unwrap();
     drop(db);
     // Without catch_up: nothing runs at start.
     let d = Daemon::start(&env, &config);
@@ -260,9 +299,18 @@ fn a_bad_configuration_stops_the_daemon_before_it_starts() {
     let base = two_local(&env);
     let config = env.path("cairn.toml");
     for (jobs, key) in [
-        ("[jobs.a]\nschedule = \"* * *\"\nsync = true\n", "jobs.a.schedule"),
-        ("[jobs.a]\nschedule = \"@daily\"\ntimezone = \"Atlantis/Capital\"\nsync = true\n", "jobs.a.timezone"),
-        ("[jobs.a]\nsync = true\nbackends = [\"three\"]\n", "jobs.a.backends"),
+        (
+            "[jobs.a]\nschedule = \"* * *\"\nsync = true\n",
+            "jobs.a.schedule",
+        ),
+        (
+            "[jobs.a]\nschedule = \"@daily\"\ntimezone = \"Atlantis/Capital\"\nsync = true\n",
+            "jobs.a.timezone",
+        ),
+        (
+            "[jobs.a]\nsync = true\nbackends = [\"three\"]\n",
+            "jobs.a.backends",
+        ),
         ("[jobs.a]\nsync = true\nfrobnicate = 1\n", "frobnicate"),
     ] {
         std::fs::write(&config, format!("{base}{jobs}")).unwrap();
@@ -369,7 +417,9 @@ impl Receiver {
                         b.lock().unwrap().push(v);
                     }
                 }
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
             }
         });
         Receiver { port, bodies }
@@ -386,7 +436,8 @@ impl Receiver {
 /// the webhook says recovery and `/health` is 200 again.
 #[test]
 fn a_replica_failing_and_returning_is_notified_and_seen_in_health_and_metrics() {
-    let Some(base) = cairn::backends::conformance::server_from_env("S3", "CAIRN_TEST_REPO_S3") else {
+    let Some(base) = cairn::backends::conformance::server_from_env("S3", "CAIRN_TEST_REPO_S3")
+    else {
         return;
     };
     let Ok(endpoint) = std::env::var("AWS_ENDPOINT") else {
@@ -427,11 +478,18 @@ fn a_replica_failing_and_returning_is_notified_and_seen_in_health_and_metrics() 
         .assert()
         .success();
     let d = Daemon::start(&env, &config);
-    wait_for(Duration::from_secs(60), "a successful run and survey", || {
-        let (code, h) = d.health();
-        code == 200 && h["jobs"]["nightly"]["last_run"]["status"] == "success"
-            && d.get("/metrics").1.contains("cairn_replica_snapshots{replica=\"s3\"}")
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "a successful run and survey",
+        || {
+            let (code, h) = d.health();
+            code == 200
+                && h["jobs"]["nightly"]["last_run"]["status"] == "success"
+                && d.get("/metrics")
+                    .1
+                    .contains("cairn_replica_snapshots{replica=\"s3\"}")
+        },
+    );
     let (_, metrics) = d.get("/metrics");
     if let Some(promtool) = crate::metrics::promtool() {
         crate::metrics::promtool_ok(&promtool, &["check", "metrics"], &metrics);
@@ -457,14 +515,24 @@ fn a_replica_failing_and_returning_is_notified_and_seen_in_health_and_metrics() 
         .unwrap();
     assert_eq!(partial["job"], "nightly");
     assert_eq!(partial["replicas"], serde_json::json!(["s3"]));
-    assert!(partial["error"].as_str().is_some_and(|e| !e.is_empty()), "{partial}");
+    assert!(
+        partial["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{partial}"
+    );
     let (code, h) = d.health();
     assert_eq!(code, 503, "{h}");
     let problems = h["problems"].to_string();
-    assert!(problems.contains("nightly") && problems.contains("s3"), "{problems}");
+    assert!(
+        problems.contains("nightly") && problems.contains("s3"),
+        "{problems}"
+    );
     // Only once per repeat_after, though the job keeps failing.
     std::thread::sleep(Duration::from_secs(7));
-    let partials = hook.events().iter().filter(|e| e["event"] == "partial").count();
+    let partials = hook
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "partial")
+        .count();
     assert_eq!(partials, 1, "{:?}", hook.events());
 
     // S3 back: recovery, and healthy again.
@@ -472,14 +540,120 @@ fn a_replica_failing_and_returning_is_notified_and_seen_in_health_and_metrics() 
     wait_for(Duration::from_secs(120), "a recovery notification", || {
         hook.events().iter().any(|e| e["event"] == "recovery")
     });
-    wait_for(Duration::from_secs(60), "/health 200 again", || d.health().0 == 200);
+    wait_for(Duration::from_secs(60), "/health 200 again", || {
+        d.health().0 == 200
+    });
     let (_, metrics) = d.get("/metrics");
     if let Some(promtool) = crate::metrics::promtool() {
         crate::metrics::promtool_ok(&promtool, &["check", "metrics"], &metrics);
     }
-    assert!(metrics.contains("cairn_job_failures_total{job_name=\"nightly\"}"), "{metrics}");
+    assert!(
+        metrics.contains("cairn_job_failures_total{job_name=\"nightly\"}"),
+        "{metrics}"
+    );
     assert_eq!(d.stop(Duration::from_secs(60)), 0);
     // Both replicas hold every snapshot after a sync, and check is clean.
-    env.cairn_with_config(&config).arg("sync").assert().success();
-    env.cairn_with_config(&config).arg("check").assert().success();
+    env.cairn_with_config(&config)
+        .arg("sync")
+        .assert()
+        .success();
+    env.cairn_with_config(&config)
+        .arg("check")
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_job_running_past_the_shutdown_timeout_is_stopped_and_recorded() {
+    let env = Env::new();
+    let base = two_local(&env).replace("shutdown_timeout = \"30s\"", "shutdown_timeout = \"1s\"");
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[jobs.endless]\nschedule = \"* * * * * *\"\n\
+             command = [\"sleep\", \"600\"]\nfilename = \"x\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&env, &config);
+    wait_for(Duration::from_secs(30), "the job to run", || {
+        d.get("/metrics")
+            .1
+            .contains("cairn_job_running{job_name=\"endless\"} 1")
+    });
+    let started = Instant::now();
+    assert_eq!(d.stop(Duration::from_secs(60)), 0);
+    assert!(started.elapsed() < Duration::from_secs(50));
+    let runs = history(&env, &config);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "failure");
+    assert!(runs[0]["snapshot"].is_null());
+    env.cairn(&[&env.path("r1"), &env.path("r2")])
+        .arg("check")
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_failed_dump_is_notified_by_cairn_run_and_a_down_webhook_does_not_hold_it_up() {
+    let env = Env::new();
+    let base = two_local(&env);
+    let hook = Receiver::start();
+    let config = env.path("cairn.toml");
+    let write = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "{base}[notify]\nwebhook = \"http://127.0.0.1:{port}/hook\"\nretries = 2\nbackoff = \"1s\"\ntimeout = \"2s\"\n\
+                 [jobs.db]\ncommand = [\"sh\", \"-c\", \"echo 'CREATE TABLE half'; exit 2\"]\nfilename = \"db.sql\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(hook.port);
+    let out = env
+        .cairn_with_config(&config)
+        .args(["run", "db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let events = hook.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "failure");
+    assert_eq!(events[0]["job"], "db");
+    assert!(
+        events[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 2"),
+        "{events:?}"
+    );
+    assert!(events[0]["snapshot"].is_null());
+    // A webhook nobody listens on: the run still ends, after bounded tries.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    write(closed);
+    // The previous run failed too, but a new host/port is a new target:
+    // the failure is told again (and fails to be delivered).
+    let started = Instant::now();
+    let out = env
+        .cairn_with_config(&config)
+        .args(["run", "db"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(40));
+    for r in ["r1", "r2"] {
+        let out = env
+            .cairn(&[&env.path(r)])
+            .args(["snapshots", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 0);
+    }
 }
