@@ -17,6 +17,12 @@
 //! - [`config`]: what a front end opens — `cairn.toml`, default paths, and
 //!   the factory from a URL and its options to a backend with its
 //!   decorators. The only module that names concrete backends.
+//! - [`jobs`]: jobs that run unattended — `[jobs.NAME]` checked, one run
+//!   of a job (hooks, retries, timeout) through the operations, the run
+//!   history, what is observed of jobs and replicas (metrics, health), and
+//!   notifications.
+//! - [`daemon`]: the daemon's schedule loop and its HTTP listener; the
+//!   binary only adds signals and the passphrase.
 //! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
 pub mod config;
