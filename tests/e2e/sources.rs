@@ -626,6 +626,51 @@ fn a_pg_dump_that_fails_saves_no_snapshot() {
     assert_failed_cleanly(&env, &[&a, &b], &[1, 1], run, &["sh", "signal 9"]);
 }
 
+/// A scheduled database job whose pg_dump dies halfway: the run fails, no
+/// snapshot exists anywhere, and the failure is notified.
+#[test]
+fn a_database_job_whose_dump_dies_halfway_is_a_notified_failure() {
+    let Some((url, bin)) = postgres() else { return };
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    env.init(&[&a, &b]);
+    let src = make_db(&url, &bin, "cairn_job");
+    let hook = crate::daemon::Receiver::start();
+    let config = env.path("cairn.toml");
+    let script = format!(
+        "{} --format=plain --dbname {src} | head -c 100000; kill -9 $$",
+        bin.join("pg_dump").display()
+    );
+    fs::write(
+        &config,
+        format!(
+            "[backends.a]\nurl = \"{}\"\n[backends.b]\nurl = \"{}\"\n[daemon]\nhistory = \"{}\"\n\
+             [notify]\nwebhook = \"http://127.0.0.1:{}/h\"\n\
+             [jobs.db]\nschedule = \"0 * * * *\"\ncommand = [\"sh\", \"-c\", {script:?}]\nfilename = \"app.sql\"\n",
+            a.display(),
+            b.display(),
+            env.path("history.sqlite").display(),
+            hook.port
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cairn_with_config(&config)
+        .args(["run", "db", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let run = &last_json(&out.stdout)["run"];
+    assert_eq!(run["status"], "failure");
+    assert!(run["error"].as_str().unwrap().contains("signal 9"), "{run}");
+    assert!(snapshots(&env, &a).is_empty() && snapshots(&env, &b).is_empty());
+    let events = hook.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "failure");
+    assert_eq!(events[0]["job"], "db");
+    env.cairn(&[&a, &b]).arg("check").assert().success();
+}
+
 #[test]
 fn postgres_example_script_saves_the_dump_and_the_globals() {
     let Some((url, bin)) = postgres() else { return };
