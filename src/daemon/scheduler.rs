@@ -60,7 +60,8 @@ pub struct DaemonReport {
 
 /// After a job was told to stop, how long it gets to record its run.
 const STOP_GRACE: Duration = Duration::from_secs(60);
-/// How often the daemon looks for jobs and replicas gone stale, to notify.
+/// How often the daemon looks for jobs and replicas gone stale, to notify
+/// (more often when replicas are surveyed more often).
 const STALE_CHECK: Duration = Duration::from_secs(60);
 /// The loop wakes at least this often, so a clock change or a suspended
 /// machine does not delay a run by more.
@@ -200,7 +201,8 @@ pub async fn run(
     let mut survey: Option<tokio::task::JoinHandle<()>> = None;
     let mut survey_wanted = true;
     let mut next_survey = tokio::time::Instant::now();
-    let mut next_stale_check = tokio::time::Instant::now() + STALE_CHECK;
+    let stale_every = STALE_CHECK.min(opts.status_interval);
+    let mut next_stale_check = tokio::time::Instant::now() + stale_every;
 
     loop {
         let now = Timestamp::now();
@@ -229,7 +231,7 @@ pub async fn run(
             )));
         }
         if tokio::time::Instant::now() >= next_stale_check {
-            next_stale_check = tokio::time::Instant::now() + STALE_CHECK;
+            next_stale_check = tokio::time::Instant::now() + stale_every;
             notify_stale(&setup, &opts.observations);
         }
         let wake = slots
@@ -370,7 +372,8 @@ fn notify_stale(setup: &Setup, obs: &SharedObservations) {
             }
             Subject::Replica => (None, vec![p.name.clone()]),
         };
-        let _ = notifier.notify(Notification {
+        // Delivered in the background; the schedule does not wait for it.
+        drop(notifier.notify(Notification {
             event: Event::Stale,
             job,
             replicas,
@@ -379,7 +382,7 @@ fn notify_stale(setup: &Setup, obs: &SharedObservations) {
             time: now,
             host: crate::jobs::notify::local_host(),
             summary: p.message.clone(),
-        });
+        }));
     }
 }
 

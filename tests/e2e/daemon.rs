@@ -657,3 +657,61 @@ fn a_failed_dump_is_notified_by_cairn_run_and_a_down_webhook_does_not_hold_it_up
         assert_eq!(last_json(&out.stdout).as_array().unwrap().len(), 0);
     }
 }
+
+#[test]
+fn a_job_and_a_replica_going_stale_are_notified_and_fail_health() {
+    let env = Env::new();
+    let base = two_local(&env).replace("[daemon]\n", "[daemon]\nstatus_interval = \"1s\"\n");
+    // `two` must have been written to within 3 s, the job must succeed
+    // within 2 s; it is due once a year.
+    let base = base.replacen(
+        &format!("url = \"{}\"\n", env.path("r2").display()),
+        &format!(
+            "url = \"{}\"\nstale_after = \"3s\"\n",
+            env.path("r2").display()
+        ),
+        1,
+    );
+    let hook = Receiver::start();
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[notify]\nwebhook = \"http://127.0.0.1:{}/h\"\n\
+             [jobs.yearly]\nschedule = \"0 0 1 1 *\"\nsync = true\nstale_after = \"2s\"\n",
+            hook.port
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&env, &config);
+    assert_eq!(d.health().0, 200, "a fresh daemon is healthy");
+    wait_for(Duration::from_secs(30), "stale notifications", || {
+        let e = hook.events();
+        e.iter()
+            .any(|e| e["event"] == "stale" && e["job"] == "yearly")
+            && e.iter().any(|e| {
+                e["event"] == "stale"
+                    && e["job"].is_null()
+                    && e["replicas"] == serde_json::json!(["two"])
+            })
+    });
+    let (code, h) = d.health();
+    assert_eq!(code, 503);
+    let reasons: Vec<&str> = h["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.iter().all(|r| *r == "stale"), "{h}");
+    assert!(h["problems"].to_string().contains("yearly"), "{h}");
+    // Repeats are held back (repeat_after, 1h by default).
+    std::thread::sleep(Duration::from_secs(3));
+    let stale = hook
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "stale")
+        .count();
+    assert_eq!(stale, 2, "{:?}", hook.events());
+    assert_eq!(d.stop(Duration::from_secs(20)), 0);
+}
