@@ -4,10 +4,12 @@
 #
 #   docs/benchmarks/daemon-memory.sh [RUNS]
 #
-# A daemon with two jobs on local repositories, one backing up a small tree
-# and one syncing, each due every second (6-field cron), is sampled from
-# /proc: VmRSS (resident now) and VmHWM (peak) after start, after the first
-# runs, and every 25 runs. Writes a Markdown table to stdout.
+# A daemon with three jobs on two local repositories — a backup of a small
+# tree and a sync, each due every second (6-field cron), and a forget
+# keeping the last 5 snapshots every 5 seconds, so the repository stays the
+# same size as a real one under retention does — is sampled from /proc:
+# VmRSS (resident now) and VmHWM (peak) after start, after the first runs,
+# and every 25 runs. Writes a Markdown table to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-100}
@@ -32,6 +34,11 @@ backup = ["$W/data"]
 [jobs.copy]
 schedule = "* * * * * *"
 sync = true
+[retention]
+keep_last = 5
+[jobs.retention]
+schedule = "*/5 * * * * *"
+forget = true
 TOML
 "$BIN" init --kdf-memory-kib 8192 --kdf-iterations 1 >/dev/null
 "$BIN" daemon --listen 127.0.0.1:0 2>"$W/log" &
@@ -47,8 +54,9 @@ while :; do
     n=$(runs)
     if ((n >= next)); then
         echo "| $n | $(rss) |"
-        ((next == 1)) && next=25 || next=$((next + 25))
+        if ((next == 1)); then next=25; else next=$((next + 25)); fi
         ((n >= RUNS)) && break
     fi
     sleep 1
 done
+exit 0

@@ -221,7 +221,11 @@ impl Drop for LockGuard {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let task = rt.spawn(async move { held.remove().await });
-                PENDING.lock().unwrap().push(task);
+                let mut pending = PENDING.lock().unwrap();
+                // A long-running process (the daemon) drops guards all day:
+                // only releases still under way are kept.
+                pending.retain(|t| !t.is_finished());
+                pending.push(task);
             }
             Err(_) => tracing::warn!(
                 "lock {} not removed (no runtime); it will be stale",
