@@ -1,0 +1,288 @@
+//! The snapshot browser: a path in a snapshot to its entry, the listing of
+//! a directory, and a file's bytes read lazily at any offset, each blob
+//! from the first replica that has a good copy. The HTTP API (tree, file,
+//! archive) and `cairn mount` both read snapshots through it, so a path
+//! means the same in each and neither loads more than it shows.
+//!
+//! Paths are what `ls` shows: absolute, `/`-separated, in the snapshot's
+//! own namespace. A path with an empty, `.` or `..` component is refused,
+//! never normalised: nothing outside the snapshot can be named. Entries a
+//! tree holds with names that could escape (see [`Tree::take_refused`])
+//! are not shown and cannot be reached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::format::id::Id;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::repo::{MasterIndex, Repository};
+
+/// Trees kept decoded: the directories of the paths being browsed, bounded
+/// so memory does not grow with the snapshot.
+const CACHE_TREES: usize = 1024;
+
+/// A path's components, checked; `/` is the empty list.
+pub fn components(path: &str) -> Result<Vec<&str>> {
+    let bad = |why: &str| Error::Invalid(format!("path {path:?}: {why}"));
+    if !path.starts_with('/') {
+        return Err(bad("must be absolute, as `ls` shows it"));
+    }
+    if path.contains('\0') {
+        return Err(bad("holds a NUL byte"));
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    trimmed[1..]
+        .split('/')
+        .map(|c| match c {
+            "" => Err(bad("has an empty component (`//`)")),
+            "." | ".." => Err(bad("may not hold `.` or `..`")),
+            c => Ok(c),
+        })
+        .collect()
+}
+
+/// What a path names.
+#[derive(Clone, Debug)]
+pub enum Found {
+    /// The snapshot's root directory.
+    Root { tree: Vec<Id> },
+    /// An entry (a directory's subtree is in `node.subtree`).
+    Entry(Node),
+}
+
+impl Found {
+    /// The tree to list, for a directory.
+    pub fn subtree(&self) -> Option<&[Id]> {
+        match self {
+            Found::Root { tree } => Some(tree),
+            Found::Entry(n) if n.kind == NodeKind::Dir => Some(&n.subtree),
+            Found::Entry(_) => None,
+        }
+    }
+}
+
+/// Reads snapshots of one repository.
+pub struct Browser {
+    repo: Arc<Repository>,
+    index: RwLock<Arc<MasterIndex>>,
+    trees: Mutex<HashMap<Vec<Id>, Arc<Tree>>>,
+}
+
+impl Browser {
+    /// A browser over `repo`, with its index loaded now.
+    pub async fn new(repo: Arc<Repository>) -> Result<Browser> {
+        let index = repo.load_index().await?;
+        Ok(Browser {
+            repo,
+            index: RwLock::new(Arc::new(index)),
+            trees: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    fn index(&self) -> Arc<MasterIndex> {
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Load the index again: after a prune or a backup, blobs may have
+    /// moved to other packs or appeared.
+    pub async fn refresh(&self) -> Result<()> {
+        let index = Arc::new(self.repo.load_index().await?);
+        *self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+        Ok(())
+    }
+
+    /// The decoded tree stored as `ids`, without refused entries.
+    pub async fn tree(&self, ids: &[Id]) -> Result<Arc<Tree>> {
+        if let Some(t) = self.cache().get(ids) {
+            return Ok(t.clone());
+        }
+        let mut tree = match self.repo.load_tree(&self.index(), ids).await {
+            Err(e) if e.is_damage() => {
+                // A prune may have moved the blobs since the index was read.
+                self.refresh().await?;
+                self.repo.load_tree(&self.index(), ids).await?
+            }
+            r => r?,
+        };
+        let _ = tree.take_refused();
+        let tree = Arc::new(tree);
+        let mut cache = self.cache();
+        if cache.len() >= CACHE_TREES {
+            cache.clear();
+        }
+        cache.insert(ids.to_vec(), tree.clone());
+        Ok(tree)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<Id>, Arc<Tree>>> {
+        self.trees
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What `path` names in `snapshot`; [`Error::NotFound`] if nothing.
+    pub async fn find(&self, snapshot: &Snapshot, path: &str) -> Result<Found> {
+        let parts = components(path)?;
+        let mut tree = snapshot.tree.clone();
+        let mut found = Found::Root { tree: tree.clone() };
+        for (i, part) in parts.iter().enumerate() {
+            let t = self.tree(&tree).await?;
+            let node = t
+                .nodes
+                .iter()
+                .find(|n| n.name.0 == part.as_bytes())
+                .ok_or_else(|| Error::NotFound(format!("{path}: not in the snapshot")))?;
+            if i + 1 < parts.len() {
+                if node.kind != NodeKind::Dir {
+                    return Err(Error::NotFound(format!(
+                        "{path}: /{} is not a directory",
+                        parts[..=i].join("/")
+                    )));
+                }
+                tree = node.subtree.clone();
+            }
+            found = Found::Entry(node.clone());
+        }
+        Ok(found)
+    }
+
+    /// The entries of the directory `path` in `snapshot`, sorted by name.
+    pub async fn list(&self, snapshot: &Snapshot, path: &str) -> Result<Vec<Node>> {
+        let found = self.find(snapshot, path).await?;
+        let Some(ids) = found.subtree() else {
+            return Err(Error::Invalid(format!("{path}: not a directory")));
+        };
+        let mut nodes = self.tree(ids).await?.nodes.clone();
+        nodes.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+        Ok(nodes)
+    }
+
+    /// The sizes of a file's chunks, from the index (nothing is read). A
+    /// chunk in no index is an error naming it.
+    pub fn chunk_sizes(&self, node: &Node) -> Result<Vec<u64>> {
+        let index = self.index();
+        node.content
+            .iter()
+            .map(|id| {
+                index
+                    .get(id)
+                    .map(|(_, loc)| u64::from(loc.raw_len))
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("data blob {} is in no index", id.short()))
+                    })
+            })
+            .collect()
+    }
+
+    /// One chunk of a file, read, authenticated and checked against its id,
+    /// from the first replica with a good copy.
+    pub async fn chunk(&self, id: &Id) -> Result<Vec<u8>> {
+        match self.repo.read_blob(&self.index(), id).await {
+            Err(e) if e.is_damage() => {
+                self.refresh().await?;
+                self.repo.read_blob(&self.index(), id).await
+            }
+            r => r,
+        }
+    }
+
+    /// Up to `len` bytes of file `node` from `offset` (fewer at its end);
+    /// only the chunks that hold them are read.
+    pub async fn read_at(&self, node: &Node, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let sizes = self.chunk_sizes(node)?;
+        let mut out = Vec::new();
+        let end = offset.saturating_add(len);
+        let mut at = 0u64;
+        for (id, size) in node.content.iter().zip(sizes) {
+            let (start, stop) = (at, at + size);
+            at = stop;
+            if stop <= offset {
+                continue;
+            }
+            if start >= end {
+                break;
+            }
+            let data = self.chunk(id).await?;
+            let from = offset.saturating_sub(start) as usize;
+            let to = (end.min(stop) - start) as usize;
+            out.extend_from_slice(&data[from.min(data.len())..to.min(data.len())]);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[test]
+    fn paths_are_checked_not_normalised() {
+        assert_eq!(components("/").unwrap(), Vec::<&str>::new());
+        assert_eq!(components("/a/b/").unwrap(), ["a", "b"]);
+        for bad in ["a/b", "/a/../b", "/..", "/a//b", "/./a", "", "/a\0b"] {
+            assert!(components(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_are_found_listed_and_read_at_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = Arc::new(init(memory_replicas(2)).await);
+        backup_dir(&repo, &src).await;
+        let snap = repo.list_snapshots().await.unwrap().remove(0).snapshot;
+        let b = Browser::new(repo.clone()).await.unwrap();
+        let root = b.list(&snap, "/").await.unwrap();
+        assert!(!root.is_empty());
+        // Down the source's own path to a file with content.
+        let mut path = String::new();
+        for part in src.components().skip(1) {
+            path.push('/');
+            path.push_str(&part.as_os_str().to_string_lossy());
+        }
+        let files = b.list(&snap, &path).await.unwrap();
+        let file = files
+            .iter()
+            .filter(|n| n.kind == NodeKind::File && n.size > 0)
+            .max_by_key(|n| n.size)
+            .unwrap();
+        let name = String::from_utf8(file.name.0.clone()).unwrap();
+        let want = std::fs::read(src.join(&name)).unwrap();
+        let node = match b.find(&snap, &format!("{path}/{name}")).await.unwrap() {
+            Found::Entry(n) => n,
+            Found::Root { .. } => unreachable!(),
+        };
+        assert_eq!(b.read_at(&node, 0, u64::MAX).await.unwrap(), want);
+        let mid = want.len() as u64 / 3;
+        assert_eq!(
+            b.read_at(&node, mid, 1000).await.unwrap(),
+            want[mid as usize..(mid as usize + 1000).min(want.len())]
+        );
+        assert!(b
+            .read_at(&node, want.len() as u64 + 5, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            b.find(&snap, &format!("{path}/no-such-file")).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(b.list(&snap, &format!("{path}/{name}")).await.is_err());
+    }
+}
