@@ -102,6 +102,9 @@ pub async fn run(g: &Global, a: RunArgs) -> anyhow::Result<i32> {
     } else if !g.quiet {
         print_run(&record);
     }
+    if g.cancel.is_cancelled() && record.status != RunStatus::Success {
+        return Ok(cairn::ops::ExitCode::Interrupted.code());
+    }
     Ok(code(&record))
 }
 
