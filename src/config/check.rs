@@ -27,14 +27,14 @@ pub fn check(config: &ConfigFile) -> Vec<String> {
         for (k, v) in &b.options {
             if let toml::Value::Table(t) = v {
                 let fine = t.len() == 1
-                    && matches!(
-                        (t.get("env"), t.get("file")),
-                        (Some(toml::Value::String(_)), None) | (None, Some(toml::Value::String(_)))
-                    );
+                    && ["env", "file", "credential"]
+                        .iter()
+                        .any(|key| matches!(t.get(*key), Some(toml::Value::String(_))));
                 if !fine {
                     out.push(config.at(
                         &["backends", name, k],
-                        "a table must be { env = \"VARIABLE\" } or { file = \"PATH\" }",
+                        "a table must be { env = \"VARIABLE\" }, { file = \"PATH\" } or \
+                         { credential = \"NAME\" }",
                     ));
                 }
             }
@@ -75,7 +75,9 @@ pub fn check(config: &ConfigFile) -> Vec<String> {
 /// (it is valid base64, as an Azure account key must be).
 fn placeholder(v: &toml::Value) -> toml::Value {
     match v {
-        toml::Value::Table(t) if t.contains_key("env") || t.contains_key("file") => {
+        toml::Value::Table(t)
+            if t.contains_key("env") || t.contains_key("file") || t.contains_key("credential") =>
+        {
             toml::Value::String("cGxhY2Vob2xkZXI=".into())
         }
         other => other.clone(),

@@ -110,7 +110,10 @@ pub fn option_text(url: &str, key: &str, value: &toml::Value) -> Result<String, 
 /// The text of a value in `cairn.toml` that may be a secret. A secret need
 /// not be written into the file: `{ env = "VAR" }` takes the value from an
 /// environment variable, `{ file = "PATH" }` from the first line of a file
-/// (`~/` is the home directory). Numbers and flags become their text.
+/// (`~/` is the home directory), `{ credential = "NAME" }` from a systemd
+/// credential (`LoadCredential=NAME:…`, read from `$CREDENTIALS_DIRECTORY`,
+/// so one cairn.toml serves every unit). Numbers and flags become their
+/// text.
 /// Messages start with `what` (the option or key) and name the variable or
 /// file, never the value.
 pub fn secret_text(what: &str, value: &toml::Value) -> Result<String, ConfigError> {
@@ -121,6 +124,18 @@ pub fn secret_text(what: &str, value: &toml::Value) -> Result<String, ConfigErro
         Value::Table(t) => t,
         other => return Ok(other.to_string()),
     };
+    if let (Some(Value::String(name)), 1) = (table.get("credential"), table.len()) {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(fail(format!("{name:?} is not a credential name")));
+        }
+        let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+            return Err(fail(format!(
+                "credential {name}: CREDENTIALS_DIRECTORY is not set \
+                 (run under systemd with LoadCredential={name}:PATH)"
+            )));
+        };
+        return first_line(&fail, &std::path::Path::new(&dir).join(name));
+    }
     match (table.get("env"), table.get("file"), table.len()) {
         (Some(Value::String(var)), None, 1) => match std::env::var(var) {
             // Commands cairn runs (a password command) must not inherit it.
@@ -130,18 +145,24 @@ pub fn secret_text(what: &str, value: &toml::Value) -> Result<String, ConfigErro
             }
             _ => Err(fail(format!("environment variable {var} is not set"))),
         },
-        (None, Some(Value::String(path)), 1) => {
-            let path = paths::expand(path);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
-            match text.lines().next().map(str::trim_end) {
-                Some(line) if !line.is_empty() => Ok(line.to_string()),
-                _ => Err(fail(format!("{} is empty", path.display()))),
-            }
-        }
+        (None, Some(Value::String(path)), 1) => first_line(&fail, &paths::expand(path)),
         _ => Err(fail(
-            "a table must be { env = \"VARIABLE\" } or { file = \"PATH\" }".into(),
+            "a table must be { env = \"VARIABLE\" }, { file = \"PATH\" } or { credential = \"NAME\" }"
+                .into(),
         )),
+    }
+}
+
+/// The first line of the file at `path`, which must not be empty.
+fn first_line(
+    fail: &dyn Fn(String) -> ConfigError,
+    path: &std::path::Path,
+) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+    match text.lines().next().map(str::trim_end) {
+        Some(line) if !line.is_empty() => Ok(line.to_string()),
+        _ => Err(fail(format!("{} is empty", path.display()))),
     }
 }
 

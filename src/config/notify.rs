@@ -142,7 +142,8 @@ impl EmailConfig {
 }
 
 /// A value that is a secret: written in cairn.toml as a string, or taken
-/// from `{ env = "VAR" }` or `{ file = "PATH" }` when it is used. Shown as
+/// from `{ env = "VAR" }`, `{ file = "PATH" }` or `{ credential = "NAME" }`
+/// (a systemd credential) when it is used. Shown as
 /// `***` when written out; the variable or file it comes from is shown.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
@@ -164,8 +165,9 @@ impl Secret {
             toml::Value::String(_) => true,
             toml::Value::Table(t) => {
                 t.len() == 1
-                    && (t.get("env").is_some_and(toml::Value::is_str)
-                        || t.get("file").is_some_and(toml::Value::is_str))
+                    && ["env", "file", "credential"]
+                        .iter()
+                        .any(|k| t.get(*k).is_some_and(toml::Value::is_str))
             }
             _ => false,
         };
@@ -174,7 +176,8 @@ impl Secret {
         } else {
             Err(invalid(
                 key,
-                "must be a string, { env = \"VARIABLE\" } or { file = \"PATH\" }",
+                "must be a string, { env = \"VARIABLE\" }, { file = \"PATH\" } or \
+                 { credential = \"NAME\" }",
             ))
         }
     }

@@ -715,3 +715,52 @@ fn a_job_and_a_replica_going_stale_are_notified_and_fail_health() {
     assert_eq!(stale, 2, "{:?}", hook.events());
     assert_eq!(d.stop(Duration::from_secs(20)), 0);
 }
+
+/// A secret from a systemd credential (`LoadCredential=`): one cairn.toml
+/// names it by name, whatever the unit's credentials directory is.
+#[test]
+fn a_webhook_url_from_a_systemd_credential() {
+    let env = Env::new();
+    let base = two_local(&env);
+    let hook = Receiver::start();
+    let creds = env.path("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(
+        creds.join("hook"),
+        format!("http://127.0.0.1:{}/h\n", hook.port),
+    )
+    .unwrap();
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[notify]\nwebhook = {{ credential = \"hook\" }}\n\
+             [jobs.bad]\ncommand = [\"false\"]\nfilename = \"x\"\n"
+        ),
+    )
+    .unwrap();
+    env.cairn_with_config(&config)
+        .args(["config", "validate"])
+        .assert()
+        .success();
+    // Outside systemd the credential cannot be read, and the error says why.
+    let out = env
+        .cairn_with_config(&config)
+        .args(["run", "bad"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CREDENTIALS_DIRECTORY"),
+        "{out:?}"
+    );
+    env.set_var("CREDENTIALS_DIRECTORY", Some(creds.as_os_str()));
+    let out = env
+        .cairn_with_config(&config)
+        .args(["run", "bad"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(hook.events().len(), 1);
+    assert_eq!(hook.events()[0]["event"], "failure");
+}
