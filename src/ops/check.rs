@@ -294,6 +294,7 @@ async fn check_replica(
             ),
         }
     }
+    index.compact();
     rc.blobs = index.blob_count() as u64;
 
     // Packs named by the index.

@@ -143,6 +143,7 @@ impl Repository {
                 packs: packs.iter().map(|p| p.id).collect(),
             });
         }
+        index.compact();
         Ok((index, files))
     }
 
