@@ -99,7 +99,7 @@ impl MasterIndex {
             return;
         }
         let mut added: Vec<(Id, BlobLoc)> = self.recent.drain().collect();
-        added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        added.sort_unstable_by_key(|a| a.0);
         let old = std::mem::take(&mut self.sorted);
         let mut merged = Vec::with_capacity(old.len() + added.len());
         let mut old = old.into_iter().peekable();
@@ -226,7 +226,7 @@ mod tests {
         let mut p = pack(1, 1);
         p.blobs = (0..10_000u32)
             .map(|i| {
-                let mut b = p.blobs[0].clone();
+                let mut b = p.blobs[0];
                 let mut id = [0u8; 32];
                 id[..4].copy_from_slice(&i.to_be_bytes());
                 b.id = Id(id);
