@@ -100,20 +100,37 @@ impl MasterIndex {
         }
         let mut added: Vec<(Id, BlobLoc)> = self.recent.drain().collect();
         added.sort_unstable_by_key(|a| a.0);
-        let old = std::mem::take(&mut self.sorted);
-        let mut merged = Vec::with_capacity(old.len() + added.len());
-        let mut old = old.into_iter().peekable();
-        for a in added {
-            while let Some(o) = old.next_if(|o| o.0 < a.0) {
-                merged.push(o);
+        // Merged in place from the back, into room made at the end of the
+        // table: no second copy of the table, whose size dominates.
+        let old_len = self.sorted.len();
+        self.sorted.reserve_exact(added.len());
+        let filler = added[0];
+        self.sorted.resize(old_len + added.len(), filler);
+        let (mut i, mut k) = (old_len, self.sorted.len());
+        let mut dups = 0;
+        while let Some(a) = added.pop() {
+            // Older entries above `a` move up; an older entry for the same
+            // blob is replaced by `a`.
+            while i > 0 && self.sorted[i - 1].0 > a.0 {
+                k -= 1;
+                i -= 1;
+                self.sorted[k] = self.sorted[i];
             }
-            old.next_if(|o| o.0 == a.0);
-            merged.push(a);
+            if i > 0 && self.sorted[i - 1].0 == a.0 {
+                i -= 1;
+                dups += 1;
+            }
+            k -= 1;
+            self.sorted[k] = a;
         }
-        merged.extend(old);
-        merged.shrink_to_fit();
+        // What is left below `i` is in place already when nothing was
+        // replaced; otherwise the merged part moves down over the gap.
+        if dups > 0 {
+            self.sorted.copy_within(k.., i);
+            self.sorted.truncate(self.sorted.len() - dups);
+        }
+        self.sorted.shrink_to_fit();
         self.recent.shrink_to_fit();
-        self.sorted = merged;
     }
 
     fn loc(&self, id: &Id) -> Option<&BlobLoc> {
