@@ -43,7 +43,8 @@ async fn main() {
     let mut files = 0u64;
     while written < blobs {
         let n = per_pack.min(blobs - written);
-        let mut offset = 0u32;
+        // After the pack header, as a real pack lays them out.
+        let mut offset = 64u32;
         let entries = (0..n)
             .map(|seq| {
                 let e = PackEntry {

@@ -26,9 +26,9 @@ BIN=$PWD/target/release/cairn
 export CAIRN_PASSWORD=bench HOME=$W/home
 peak() { # peak RSS in MiB of a command
     /usr/bin/time -f '%M' -o "$W/time" "$@" >/dev/null 2>"$W/err" || true
-    awk '{printf "%.1f", $1/1024}' "$W/time"
+    tail -1 "$W/time" | awk '{printf "%.1f", $1/1024}'
 }
-echo "| blobs | index files on disk | backup (no change) peak RSS MiB | check peak RSS MiB | load s |"
+echo "| blobs | index files on disk | backup (no change) peak RSS MiB | check peak RSS MiB | check s |"
 echo "|---:|---:|---:|---:|---:|"
 for n in 1000 "$BLOBS"; do
     repo=$W/repo-$n
@@ -39,7 +39,7 @@ for n in 1000 "$BLOBS"; do
     b=$(peak "$BIN" -r "$repo" backup "$W/src")
     start=$(date +%s.%N)
     c=$(peak "$BIN" -r "$repo" check)
-    t=$(echo "$(date +%s.%N) - $start" | bc)
+    t=$(printf "%.2f" "$(echo "$(date +%s.%N) - $start" | bc)")
     size=$(du -sh "$repo/index" | cut -f1)
     echo "| $n | $size | $b | $c | $t |"
     echo "generated in ${gen}s" >&2

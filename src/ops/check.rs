@@ -284,7 +284,7 @@ async fn check_replica(
             crate::format::index::decode(&plain)
                 .map_err(|e| Error::Corrupt(format!("{}: {e}", m.handle)))
         }) {
-            Ok(packs) => index.add(0, &packs),
+            Ok(packs) => index.load([0], &packs),
             Err(e) => rc.add(
                 Finding::error(
                     Problem::Unreadable,

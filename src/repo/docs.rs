@@ -133,9 +133,7 @@ impl Repository {
                 }
                 Err(e) => return Err(e),
             };
-            for i in mask.iter() {
-                index.add(i, &packs);
-            }
+            index.load(mask.iter(), &packs);
             each(&packs);
             files.push(IndexFile {
                 name,

@@ -34,47 +34,73 @@ pub struct BlobLoc {
     pub codec: Codec,
 }
 
-/// Blobs added since the last compaction, at most; then they are merged
-/// into the sorted table (bounding the hash table's share of memory while
-/// a large index loads).
+/// Blobs loaded or added since the last compaction, at most; then they are
+/// merged into the sorted table (56 MiB of loaded entries at most besides
+/// it while a large index loads).
 const COMPACT_AT: usize = 1 << 20;
 
 /// Every blob of every loaded index file. Blobs live in a table sorted by
 /// id, 56 bytes a blob (an id and a [`BlobLoc`]), looked up by binary
-/// search; blobs added since the last [`MasterIndex::compact`] sit in a
-/// small hash table in front of it. Plus about 100 bytes per pack.
+/// search. Index files being loaded ([`MasterIndex::load`]) queue their
+/// blobs in a list that [`MasterIndex::compact`] merges; blobs added one
+/// pack at a time afterwards ([`MasterIndex::add`]) sit in a small hash
+/// table in front. Plus about 100 bytes per pack.
+///
+/// Where a blob is in several packs, the one listed by more replicas is
+/// used (on a tie, the one seen first).
 #[derive(Default)]
 pub struct MasterIndex {
     pub packs: Vec<PackInfo>,
     pack_pos: HashMap<Id, u32>,
     sorted: Vec<(Id, BlobLoc)>,
+    /// Loaded, not merged yet: not looked up until [`MasterIndex::compact`].
+    pending: Vec<(Id, BlobLoc)>,
     recent: HashMap<Id, BlobLoc>,
 }
 
 impl MasterIndex {
+    fn pack_position(&mut self, p: &IndexPack) -> u32 {
+        *self.pack_pos.entry(p.id).or_insert_with(|| {
+            self.packs.push(PackInfo {
+                id: p.id,
+                size: p.size,
+                header: p.header.clone(),
+                replicas: ReplicaSet::EMPTY,
+            });
+            (self.packs.len() - 1) as u32
+        })
+    }
+
+    /// Load the packs of one index file, listed by the replicas `replicas`.
+    /// Lookups see them once [`MasterIndex::compact`] ran (loading a
+    /// repository's index does it at the end).
+    pub fn load(&mut self, replicas: impl IntoIterator<Item = usize>, packs: &[IndexPack]) {
+        let replicas: Vec<usize> = replicas.into_iter().collect();
+        for p in packs {
+            let pos = self.pack_position(p);
+            for r in &replicas {
+                self.packs[pos as usize].replicas.insert(*r);
+            }
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(COMPACT_AT);
+            }
+            for b in &p.blobs {
+                self.pending.push((b.id, loc(pos, b)));
+                if self.pending.len() >= COMPACT_AT {
+                    self.compact();
+                    self.pending.reserve_exact(COMPACT_AT);
+                }
+            }
+        }
+    }
+
     /// Add the packs of one index file, listed by replica `replica`.
     pub fn add(&mut self, replica: usize, packs: &[IndexPack]) {
         for p in packs {
-            let pos = *self.pack_pos.entry(p.id).or_insert_with(|| {
-                self.packs.push(PackInfo {
-                    id: p.id,
-                    size: p.size,
-                    header: p.header.clone(),
-                    replicas: ReplicaSet::EMPTY,
-                });
-                (self.packs.len() - 1) as u32
-            });
+            let pos = self.pack_position(p);
             self.packs[pos as usize].replicas.insert(replica);
             for b in &p.blobs {
-                let loc = BlobLoc {
-                    pack: pos,
-                    seq: b.seq,
-                    offset: b.offset,
-                    stored_len: b.stored_len,
-                    raw_len: b.raw_len,
-                    kind: b.kind,
-                    codec: b.codec,
-                };
+                let loc = loc(pos, b);
                 match self.loc(&b.id) {
                     // Prefer the copy held by more replicas.
                     Some(old)
@@ -91,15 +117,30 @@ impl MasterIndex {
         }
     }
 
-    /// Merge the blobs added since the last compaction into the sorted
-    /// table (a blob added later replaces its older entry). Loading calls
-    /// it when done; lookups are right either way.
+    /// Merge the blobs loaded or added since the last compaction into the
+    /// sorted table, keeping for each blob the copy more replicas list.
     pub fn compact(&mut self) {
-        if self.recent.is_empty() {
+        if self.pending.is_empty() && self.recent.is_empty() {
             return;
         }
-        let mut added: Vec<(Id, BlobLoc)> = self.recent.drain().collect();
-        added.sort_unstable_by_key(|a| a.0);
+        let mut added = std::mem::take(&mut self.pending);
+        added.extend(self.recent.drain());
+        // Stable: among copies listed by as many replicas, the first seen
+        // stays first.
+        added.sort_by_key(|a| a.0);
+        let count = |l: &BlobLoc| self.packs[l.pack as usize].replicas.len();
+        let mut w = 0;
+        for r in 0..added.len() {
+            if w > 0 && added[w - 1].0 == added[r].0 {
+                if count(&added[r].1) > count(&added[w - 1].1) {
+                    added[w - 1] = added[r];
+                }
+            } else {
+                added[w] = added[r];
+                w += 1;
+            }
+        }
+        added.truncate(w);
         // Merged in place from the back, into room made at the end of the
         // table: no second copy of the table, whose size dominates.
         let old_len = self.sorted.len();
@@ -110,18 +151,25 @@ impl MasterIndex {
         let mut dups = 0;
         while let Some(a) = added.pop() {
             // Older entries above `a` move up; an older entry for the same
-            // blob is replaced by `a`.
+            // blob stays unless `a` is listed by more replicas.
             while i > 0 && self.sorted[i - 1].0 > a.0 {
                 k -= 1;
                 i -= 1;
                 self.sorted[k] = self.sorted[i];
             }
+            k -= 1;
             if i > 0 && self.sorted[i - 1].0 == a.0 {
                 i -= 1;
                 dups += 1;
+                let old = self.sorted[i];
+                let counts = (
+                    self.packs[old.1.pack as usize].replicas.len(),
+                    self.packs[a.1.pack as usize].replicas.len(),
+                );
+                self.sorted[k] = if counts.1 > counts.0 { a } else { old };
+            } else {
+                self.sorted[k] = a;
             }
-            k -= 1;
-            self.sorted[k] = a;
         }
         // What is left below `i` is in place already when nothing was
         // replaced; otherwise the merged part moves down over the gap.
@@ -143,6 +191,7 @@ impl MasterIndex {
     }
 
     pub fn get(&self, id: &Id) -> Option<(&PackInfo, &BlobLoc)> {
+        debug_assert!(self.pending.is_empty(), "compact() after load()");
         self.loc(id).map(|l| (&self.packs[l.pack as usize], l))
     }
 
@@ -179,6 +228,18 @@ impl MasterIndex {
     pub fn blob_table_bytes(&self) -> usize {
         self.sorted.capacity() * std::mem::size_of::<(Id, BlobLoc)>()
             + self.recent.capacity() * (std::mem::size_of::<(Id, BlobLoc)>() + 1)
+    }
+}
+
+fn loc(pack: u32, b: &crate::format::pack::PackEntry) -> BlobLoc {
+    BlobLoc {
+        pack,
+        seq: b.seq,
+        offset: b.offset,
+        stored_len: b.stored_len,
+        raw_len: b.raw_len,
+        kind: b.kind,
+        codec: b.codec,
     }
 }
 
