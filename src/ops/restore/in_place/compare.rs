@@ -202,7 +202,7 @@ impl Compare<'_> {
             NodeKind::Blockdev => FileType::BlockDevice,
             NodeKind::Socket => FileType::Socket,
         };
-        let mtime = st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64;
+        let mtime = st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64;
         let owner = !crate::sys::is_root() || (st.st_uid == n.uid && st.st_gid == n.gid);
         if ft != want || mtime != n.mtime || !owner {
             return false;
