@@ -15,8 +15,19 @@ pub struct RestoreArgs {
     /// SNAPSHOT or SNAPSHOT:PATH (id, unique prefix, or `latest`).
     pub snapshot: String,
     /// Directory to restore into.
-    #[arg(short, long)]
-    pub target: PathBuf,
+    #[arg(short, long, required_unless_present = "in_place")]
+    pub target: Option<PathBuf>,
+    /// Restore over this existing directory: a `pre-restore` safety
+    /// snapshot of it first, only what differs rewritten, the result
+    /// verified, and rolled back automatically on any failure.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["target", "include", "verify"])]
+    pub in_place: Option<PathBuf>,
+    /// With --in-place: remove what DIR has and the snapshot does not.
+    #[arg(long, requires = "in_place")]
+    pub delete: bool,
+    /// With --in-place: list what would change, change nothing.
+    #[arg(long, requires = "in_place")]
+    pub dry_run: bool,
     /// Only restore paths matching this glob (repeatable).
     #[arg(short, long)]
     pub include: Vec<String>,
@@ -43,8 +54,12 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         None => (a.snapshot.clone(), None),
     };
     let repo = repos::open_from(g, a.from.as_deref()).await?;
+    if let Some(dir) = &a.in_place {
+        return super::cmd_restore_in_place::run(g, &a, &repo, &spec, sub, dir).await;
+    }
+    let target = a.target.clone().expect("clap requires --target");
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         subpath: sub,
         include: a.include.clone(),
         verify: a.verify,
@@ -80,7 +95,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             println!(
                 "restored snapshot {} to {}: {} files, {} dirs, {}{}",
                 snap.id.short(),
-                a.target.display(),
+                target.display(),
                 out.files,
                 out.dirs,
                 bytes(out.bytes),

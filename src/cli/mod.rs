@@ -19,6 +19,7 @@ mod cmd_ls;
 mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
+mod cmd_restore_in_place;
 mod cmd_stats;
 mod cmd_status;
 mod cmd_sync;
@@ -275,10 +276,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     // read and reports it); any other command is dropped at its next await point,
     // which releases its lock and leaves every replica as consistent as
     // the write ordering keeps it at any instant.
+    // An in-place restore rolls back when cancelled, so it must not be
+    // dropped mid-way.
     let stops_itself = matches!(
-        cli.command,
+        &cli.command,
         Command::Backup(_) | Command::Copy(_) | Command::Run(_) | Command::Daemon(_)
-    );
+    ) || matches!(&cli.command, Command::Restore(a) if a.in_place.is_some());
     let command = run_command(&g, cli.command);
     if stops_itself {
         return command.await;

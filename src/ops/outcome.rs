@@ -18,6 +18,10 @@ pub enum ExitCode {
     ReplicaFailed = 4,
     Damaged = 5,
     Unreachable = 6,
+    /// `restore --in-place` failed and put the directory back as it was.
+    RolledBack = 7,
+    /// `restore --in-place` failed and could not put the directory back.
+    RollbackFailed = 8,
     NoRepository = 10,
     Locked = 11,
     WrongPassphrase = 12,

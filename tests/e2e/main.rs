@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod faults;
 mod hostile;
+mod inplace;
 mod jobs;
 mod keys;
 mod locks;

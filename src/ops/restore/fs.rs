@@ -214,6 +214,69 @@ impl Root {
         )?)
     }
 
+    /// Rename `from` to `to` (both below the root; an existing file at
+    /// `to` is replaced atomically).
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        Ok(rustix::fs::renameat(&fdir, fname, &tdir, tname)?)
+    }
+
+    /// `lstat` of `rel`; None when nothing is there (or a parent is not a
+    /// directory).
+    pub fn lstat(&self, rel: &Path) -> io::Result<Option<rustix::fs::Stat>> {
+        let (dir, name) = match self.parent(rel) {
+            Ok(p) => p,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The target of the symlink `rel`.
+    pub fn readlink(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rustix::fs::readlinkat(&dir, name, Vec::new())?.into_bytes())
+    }
+
+    /// The names in directory `rel` (`.` and `..` left out).
+    pub fn list(&self, rel: &Path) -> io::Result<Vec<Vec<u8>>> {
+        let fd = self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let mut out = Vec::new();
+        for e in rustix::fs::Dir::read_from(&fd)? {
+            let name = e?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove `rel` and, for a directory, everything below it; symlinks
+    /// are removed, never followed.
+    pub fn remove_all(&self, rel: &Path) -> io::Result<()> {
+        let Some(st) = self.lstat(rel)? else {
+            return Ok(());
+        };
+        let (dir, name) = self.parent(rel)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Self::clear(&dir, name);
+        }
+        for child in self.list(rel)? {
+            self.remove_all(&rel.join(std::ffi::OsStr::from_bytes(&child)))?;
+        }
+        match rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+            Err(e) if !not_found(e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Ownership (as root), permission bits `perm` and times of the entry
     /// `rel` of kind `n.kind`, already created.
     pub fn set_meta(&self, rel: &Path, n: &Node, perm: u32) -> io::Result<()> {

@@ -16,6 +16,7 @@
 #[doc(hidden)]
 pub mod forge;
 mod fs;
+pub mod in_place;
 
 use std::fs::File;
 use std::io::Read;
@@ -106,6 +107,17 @@ impl RestoreOutcome {
 struct FileItem {
     path: PathBuf,
     node: Node,
+    /// Where the content is written before it is renamed to `path`, in
+    /// the same directory (in-place restores: the file there stays whole
+    /// until the new one is complete); None writes `path` directly.
+    stage: Option<PathBuf>,
+}
+
+impl FileItem {
+    /// The path the content is written to.
+    fn write_path(&self) -> &Path {
+        self.stage.as_deref().unwrap_or(&self.path)
+    }
 }
 
 struct Plan {
@@ -115,6 +127,8 @@ struct Plan {
     /// Directories whose contents could not be read from the repository.
     errors: Vec<String>,
     findings: Vec<Finding>,
+    /// Whether a directory is restored (not a single file or symlink).
+    whole_dir: bool,
 }
 
 fn includes(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -184,35 +198,37 @@ pub async fn restore_snapshot(
     .await
 }
 
-/// Restore `snap` according to `opts`.
-pub async fn restore(
+/// Walk the part of `snap` that `opts` selects into a plan of entries
+/// below `root`.
+async fn make_plan(
     repo: &Repository,
     index: &MasterIndex,
     snap: &SnapshotEntry,
     opts: &RestoreOptions,
-    progress: &RestoreProgress,
-) -> Result<RestoreOutcome> {
+    root: &Root,
+) -> Result<Plan> {
     let filter = includes(&opts.include)?;
     let sub = opts.subpath.clone().unwrap_or_default();
     let (node, tree_ids) = locate(repo, index, &snap.snapshot.tree, &sub).await?;
-    let root = Root::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     let mut plan = Plan {
         dirs: Vec::new(),
         files: Vec::new(),
         others: Vec::new(),
         errors: Vec::new(),
         findings: Vec::new(),
+        whole_dir: true,
     };
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
     let short = snap.id.short();
     match node {
         Some(n) if n.kind != NodeKind::Dir => {
             let dest = PathBuf::from(std::ffi::OsStr::from_bytes(&n.name.0));
+            plan.whole_dir = false;
             add_node(&mut plan, dest, n, &snap_base, &short, opts);
         }
         _ => {
             let mut v = Planner {
-                root: &root,
+                root,
                 target: &opts.target,
                 snap_base: &snap_base,
                 snapshot: &short,
@@ -229,6 +245,19 @@ pub async fn restore(
             }
         }
     }
+    Ok(plan)
+}
+
+/// Restore `snap` according to `opts`.
+pub async fn restore(
+    repo: &Repository,
+    index: &MasterIndex,
+    snap: &SnapshotEntry,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let root = Root::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
+    let mut plan = make_plan(repo, index, snap, opts, &root).await?;
     let target = opts.target.as_path();
     let shown = |rel: &Path| escape_bytes(target.join(rel).as_os_str().as_bytes());
     let mut outcome = RestoreOutcome {
@@ -251,6 +280,8 @@ pub async fn restore(
         root: &root,
         target,
         keep_setuid: opts.keep_setuid,
+        journal: None,
+        cancel: None,
     };
     tokio::task::block_in_place(|| {
         restore_files(
@@ -302,6 +333,11 @@ struct Writer<'a> {
     root: &'a Root,
     target: &'a Path,
     keep_setuid: bool,
+    /// Staged files, in the order they were renamed into place.
+    journal: Option<&'a Mutex<Vec<PathBuf>>>,
+    /// Once cancelled, no further pack is read (files not finished keep
+    /// only their staged copy, for the caller to remove).
+    cancel: Option<&'a tokio_util::sync::CancellationToken>,
 }
 
 impl Writer<'_> {
@@ -357,6 +393,7 @@ fn add_node(
         NodeKind::File => plan.files.push(FileItem {
             path: dest,
             node: n,
+            stage: None,
         }),
         NodeKind::Dir => plan.dirs.push((dest, n)),
         _ => plan.others.push((dest, n)),
@@ -523,6 +560,9 @@ fn restore_files(
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
+                if w.cancel.is_some_and(|c| c.is_cancelled()) {
+                    break;
+                }
                 let Some((pack, mut pieces)) = next.lock().unwrap().next() else {
                     break;
                 };
@@ -661,11 +701,11 @@ fn write_piece(
 /// through a symlink.
 fn open_for_write(w: &Writer, f: &FileItem, fresh: bool) -> Result<File> {
     let r = if fresh {
-        w.root.create_file(&f.path)
+        w.root.create_file(f.write_path())
     } else {
-        w.root.open_file(&f.path, true)
+        w.root.open_file(f.write_path(), true)
     };
-    r.map_err(|e| Error::io(w.shown(&f.path), e))
+    r.map_err(|e| Error::io(w.shown(f.write_path()), e))
 }
 
 /// Finish `f` (see [`finish_file`]) and count it, or record why not.
@@ -685,13 +725,24 @@ fn finished(
 }
 
 /// Give a fully written file its length (holes at the end of sparse files)
-/// and its metadata, on the open handle. `created` is None for files with
+/// and its metadata, on the open handle; a staged file is then flushed to
+/// disk and renamed over its final path. `created` is None for files with
 /// no content at all.
 fn finish_file(w: &Writer, f: &FileItem, created: Option<bool>) -> Result<()> {
     let file = open_for_write(w, f, !created.unwrap_or(false))?;
     let io = |e| Error::io(w.shown(&f.path), e);
     file.set_len(f.node.size).map_err(io)?;
-    fs::set_meta_fd(&file, &f.node, w.perm(&f.node)).map_err(io)
+    fs::set_meta_fd(&file, &f.node, w.perm(&f.node)).map_err(io)?;
+    if let Some(stage) = &f.stage {
+        // Durable before it replaces the old file: a crash leaves the old
+        // file or the whole new one, never a torn one.
+        file.sync_all().map_err(io)?;
+        w.root.rename(stage, &f.path).map_err(io)?;
+        if let Some(j) = w.journal {
+            j.lock().unwrap().push(f.path.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Whether `data` is all zero bytes. Compared a block at a time (memcmp),
