@@ -55,7 +55,12 @@ impl Server {
             let text = log.lock().unwrap().clone();
             if let Some(at) = text.find("serving the API on ") {
                 let rest = &text[at + "serving the API on ".len()..];
-                break rest.split_whitespace().next().unwrap().to_string();
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches("/api/v1")
+                    .to_string();
             }
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("cairn serve exited ({status}):\n{text}");
