@@ -5,14 +5,18 @@
 # needed). Prints p50/p99/max latency per kind, errors, and the server's
 # RSS (VmRSS sampled every 100 ms, and VmHWM) as Markdown.
 #
-#   docs/benchmarks/api-load.sh [BACKUP_MB] [ROUNDS]
+#   docs/benchmarks/api-load.sh [BACKUP_MB] [MAX_ROUNDS]
+#
+# Rounds (200 + 20 requests at once) repeat while the backup runs, at
+# least 3 and at most MAX_ROUNDS (default 30). Downloads name the small
+# snapshot by id (the backup's new snapshot becomes `latest`).
 #
 # BIN=path/to/cairn uses that binary instead of building a release one.
 # Every request goes to 127.0.0.1; the client's loops are bounded.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BACKUP_MB=${1:-300}
-ROUNDS=${2:-5}
+ROUNDS=${2:-30}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
   BIN=$PWD/target/release/cairn
@@ -39,6 +43,7 @@ token = { file = "$W/viewer.token" }
 TOML
 "$BIN" init --kdf-memory-kib 8192 --kdf-iterations 1 >/dev/null 2>&1
 for i in 1 2 3 4 5; do "$BIN" backup "$W/small" >/dev/null 2>&1; done
+SNAP=$("$BIN" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 "$BIN" serve --listen 127.0.0.1:0 2> "$W/serve.log" &
 PID=$!
 for _ in $(seq 1 100); do grep -q "serving the API on" "$W/serve.log" && break; sleep 0.1; done
@@ -47,9 +52,9 @@ for i in $(seq 1 $((BACKUP_MB / 50))); do head -c $((50 << 20)) /dev/urandom > "
 "$BIN" backup "$W/big" > "$W/backup.log" 2>&1 &
 BACKUP=$!
 sleep 1
-python3 - "$BASE" "$(cat "$W/viewer.token")" "$PID" "$W/small/download.bin" "$ROUNDS" "$BACKUP" <<'PY'
+python3 - "$BASE" "$(cat "$W/viewer.token")" "$PID" "$W/small/download.bin" "$ROUNDS" "$BACKUP" "$SNAP" <<'PY'
 import asyncio, os, sys, time, urllib.parse
-base, token, pid, path, rounds, backup = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+base, token, pid, path, rounds, backup, snap = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 host, port = base[len("http://"):].split(":")
 port = int(port)
 rss = []
@@ -90,8 +95,10 @@ async def main():
     stop = asyncio.Event()
     s = asyncio.create_task(sampler(stop))
     snaps, files, errors, during = [], [], 0, 0
-    file_target = "/api/v1/snapshots/latest/file?path=" + urllib.parse.quote(path)
-    for _ in range(rounds):
+    file_target = f"/api/v1/snapshots/{snap}/file?path=" + urllib.parse.quote(path)
+    done = 0
+    while done < rounds and (done < 3 or alive(backup)):
+        done += 1
         running = alive(backup)
         tasks = [get("/api/v1/snapshots") for _ in range(200)] + [get(file_target) for _ in range(20)]
         res = await asyncio.gather(*tasks, return_exceptions=True)
@@ -111,7 +118,7 @@ async def main():
     print(f"| GET /snapshots (200 concurrent) | {len(snaps)} | {pct(snaps,.5):.1f} | {pct(snaps,.99):.1f} | {max(snaps)*1000:.1f} |")
     print(f"| GET /file 16 MiB (20 concurrent) | {len(files)} | {pct(files,.5):.1f} | {pct(files,.99):.1f} | {max(files)*1000:.1f} |")
     print()
-    print(f"errors (non-200 or failed): {errors}; rounds while the backup ran: {during} of {rounds}")
+    print(f"errors (non-200 or failed): {errors}; rounds while the backup ran: {during} of {done}")
     now, hwm = sample()
     print(f"server RSS: max sampled {max(rss)/1024:.1f} MiB, peak (VmHWM) {hwm/1024:.1f} MiB, at the end {now/1024:.1f} MiB")
 asyncio.run(main())
