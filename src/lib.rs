@@ -25,6 +25,7 @@
 //!   binary only adds signals and the passphrase.
 //! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod error;

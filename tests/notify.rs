@@ -51,6 +51,7 @@ fn run(job: &str, status: RunStatus, failed: &[&str]) -> RunRecord {
             })
             .collect(),
         error: (status != RunStatus::Success).then(|| "replica s3: connection refused".into()),
+        actor: None,
     }
 }
 

@@ -18,6 +18,10 @@ pub struct DaemonArgs {
     /// [default: `[daemon] listen`, else no HTTP].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// With `[[api.tokens]]`, the API is served on the same address: over
+    /// plain HTTP on a non-loopback address only with this.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -62,16 +66,45 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
     let http = match listen {
         None => None,
         Some(addr) => {
+            // The API too, on the same address, when tokens are configured.
+            let with_api = !first.config.api.tokens.is_empty();
+            let tls = if with_api {
+                let tls = cairn::api::tls_from(&first.config.api)
+                    .map_err(|e| UsageError(e.to_string()))?;
+                cairn::api::check_listen(addr, tls.is_some(), a.insecure_http)
+                    .map_err(UsageError)?;
+                tls
+            } else {
+                None
+            };
+            let mut router = cairn::daemon::http::router(observations.clone());
+            if with_api {
+                let api = super::cmd_serve::api(
+                    g,
+                    first.config.clone(),
+                    first.jobs.clone(),
+                    first.runner.clone(),
+                    history.clone(),
+                )
+                .await?;
+                router = router.merge(cairn::api::router(api));
+            }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
             tracing::info!(
-                "serving /metrics and /health on http://{}",
+                "serving /metrics and /health{} on {}://{}",
+                if with_api {
+                    " and the API (/api/v1)"
+                } else {
+                    ""
+                },
+                if tls.is_some() { "https" } else { "http" },
                 listener.local_addr()?
             );
-            let router = cairn::daemon::http::router(observations.clone());
-            Some(tokio::spawn(cairn::daemon::http::serve(
+            Some(tokio::spawn(cairn::api::serve(
                 listener,
+                tls,
                 router,
                 http_stop.clone(),
             )))

@@ -20,6 +20,7 @@ mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
 mod cmd_restore_in_place;
+mod cmd_serve;
 mod cmd_stats;
 mod cmd_status;
 mod cmd_sync;
@@ -208,6 +209,9 @@ pub enum Command {
     /// Run the jobs of cairn.toml on their schedules, with /metrics and
     /// /health over HTTP (SIGHUP reloads, SIGTERM stops after running jobs).
     Daemon(cmd_daemon::DaemonArgs),
+    /// Serve the HTTP API (snapshots, downloads, status, jobs, restore;
+    /// see docs/api.md) with the bearer tokens of [[api.tokens]].
+    Serve(cmd_serve::ServeArgs),
     /// Show the run history of the jobs.
     History(cmd_jobs::HistoryArgs),
     /// Show or check the configuration.
@@ -233,7 +237,10 @@ pub fn main() -> i32 {
     };
     // Before the runtime starts its threads (see the function's docs).
     cairn::sys::tune_allocator();
-    output::init_logging(&cli.global, matches!(cli.command, Command::Daemon(_)));
+    output::init_logging(
+        &cli.global,
+        matches!(cli.command, Command::Daemon(_) | Command::Serve(_)),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -280,7 +287,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     // dropped mid-way.
     let stops_itself = matches!(
         &cli.command,
-        Command::Backup(_) | Command::Copy(_) | Command::Run(_) | Command::Daemon(_)
+        Command::Backup(_)
+            | Command::Copy(_)
+            | Command::Run(_)
+            | Command::Daemon(_)
+            | Command::Serve(_)
     ) || matches!(&cli.command, Command::Restore(a) if a.in_place.is_some());
     let command = run_command(&g, cli.command);
     if stops_itself {
@@ -316,6 +327,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Run(a) => cmd_jobs::run(&g, a).await,
         Command::Jobs(a) => cmd_jobs::jobs(&g, a),
         Command::Daemon(a) => cmd_daemon::run(&g, a).await,
+        Command::Serve(a) => cmd_serve::run(&g, a).await,
         Command::History(a) => cmd_jobs::history(&g, a),
         Command::Config(c) => cmd_config::run(&g, c),
         Command::Completions(a) => cmd_docs::completions(a),

@@ -5,6 +5,7 @@
 //! end (the `cairn` binary today) goes through here, so a URL or an option
 //! means the same in each; none of it reads a command line.
 
+pub mod api;
 pub mod check;
 pub mod duration;
 pub mod factory;
@@ -96,6 +97,9 @@ pub struct ConfigFile {
     /// How `cairn daemon` runs (`[daemon]`).
     #[serde(default)]
     pub daemon: jobs::DaemonConfig,
+    /// Who may call the HTTP API, and how it is served (`[api]`).
+    #[serde(default)]
+    pub api: api::ApiConfig,
     /// Where the configuration was read from, to name its lines in errors.
     #[serde(skip)]
     pub source: Option<Source>,

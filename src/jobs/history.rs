@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, id);
 ";
 
+/// Columns added after the first schema, each added to an older database
+/// when it is opened.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("actor", "ALTER TABLE runs ADD COLUMN actor TEXT")];
+
 impl History {
     /// The default place: `history.sqlite` in the state directory.
     pub fn default_path() -> PathBuf {
@@ -86,6 +90,19 @@ impl History {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        for (column, add) in ADDED_COLUMNS {
+            let has: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('runs') WHERE name = ?1",
+                    params![column],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(db)?
+                > 0;
+            if !has {
+                conn.execute_batch(add).map_err(db)?;
+            }
+        }
         Ok(History {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -109,8 +126,8 @@ impl History {
         let replicas = serde_json::to_string(&run.replicas).unwrap_or_else(|_| "[]".into());
         conn.execute(
             "INSERT INTO runs (job, kind, trigger, started, finished, status, snapshot,
-                               bytes_added, attempts, replicas, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                               bytes_added, attempts, replicas, error, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 run.job,
                 run.kind,
@@ -123,6 +140,7 @@ impl History {
                 run.attempts,
                 replicas,
                 run.error,
+                run.actor,
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -143,7 +161,7 @@ impl History {
         let mut stmt = conn
             .prepare(
                 "SELECT id, job, kind, trigger, started, finished, status, snapshot,
-                        bytes_added, attempts, replicas, error
+                        bytes_added, attempts, replicas, error, actor
                  FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
@@ -163,7 +181,7 @@ impl History {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
             "SELECT id, job, kind, trigger, started, finished, status, snapshot,
-                    bytes_added, attempts, replicas, error
+                    bytes_added, attempts, replicas, error, actor
              FROM runs WHERE job = ?1 AND status = 'success' ORDER BY id DESC LIMIT 1",
             params![job],
             row,
@@ -191,6 +209,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         attempts: r.get(9)?,
         replicas: serde_json::from_str::<Vec<ReplicaRun>>(&replicas).unwrap_or_default(),
         error: r.get(11)?,
+        actor: r.get(12)?,
     })
 }
 
@@ -218,6 +237,7 @@ mod tests {
                 bytes: 7,
             }],
             error: None,
+            actor: None,
         }
     }
 
@@ -238,6 +258,33 @@ mod tests {
         // A second connection (another process) sees the same rows.
         let h2 = History::open(h.path()).unwrap();
         assert_eq!(h2.list(Some("a"), 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_actor_is_kept_and_old_databases_gain_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        {
+            // A history written before the actor column existed.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO runs (job, kind, trigger, started, finished, status)
+                 VALUES ('old', 'backup', 'manual', '2026-01-01T00:00:00Z',
+                         '2026-01-01T00:00:00Z', 'success')",
+                [],
+            )
+            .unwrap();
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.last("old").unwrap().unwrap().actor, None);
+        let mut r = run("a", RunStatus::Success, 0);
+        r.actor = Some("ci-token".into());
+        h.record(&mut r).unwrap();
+        assert_eq!(
+            h.last("a").unwrap().unwrap().actor.as_deref(),
+            Some("ci-token")
+        );
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub struct RunRecord {
     /// Why the run failed or was partial, as an error chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Who asked for it over the HTTP API: the token's label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 impl RunRecord {

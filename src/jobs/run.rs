@@ -89,6 +89,7 @@ impl Runner {
             attempts: 0,
             replicas: Vec::new(),
             error: None,
+            actor: None,
         };
         tracing::info!(job = %job.name, trigger = trigger.as_str(), "job started");
         let mut notes = Vec::new();
@@ -538,10 +539,25 @@ impl Runner {
         cancel: &CancellationToken,
         history: Option<&super::history::History>,
     ) -> Recorded {
+        self.run_recorded_by(job, trigger, None, cancel, history)
+            .await
+    }
+
+    /// [`Runner::run_recorded`] on behalf of `actor` (an API token's
+    /// label), which the record keeps.
+    pub async fn run_recorded_by(
+        &self,
+        job: &Job,
+        trigger: Trigger,
+        actor: Option<&str>,
+        cancel: &CancellationToken,
+        history: Option<&super::history::History>,
+    ) -> Recorded {
         let previous = history
             .and_then(|h| h.last(&job.name).ok().flatten())
             .map(|r| r.status);
         let mut record = self.run(job, trigger, cancel).await;
+        record.actor = actor.map(str::to_string);
         if let Some(h) = history {
             if let Err(e) = h.record(&mut record) {
                 tracing::error!(job = %job.name, "the run could not be recorded: {}", chain(&e));

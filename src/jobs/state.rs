@@ -290,6 +290,7 @@ pub(crate) mod tests {
                 },
             ],
             error: (status != RunStatus::Success).then(|| "s3: connection refused".into()),
+            actor: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! real servers of every network backend: one test binary, one module per
 //! area.
 
+mod api;
 mod common;
 mod copy;
 mod daemon;

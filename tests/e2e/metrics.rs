@@ -85,6 +85,7 @@ fn run(
             })
             .collect(),
         error,
+        actor: None,
     }
 }
 

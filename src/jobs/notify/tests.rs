@@ -25,6 +25,7 @@ fn run(status: RunStatus, replicas: &[(&str, bool)], error: Option<&str>) -> Run
             })
             .collect(),
         error: error.map(String::from),
+        actor: None,
     }
 }
 

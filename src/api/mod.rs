@@ -1,0 +1,190 @@
+//! The HTTP API under `/api/v1`, served by `cairn serve` and by `cairn
+//! daemon --listen`: snapshots (list, browse, download a file or a
+//! directory archive), the status matrix, jobs and their history, and the
+//! operations a token's role allows (back up, restore, check, forget) as
+//! tasks that `GET /jobs/{id}` and `GET /events` follow. Every route but
+//! `/openapi.json` needs a bearer token (see [`auth`]); the OpenAPI
+//! document is generated from the handlers themselves (see [`openapi`]),
+//! so it lists exactly what is routed. `docs/api.md` describes it for
+//! users.
+
+pub mod archive;
+pub mod auth;
+mod body;
+mod error;
+mod files;
+pub mod openapi;
+mod ops;
+mod snapshots;
+pub mod tasks;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigFile;
+use crate::jobs::history::History;
+use crate::jobs::{Job, Runner};
+use crate::ops::browse::Browser;
+
+pub use auth::{Auth, Caller, ClientAddr};
+pub use error::ApiError;
+
+/// The largest request body accepted (every body is a small JSON object).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct Api {
+    pub config: Arc<ConfigFile>,
+    pub jobs: Vec<Job>,
+    pub runner: Runner,
+    pub history: Arc<History>,
+    /// Reads snapshots of the repository opened at start (every replica
+    /// the configuration names).
+    pub browser: Browser,
+    pub auth: Auth,
+    pub tasks: tasks::Tasks,
+    /// `[api] restore_roots`, each made canonical at start.
+    pub restore_roots: Vec<PathBuf>,
+    /// Cancelled when the server stops: running tasks stop at a safe point.
+    pub cancel: CancellationToken,
+}
+
+pub type SharedApi = Arc<Api>;
+
+impl Api {
+    /// The API over `config`: its tokens read, its repository opened once
+    /// for reading through the runner's opener, its restore roots checked.
+    pub async fn new(
+        config: Arc<ConfigFile>,
+        jobs: Vec<Job>,
+        runner: Runner,
+        history: Arc<History>,
+        cancel: CancellationToken,
+    ) -> Result<Api, ApiSetupError> {
+        let tokens = config.api.read_tokens()?;
+        if tokens.is_empty() {
+            return Err(ApiSetupError::NoTokens);
+        }
+        let mut restore_roots = Vec::new();
+        for root in &config.api.restore_roots {
+            let canonical =
+                std::fs::canonicalize(root).map_err(|source| ApiSetupError::RestoreRoot {
+                    path: root.clone(),
+                    source,
+                })?;
+            restore_roots.push(canonical);
+        }
+        let repo = runner.opener.open(None, cancel.child_token()).await?;
+        let browser = Browser::new(Arc::new(repo)).await?;
+        Ok(Api {
+            config,
+            jobs,
+            runner,
+            history,
+            browser,
+            auth: Auth::new(tokens),
+            tasks: tasks::Tasks::new(),
+            restore_roots,
+            cancel,
+        })
+    }
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("[api]: no [[api.tokens]]: nobody could call the API")]
+    NoTokens,
+    #[error("[api] restore_roots: {path}: {source}")]
+    RestoreRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Repo(#[from] crate::Error),
+}
+
+/// The API's routes under `/api/v1` (the OpenAPI document included),
+/// ready to be merged with other routes. Serve it with
+/// `into_make_service_with_connect_info::<ClientAddr>()` so failed logins
+/// are counted per client address.
+pub fn router(api: SharedApi) -> Router {
+    let (routes, spec) = openapi::routes(api.clone()).split_for_parts();
+    let spec = Arc::new(spec);
+    let public = Router::new().route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || {
+            let spec = spec.clone();
+            async move { axum::Json(spec.as_ref().clone()) }
+        }),
+    );
+    routes
+        .merge(public)
+        .layer(axum::middleware::from_fn(auth::refuse_query_tokens))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// The TLS acceptor of `[api] tls_cert`/`tls_key`, if both are set (one
+/// without the other is an error).
+pub fn tls_from(
+    config: &crate::config::api::ApiConfig,
+) -> Result<Option<tls::TlsAcceptor>, tls::TlsError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => tls::acceptor(cert, key).map(Some),
+        _ => Err(tls::TlsError::Config(
+            "set both tls_cert and tls_key, or neither".into(),
+        )),
+    }
+}
+
+/// Whether the API may listen on `addr`: over TLS anywhere, over plain
+/// HTTP on a loopback address, or anywhere if `insecure_http` says so.
+/// Tokens sent in clear over a network can be read on the way.
+pub fn check_listen(
+    addr: std::net::SocketAddr,
+    tls: bool,
+    insecure_http: bool,
+) -> Result<(), String> {
+    if tls || insecure_http || addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to serve the API on {addr} over plain HTTP: its tokens would cross the \
+             network in clear. Set [api] tls_cert and tls_key, listen on a loopback address \
+             (127.0.0.1) behind a TLS proxy, or pass --insecure-http"
+        ))
+    }
+}
+
+/// Serve `router` on `listener` (over TLS with `tls`) until `shutdown` is
+/// cancelled; requests in flight are answered before it returns. Each
+/// request knows its client's address ([`ClientAddr`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tls::TlsAcceptor>,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let svc = router.into_make_service_with_connect_info::<ClientAddr>();
+    let stop = async move { shutdown.cancelled().await };
+    match tls {
+        None => {
+            axum::serve(listener, svc)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener, acceptor)?, svc)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! The status matrix, the jobs and their history, and the operations:
+//! `POST /jobs/{name}/run`, `POST /jobs/backup`, `POST /restore`,
+//! `POST /check` and `POST /forget`. Each operation runs as a task (202
+//! with its id) and is recorded in the run history with the label of the
+//! token that asked; jobs, backups, checks and forgets go through the
+//! job runner, so they behave as `cairn run` does.
+
+use std::path::{Component, Path as FsPath, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::body::Body;
+use super::error::{ApiError, ApiResult};
+use super::tasks::{Accepted, PROGRESS_EVERY};
+use super::SharedApi;
+use crate::config::api::Role;
+use crate::jobs::spec::Hooks;
+use crate::jobs::{Job, JobKind, RunRecord, RunStatus, Trigger};
+
+/// The snapshot × replica matrix, as `cairn status --json`.
+#[utoipa::path(get, path = "/status", tag = "repository",
+    responses((status = 200, description = "replicas (with size, last write, how far behind) and snapshots (which replica holds each, and why retention keeps it)", body = Object)),
+    security(("bearer" = [])))]
+pub async fn status(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<crate::ops::status::Status>> {
+    caller.at_least(Role::Viewer, "reading the status")?;
+    let policies = api.config.policies();
+    let retention = crate::ops::status::Retention {
+        policies: &policies,
+        tz: jiff::tz::TimeZone::system(),
+        now: jiff::Timestamp::now(),
+    };
+    let configured = policies.default.is_some() || !policies.by_replica.is_empty();
+    let st =
+        crate::ops::status::status(api.browser.repo(), configured.then_some(&retention)).await?;
+    Ok(Json(st))
+}
+
+/// A job of cairn.toml and its last runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobInfo {
+    pub name: String,
+    /// `backup`, `command`, `sqlite`, `sync`, `forget` or `check`.
+    pub kind: String,
+    /// Its cron expression, if it is scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The backends it writes (none: every backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub last_run: Option<RunRecord>,
+    /// When its last successful run ended (RFC 3339).
+    pub last_success: Option<String>,
+}
+
+/// The jobs of cairn.toml.
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    responses((status = 200, body = [JobInfo])),
+    security(("bearer" = [])))]
+pub async fn jobs(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<JobInfo>>> {
+    caller.at_least(Role::Viewer, "listing jobs")?;
+    let mut out = Vec::new();
+    for j in &api.jobs {
+        out.push(JobInfo {
+            name: j.name.clone(),
+            kind: j.kind.name().into(),
+            schedule: j.schedule.as_ref().map(|s| s.text().to_string()),
+            backends: j.backends.clone(),
+            last_run: api.history.last(&j.name)?,
+            last_success: api
+                .history
+                .last_success(&j.name)?
+                .map(|r| r.finished.to_string()),
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Only this job's runs (ad-hoc API runs are `api-backup`,
+    /// `api-restore`, `api-check`, `api-forget`).
+    pub job: Option<String>,
+    /// At most this many, newest first (default 50, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The run history, newest first.
+#[utoipa::path(get, path = "/history", tag = "jobs", params(HistoryQuery),
+    responses((status = 200, description = "run records, as `cairn history --json`", body = [Object])),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Vec<RunRecord>>> {
+    caller.at_least(Role::Viewer, "reading the history")?;
+    let limit = q.limit.unwrap_or(50).min(1000);
+    Ok(Json(api.history.list(q.job.as_deref(), limit)?))
+}
+
+/// A job that is not in cairn.toml: what the API runs for an ad-hoc
+/// backup, a check or a forget.
+fn adhoc(name: &str, kind: JobKind) -> Job {
+    Job {
+        name: name.into(),
+        schedule: None,
+        kind,
+        backends: None,
+        tags: Vec::new(),
+        exclude: Vec::new(),
+        host: None,
+        one_file_system: false,
+        filename: None,
+        jitter: Duration::ZERO,
+        retries: 0,
+        retry_delay: Duration::ZERO,
+        timeout: None,
+        stale_after: None,
+        catch_up: false,
+        hooks: Hooks {
+            before: None,
+            after: None,
+            on_failure: None,
+            timeout: Duration::from_secs(300),
+            continue_on_failure: false,
+        },
+    }
+}
+
+/// Run `job` as a task through the job runner, recorded with the
+/// caller's label.
+fn spawn_job(api: &SharedApi, job: Job, kind: &str, caller: &Caller) -> u64 {
+    let named = (kind == "job").then_some(job.name.as_str());
+    let id = api.tasks.create(kind, named, &caller.label);
+    let (api, label) = (api.clone(), caller.label.clone());
+    tracing::info!(task = id, job = %job.name, actor = %label, "API: {kind} started");
+    tokio::spawn(async move {
+        api.tasks.started(id);
+        let started = std::time::Instant::now();
+        let run = api.runner.run_recorded_by(
+            &job,
+            Trigger::Api,
+            Some(&label),
+            &api.cancel,
+            Some(&api.history),
+        );
+        tokio::pin!(run);
+        let recorded = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => api.tasks.progress(
+                    id,
+                    serde_json::json!({"elapsed_secs": started.elapsed().as_secs()}),
+                ),
+            }
+        };
+        let r = recorded.record;
+        let error = (r.status == RunStatus::Failure)
+            .then(|| r.error.clone().unwrap_or_else(|| "the run failed".into()));
+        api.tasks.finished(id, serde_json::to_value(&r).ok(), error);
+    });
+    id
+}
+
+/// Run a job of cairn.toml now.
+#[utoipa::path(post, path = "/jobs/{name}/run", tag = "jobs",
+    params(("name" = String, Path, description = "a job of cairn.toml")),
+    responses((status = 202, body = Accepted), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn run_job(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    caller.at_least(Role::Operator, "running a job")?;
+    let job = api
+        .jobs
+        .iter()
+        .find(|j| j.name == name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no job {name:?} in the configuration")))?;
+    if matches!(job.kind, JobKind::Forget { .. }) {
+        caller.at_least(Role::Admin, "running a forget job")?;
+    }
+    Ok(Accepted::new(spawn_job(&api, job, "job", &caller)))
+}
+
+/// An ad-hoc backup.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// Absolute paths on the server.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Glob patterns to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Backend names of cairn.toml (default: all).
+    #[serde(default)]
+    pub backends: Option<Vec<String>>,
+}
+
+/// Back up paths on the server now (as `cairn backup`).
+#[utoipa::path(post, path = "/jobs/backup", tag = "jobs", request_body = BackupRequest,
+    responses((status = 202, body = Accepted), (status = 400), (status = 403), (status = 413)),
+    security(("bearer" = [])))]
+pub async fn backup(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<BackupRequest>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    caller.at_least(Role::Operator, "backing up")?;
+    if req.paths.is_empty() {
+        return Err(ApiError::bad_request("paths: give at least one path"));
+    }
+    for p in &req.paths {
+        if !FsPath::new(p).is_absolute() || p.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "paths: {p:?} is not an absolute path"
+            )));
+        }
+    }
+    if let Some(names) = &req.backends {
+        for n in names {
+            if !api.config.backends.contains_key(n) {
+                return Err(ApiError::bad_request(format!(
+                    "backends: no backend {n:?} in the configuration"
+                )));
+            }
+        }
+    }
+    let mut job = adhoc(
+        "api-backup",
+        JobKind::Backup(req.paths.iter().map(PathBuf::from).collect()),
+    );
+    job.tags = req.tags;
+    job.exclude = req.exclude;
+    job.backends = req.backends;
+    Ok(Accepted::new(spawn_job(&api, job, "backup", &caller)))
+}
+
+/// A restore to a directory on the server.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// `latest`, an id or a unique prefix.
+    pub snapshot: String,
+    /// A path in the snapshot (default: all of it).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// An absolute directory under one of `[api] restore_roots`.
+    pub target: String,
+    /// Re-read the restored files and check them.
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// `target` made canonical (through the part of it that exists), if it
+/// is under a restore root: 400 if it is not an absolute plain path, 403
+/// if it is outside every root.
+pub fn restore_target(roots: &[PathBuf], target: &str) -> ApiResult<PathBuf> {
+    let p = FsPath::new(target);
+    if !p.is_absolute()
+        || target.contains('\0')
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(ApiError::bad_request(format!(
+            "target: {target:?} must be an absolute path without `.` or `..`"
+        )));
+    }
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut canonical = std::fs::canonicalize(&existing)
+        .map_err(|e| ApiError::bad_request(format!("target: {}: {e}", existing.display())))?;
+    for name in rest.into_iter().rev() {
+        canonical.push(name);
+    }
+    if roots.iter().any(|r| canonical.starts_with(r)) {
+        Ok(canonical)
+    } else {
+        Err(ApiError::forbidden(format!(
+            "target: {} is outside the configured restore_roots{}",
+            canonical.display(),
+            if roots.is_empty() {
+                " (none are configured: the API cannot restore)"
+            } else {
+                ""
+            }
+        )))
+    }
+}
+
+/// Restore a snapshot, or a path in it, into a directory on the server.
+#[utoipa::path(post, path = "/restore", tag = "operations", request_body = RestoreRequest,
+    responses((status = 202, body = Accepted), (status = 400), (status = 403, description = "role too low, or the target is outside restore_roots"), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn restore(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<RestoreRequest>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    caller.at_least(Role::Operator, "restoring")?;
+    let target = restore_target(&api.restore_roots, &req.target)?;
+    if let Some(p) = &req.path {
+        crate::ops::browse::components(p)?;
+    }
+    let snap = super::snapshots::find(&api, &req.snapshot).await?;
+    let id = api.tasks.create("restore", None, &caller.label);
+    let label = caller.label.clone();
+    tracing::info!(task = id, actor = %label, target = %target.display(), "API: restore started");
+    let api = api.clone();
+    tokio::spawn(async move {
+        api.tasks.started(id);
+        let started = jiff::Timestamp::now();
+        let mut opts = crate::ops::restore::RestoreOptions::new(target.clone());
+        opts.subpath = req.path.clone();
+        opts.verify = req.verify;
+        let progress = Arc::new(crate::ops::restore::RestoreProgress::default());
+        let work = {
+            let (api, progress, spec) = (api.clone(), progress.clone(), snap.id.to_hex());
+            async move {
+                let repo = api
+                    .runner
+                    .opener
+                    .open(None, api.cancel.child_token())
+                    .await?;
+                crate::ops::restore::restore_snapshot(&repo, &spec, &opts, &progress).await
+            }
+        };
+        tokio::pin!(work);
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => api.tasks.progress(id, serde_json::json!({
+                    "files": progress.files.load(Ordering::Relaxed),
+                    "bytes": progress.bytes.load(Ordering::Relaxed),
+                    "total_files": progress.total_files.load(Ordering::Relaxed),
+                    "total_bytes": progress.total_bytes.load(Ordering::Relaxed),
+                })),
+            }
+        };
+        let mut record = RunRecord {
+            id: 0,
+            job: "api-restore".into(),
+            kind: "restore".into(),
+            trigger: Trigger::Api,
+            started,
+            finished: jiff::Timestamp::now(),
+            status: RunStatus::Success,
+            snapshot: Some(snap.id.to_hex()),
+            bytes_added: 0,
+            attempts: 1,
+            replicas: Vec::new(),
+            error: None,
+            actor: Some(label),
+        };
+        let (report, error) = match result {
+            Ok((_, out)) => {
+                if !out.errors.is_empty() {
+                    record.status = RunStatus::Partial;
+                    record.error = Some(format!(
+                        "{} items could not be restored: {}",
+                        out.errors.len(),
+                        out.errors
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+                let mut v = serde_json::to_value(&out).unwrap_or_default();
+                v["snapshot"] = serde_json::json!(snap.id.to_hex());
+                v["target"] = serde_json::json!(target.display().to_string());
+                (Some(v), None)
+            }
+            Err(e) => {
+                let why = crate::error::chain(&e);
+                record.status = RunStatus::Failure;
+                record.error = Some(why.clone());
+                (None, Some(why))
+            }
+        };
+        if let Err(e) = api.history.record(&mut record) {
+            tracing::error!(
+                "the API's restore could not be recorded: {}",
+                crate::error::chain(&e)
+            );
+        }
+        api.tasks.finished(id, report, error);
+    });
+    Ok(Accepted::new(id))
+}
+
+/// A check of every replica.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Backend names of cairn.toml (default: all).
+    #[serde(default)]
+    pub backends: Option<Vec<String>>,
+}
+
+/// Check the repository on every replica (structure, as `cairn check`).
+#[utoipa::path(post, path = "/check", tag = "operations", request_body = CheckRequest,
+    responses((status = 202, body = Accepted), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn check(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<CheckRequest>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    caller.at_least(Role::Operator, "checking")?;
+    let mut job = adhoc("api-check", JobKind::Check { subset: None });
+    job.backends = req.backends;
+    Ok(Accepted::new(spawn_job(&api, job, "check", &caller)))
+}
+
+/// Forget snapshots by the configured retention policies.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// Only show what would be forgotten (the default).
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// Also prune (free the space) after forgetting.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Forget by policy: a preview (200 with the plan: which snapshots each
+/// replica keeps and why) unless `"dry_run": false`, which forgets (and
+/// prunes with `"prune": true`) as a task.
+#[utoipa::path(post, path = "/forget", tag = "operations", request_body = ForgetRequest,
+    responses((status = 200, description = "the plan (dry run), as `cairn forget --dry-run --json`", body = Object),
+              (status = 202, body = Accepted), (status = 400, description = "no retention policy"), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn forget(
+    State(api): State<SharedApi>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<ForgetRequest>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let policies = api.config.policies();
+    if policies.default.is_none() && policies.by_replica.is_empty() {
+        return Err(ApiError::bad_request(
+            "no retention policy: configure [retention] or [backends.NAME.retention]",
+        ));
+    }
+    if req.dry_run {
+        if req.prune {
+            return Err(ApiError::bad_request(
+                "prune needs \"dry_run\": false (a dry run changes nothing)",
+            ));
+        }
+        caller.at_least(Role::Viewer, "previewing a forget")?;
+        let mut opts = crate::ops::forget::ForgetOptions::new(policies);
+        opts.dry_run = true;
+        let report = crate::ops::forget::forget(api.browser.repo(), &opts).await?;
+        return Ok(Json(report).into_response());
+    }
+    caller.at_least(
+        Role::Admin,
+        if req.prune {
+            "forgetting and pruning"
+        } else {
+            "forgetting"
+        },
+    )?;
+    let job = adhoc("api-forget", JobKind::Forget { prune: req.prune });
+    Ok(Accepted::new(spawn_job(&api, job, "forget", &caller)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_targets_stay_under_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap().join("r");
+        std::fs::create_dir(&root).unwrap();
+        let outside = root.parent().unwrap().join("o");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let roots = [root.clone()];
+        let ok = |t: &FsPath| restore_target(&roots, t.to_str().unwrap());
+        assert_eq!(
+            ok(&root.join("new/deeper")).unwrap(),
+            root.join("new/deeper")
+        );
+        assert_eq!(ok(&root).unwrap(), root);
+        let code = |t: &str| restore_target(&roots, t).unwrap_err().status;
+        assert_eq!(code(outside.to_str().unwrap()), StatusCode::FORBIDDEN);
+        // Through a symlink that leaves the root.
+        assert_eq!(
+            code(root.join("link/x").to_str().unwrap()),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(code("relative/path"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            code(&format!("{}/../o", root.display())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(code("/"), StatusCode::FORBIDDEN);
+        assert_eq!(
+            restore_target(&[], root.to_str().unwrap())
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
