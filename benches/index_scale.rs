@@ -19,7 +19,10 @@ use cairn::repo::{InitOptions, Repository};
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let (Some(dir), Some(blobs)) = (args.first(), args.get(1)) else {
         eprintln!("usage: index_scale REPO_DIR BLOBS [BLOBS_PER_PACK]");
         std::process::exit(2);
@@ -29,8 +32,12 @@ async fn main() {
     let pass: secrecy::SecretString = std::env::var("CAIRN_PASSWORD")
         .expect("CAIRN_PASSWORD is set")
         .into();
-    let sel = select(&ConfigFile::default(), std::slice::from_ref(dir), Limits::default())
-        .expect("a repository location");
+    let sel = select(
+        &ConfigFile::default(),
+        std::slice::from_ref(dir),
+        Limits::default(),
+    )
+    .expect("a repository location");
     let mut opts = InitOptions::default();
     opts.kdf.memory_kib = 8192;
     opts.kdf.iterations = 1;

@@ -118,40 +118,55 @@ impl MasterIndex {
     }
 
     /// Merge the blobs loaded or added since the last compaction into the
-    /// sorted table, keeping for each blob the copy more replicas list.
+    /// sorted table. A loaded blob replaces a copy only if more replicas
+    /// list its pack; a blob added with [`MasterIndex::add`] was judged
+    /// when it was added and replaces it.
     pub fn compact(&mut self) {
-        if self.pending.is_empty() && self.recent.is_empty() {
-            return;
-        }
-        let mut added = std::mem::take(&mut self.pending);
-        added.extend(self.recent.drain());
-        // Stable: among copies listed by as many replicas, the first seen
-        // stays first.
-        added.sort_by_key(|a| a.0);
-        let count = |l: &BlobLoc| self.packs[l.pack as usize].replicas.len();
-        let mut w = 0;
-        for r in 0..added.len() {
-            if w > 0 && added[w - 1].0 == added[r].0 {
-                if count(&added[r].1) > count(&added[w - 1].1) {
-                    added[w - 1] = added[r];
+        let mut loaded = std::mem::take(&mut self.pending);
+        if !loaded.is_empty() {
+            // Stable: among copies listed by as many replicas, the first
+            // seen stays first.
+            loaded.sort_by_key(|a| a.0);
+            let mut w = 0;
+            for r in 0..loaded.len() {
+                if w > 0 && loaded[w - 1].0 == loaded[r].0 {
+                    if self.count(&loaded[r].1) > self.count(&loaded[w - 1].1) {
+                        loaded[w - 1] = loaded[r];
+                    }
+                } else {
+                    loaded[w] = loaded[r];
+                    w += 1;
                 }
-            } else {
-                added[w] = added[r];
-                w += 1;
             }
+            loaded.truncate(w);
+            self.merge(loaded, false);
         }
-        added.truncate(w);
-        // Merged in place from the back, into room made at the end of the
-        // table: no second copy of the table, whose size dominates.
+        if !self.recent.is_empty() {
+            let mut added: Vec<(Id, BlobLoc)> = self.recent.drain().collect();
+            added.sort_unstable_by_key(|a| a.0);
+            self.merge(added, true);
+            self.recent.shrink_to_fit();
+        }
+    }
+
+    fn count(&self, l: &BlobLoc) -> usize {
+        self.packs[l.pack as usize].replicas.len()
+    }
+
+    /// Merge `added` (sorted, one entry per blob) into the table, in place
+    /// from the back into room made at its end: no second copy of the
+    /// table, whose size dominates. An entry for a blob already there
+    /// replaces it if `replace`, or if its pack is listed by more replicas.
+    fn merge(&mut self, mut added: Vec<(Id, BlobLoc)>, replace: bool) {
+        let Some(&filler) = added.first() else {
+            return;
+        };
         let old_len = self.sorted.len();
         self.sorted.reserve_exact(added.len());
-        let filler = added[0];
         self.sorted.resize(old_len + added.len(), filler);
         let (mut i, mut k) = (old_len, self.sorted.len());
         let mut dups = 0;
         while let Some(a) = added.pop() {
-            // Older entries above `a` move up; an older entry for the same
-            // blob stays unless `a` is listed by more replicas.
             while i > 0 && self.sorted[i - 1].0 > a.0 {
                 k -= 1;
                 i -= 1;
@@ -162,23 +177,18 @@ impl MasterIndex {
                 i -= 1;
                 dups += 1;
                 let old = self.sorted[i];
-                let counts = (
-                    self.packs[old.1.pack as usize].replicas.len(),
-                    self.packs[a.1.pack as usize].replicas.len(),
-                );
-                self.sorted[k] = if counts.1 > counts.0 { a } else { old };
+                let take = replace || self.count(&a.1) > self.count(&old.1);
+                self.sorted[k] = if take { a } else { old };
             } else {
                 self.sorted[k] = a;
             }
         }
-        // What is left below `i` is in place already when nothing was
-        // replaced; otherwise the merged part moves down over the gap.
+        // Below `i` is in place; a replaced blob left a gap to close.
         if dups > 0 {
             self.sorted.copy_within(k.., i);
             self.sorted.truncate(self.sorted.len() - dups);
         }
         self.sorted.shrink_to_fit();
-        self.recent.shrink_to_fit();
     }
 
     fn loc(&self, id: &Id) -> Option<&BlobLoc> {
@@ -315,6 +325,26 @@ mod tests {
         m.compact();
         assert_eq!(m.blob_count(), 10_000);
         assert_eq!(m.blob_table_bytes() / 10_000, 56);
+    }
+
+    #[test]
+    fn loading_keeps_the_copy_more_replicas_list() {
+        let mut m = MasterIndex::default();
+        m.load([0], &[one_blob(1, 9, 100)]);
+        m.load([0, 1], &[one_blob(2, 9, 200)]);
+        m.load([0], &[one_blob(3, 7, 300)]);
+        m.load([1], &[one_blob(4, 7, 400)]);
+        m.compact();
+        assert_eq!(m.get(&Id([9; 32])).unwrap().0.id, Id([2; 32]));
+        // A tie keeps the first seen.
+        assert_eq!(m.get(&Id([7; 32])).unwrap().0.id, Id([3; 32]));
+        // A later load is weighed against the table.
+        m.load([2], &[one_blob(5, 9, 500)]);
+        m.load([0, 1, 2], &[one_blob(6, 7, 600)]);
+        m.compact();
+        assert_eq!(m.get(&Id([9; 32])).unwrap().0.id, Id([2; 32]));
+        assert_eq!(m.get(&Id([7; 32])).unwrap().0.id, Id([6; 32]));
+        assert_eq!(m.blob_count(), 2);
     }
 
     #[test]
