@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use cairn::config::ConfigFile;
 use cairn::jobs::history::History;
 use cairn::jobs::{Job, RunRecord, RunStatus, Trigger};
@@ -156,6 +155,7 @@ pub fn jobs(g: &Global, _a: JobsArgs) -> anyhow::Result<i32> {
     let history = open_history(&config)?;
     let now = jiff::Timestamp::now();
     let mut rows = Vec::new();
+    let mut lasts = Vec::new();
     for j in &jobs {
         let last = history.last(&j.name)?;
         let last_ok = history.last_success(&j.name)?;
@@ -169,6 +169,7 @@ pub fn jobs(g: &Global, _a: JobsArgs) -> anyhow::Result<i32> {
             "last_run": last,
             "last_success": last_ok.map(|r| r.finished),
         }));
+        lasts.push(last);
     }
     if g.json {
         output::print_json(&json!({"type": "jobs", "jobs": rows}));
@@ -182,18 +183,14 @@ pub fn jobs(g: &Global, _a: JobsArgs) -> anyhow::Result<i32> {
         "{:<16} {:<8} {:<22} {:<20} LAST RUN",
         "JOB", "KIND", "SCHEDULE", "NEXT RUN"
     );
-    for (j, row) in jobs.iter().zip(&rows) {
+    for (j, last) in jobs.iter().zip(&lasts) {
         let next = match j.schedule.as_ref().and_then(|s| s.next_after(now)) {
             Some(t) => local(t),
             None => "manual".into(),
         };
-        let last = match row["last_run"].as_object() {
+        let last = match last {
             None => "never".to_string(),
-            Some(_) => {
-                let r: RunRecord = serde_json::from_value(row["last_run"].clone())
-                    .context("reading the last run")?;
-                format!("{} {}", local(r.started), r.status.as_str())
-            }
+            Some(r) => format!("{} {}", local(r.started), r.status.as_str()),
         };
         println!(
             "{:<16} {:<8} {:<22} {:<20} {}",

@@ -101,15 +101,10 @@ pub async fn run(
             let _ = out;
             Ok(())
         }
-        Ok((Ok(status), out)) => {
-            use std::os::unix::process::ExitStatusExt;
-            let how = match (status.code(), status.signal()) {
-                (Some(c), _) => format!("exited with status {c}"),
-                (None, Some(s)) => format!("was killed by signal {s}"),
-                _ => format!("failed ({status})"),
-            };
-            Err(failed(how, &out))
-        }
+        Ok((Ok(status), out)) => Err(failed(
+            crate::ops::backup::stream::how_it_ended(status),
+            &out,
+        )),
         Ok((Err(e), out)) => Err(failed(format!("could not be waited for: {e}"), &out)),
         Err(_) => {
             if let Some(pid) = pid {

@@ -268,12 +268,20 @@ fn check_status(program: &str, status: ExitStatus) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let how = match (status.code(), status.signal()) {
+    Err(Error::Source(format!(
+        "the command {program} {}",
+        how_it_ended(status)
+    )))
+}
+
+/// How a process that did not succeed ended: `exited with status 3`,
+/// `was killed by signal 9 (SIGKILL)` (source commands and hooks).
+pub fn how_it_ended(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("was killed by signal {s}{}", signal_name(s)),
         _ => format!("failed ({status})"),
-    };
-    Err(Error::Source(format!("the command {program} {how}")))
+    }
 }
 
 fn signal_name(s: i32) -> &'static str {
