@@ -336,7 +336,17 @@ pub fn std_command(c: &assert_cmd::Command) -> std::process::Command {
 pub fn output_with_peak_rss(c: &assert_cmd::Command) -> (std::process::Output, u64) {
     use std::io::Read;
     use std::process::Stdio;
-    let mut child = std_command(c)
+    let mut cmd = std_command(c);
+    // A pre_exec hook makes std fork instead of vfork: a vforked child
+    // shares the test process's memory until exec, and Linux then reports
+    // the test process's own peak (hundreds of MiB while other tests run
+    // beside it) as the child's. A forked child starts from the current
+    // size only.
+    // SAFETY: the hook does nothing; nothing runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || Ok(()));
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
