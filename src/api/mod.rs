@@ -15,6 +15,7 @@ mod error;
 mod files;
 pub mod openapi;
 mod ops;
+mod restore;
 mod snapshots;
 pub mod tasks;
 pub mod tls;

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{auth, files, ops, snapshots, tasks, SharedApi};
+use super::{auth, files, ops, restore, snapshots, tasks, SharedApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,7 +54,7 @@ pub fn routes(api: SharedApi) -> OpenApiRouter {
         .routes(routes!(ops::run_job))
         .routes(routes!(ops::backup))
         .routes(routes!(tasks::get))
-        .routes(routes!(ops::restore))
+        .routes(routes!(restore::restore))
         .routes(routes!(ops::check))
         .routes(routes!(ops::forget))
         .routes(routes!(tasks::events))

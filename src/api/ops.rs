@@ -1,13 +1,11 @@
 //! The status matrix, the jobs and their history, and the operations:
-//! `POST /jobs/{name}/run`, `POST /jobs/backup`, `POST /restore`,
-//! `POST /check` and `POST /forget`. Each operation runs as a task (202
+//! `POST /jobs/{name}/run`, `POST /jobs/backup`, `POST /check` and
+//! `POST /forget` (`POST /restore` is in [`super::restore`]). Each operation runs as a task (202
 //! with its id) and is recorded in the run history with the label of the
 //! token that asked; jobs, backups, checks and forgets go through the
 //! job runner, so they behave as `cairn run` does.
 
-use std::path::{Component, Path as FsPath, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 
 use axum::extract::{Extension, Path, Query, State};
@@ -255,169 +253,6 @@ pub async fn backup(
     Ok(Accepted::new(spawn_job(&api, job, "backup", &caller)))
 }
 
-/// A restore to a directory on the server.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreRequest {
-    /// `latest`, an id or a unique prefix.
-    pub snapshot: String,
-    /// A path in the snapshot (default: all of it).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// An absolute directory under one of `[api] restore_roots`.
-    pub target: String,
-    /// Re-read the restored files and check them.
-    #[serde(default)]
-    pub verify: bool,
-}
-
-/// `target` made canonical (through the part of it that exists), if it
-/// is under a restore root: 400 if it is not an absolute plain path, 403
-/// if it is outside every root.
-pub fn restore_target(roots: &[PathBuf], target: &str) -> ApiResult<PathBuf> {
-    let p = FsPath::new(target);
-    if !p.is_absolute()
-        || target.contains('\0')
-        || p.components()
-            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(ApiError::bad_request(format!(
-            "target: {target:?} must be an absolute path without `.` or `..`"
-        )));
-    }
-    let mut existing = p.to_path_buf();
-    let mut rest = Vec::new();
-    while std::fs::symlink_metadata(&existing).is_err() {
-        match (existing.file_name(), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name.to_os_string());
-                existing = parent.to_path_buf();
-            }
-            _ => break,
-        }
-    }
-    let mut canonical = std::fs::canonicalize(&existing)
-        .map_err(|e| ApiError::bad_request(format!("target: {}: {e}", existing.display())))?;
-    for name in rest.into_iter().rev() {
-        canonical.push(name);
-    }
-    if roots.iter().any(|r| canonical.starts_with(r)) {
-        Ok(canonical)
-    } else {
-        Err(ApiError::forbidden(format!(
-            "target: {} is outside the configured restore_roots{}",
-            canonical.display(),
-            if roots.is_empty() {
-                " (none are configured: the API cannot restore)"
-            } else {
-                ""
-            }
-        )))
-    }
-}
-
-/// Restore a snapshot, or a path in it, into a directory on the server.
-#[utoipa::path(post, path = "/restore", tag = "operations", request_body = RestoreRequest,
-    responses((status = 202, body = Accepted), (status = 400), (status = 403, description = "role too low, or the target is outside restore_roots"), (status = 404)),
-    security(("bearer" = [])))]
-pub async fn restore(
-    State(api): State<SharedApi>,
-    Extension(caller): Extension<Caller>,
-    Body(req): Body<RestoreRequest>,
-) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    caller.at_least(Role::Operator, "restoring")?;
-    let target = restore_target(&api.restore_roots, &req.target)?;
-    if let Some(p) = &req.path {
-        crate::ops::browse::components(p)?;
-    }
-    let snap = super::snapshots::find(&api, &req.snapshot).await?;
-    let id = api.tasks.create("restore", None, &caller.label);
-    let label = caller.label.clone();
-    tracing::info!(task = id, actor = %label, target = %target.display(), "API: restore started");
-    let api = api.clone();
-    tokio::spawn(async move {
-        api.tasks.started(id);
-        let started = jiff::Timestamp::now();
-        let mut opts = crate::ops::restore::RestoreOptions::new(target.clone());
-        opts.subpath = req.path.clone();
-        opts.verify = req.verify;
-        let progress = Arc::new(crate::ops::restore::RestoreProgress::default());
-        let work = {
-            let (api, progress, spec) = (api.clone(), progress.clone(), snap.id.to_hex());
-            async move {
-                let repo = api
-                    .runner
-                    .opener
-                    .open(None, api.cancel.child_token())
-                    .await?;
-                crate::ops::restore::restore_snapshot(&repo, &spec, &opts, &progress).await
-            }
-        };
-        tokio::pin!(work);
-        let result = loop {
-            tokio::select! {
-                r = &mut work => break r,
-                _ = tokio::time::sleep(PROGRESS_EVERY) => api.tasks.progress(id, serde_json::json!({
-                    "files": progress.files.load(Ordering::Relaxed),
-                    "bytes": progress.bytes.load(Ordering::Relaxed),
-                    "total_files": progress.total_files.load(Ordering::Relaxed),
-                    "total_bytes": progress.total_bytes.load(Ordering::Relaxed),
-                })),
-            }
-        };
-        let mut record = RunRecord {
-            id: 0,
-            job: "api-restore".into(),
-            kind: "restore".into(),
-            trigger: Trigger::Api,
-            started,
-            finished: jiff::Timestamp::now(),
-            status: RunStatus::Success,
-            snapshot: Some(snap.id.to_hex()),
-            bytes_added: 0,
-            attempts: 1,
-            replicas: Vec::new(),
-            error: None,
-            actor: Some(label),
-        };
-        let (report, error) = match result {
-            Ok((_, out)) => {
-                if !out.errors.is_empty() {
-                    record.status = RunStatus::Partial;
-                    record.error = Some(format!(
-                        "{} items could not be restored: {}",
-                        out.errors.len(),
-                        out.errors
-                            .iter()
-                            .take(5)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ));
-                }
-                let mut v = serde_json::to_value(&out).unwrap_or_default();
-                v["snapshot"] = serde_json::json!(snap.id.to_hex());
-                v["target"] = serde_json::json!(target.display().to_string());
-                (Some(v), None)
-            }
-            Err(e) => {
-                let why = crate::error::chain(&e);
-                record.status = RunStatus::Failure;
-                record.error = Some(why.clone());
-                (None, Some(why))
-            }
-        };
-        if let Err(e) = api.history.record(&mut record) {
-            tracing::error!(
-                "the API's restore could not be recorded: {}",
-                crate::error::chain(&e)
-            );
-        }
-        api.tasks.finished(id, report, error);
-    });
-    Ok(Accepted::new(id))
-}
-
 /// A check of every replica.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -499,45 +334,4 @@ pub async fn forget(
     )?;
     let job = adhoc("api-forget", JobKind::Forget { prune: req.prune });
     Ok(Accepted::new(spawn_job(&api, job, "forget", &caller)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restore_targets_stay_under_a_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap().join("r");
-        std::fs::create_dir(&root).unwrap();
-        let outside = root.parent().unwrap().join("o");
-        std::fs::create_dir(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        let roots = [root.clone()];
-        let ok = |t: &FsPath| restore_target(&roots, t.to_str().unwrap());
-        assert_eq!(
-            ok(&root.join("new/deeper")).unwrap(),
-            root.join("new/deeper")
-        );
-        assert_eq!(ok(&root).unwrap(), root);
-        let code = |t: &str| restore_target(&roots, t).unwrap_err().status;
-        assert_eq!(code(outside.to_str().unwrap()), StatusCode::FORBIDDEN);
-        // Through a symlink that leaves the root.
-        assert_eq!(
-            code(root.join("link/x").to_str().unwrap()),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(code("relative/path"), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            code(&format!("{}/../o", root.display())),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(code("/"), StatusCode::FORBIDDEN);
-        assert_eq!(
-            restore_target(&[], root.to_str().unwrap())
-                .unwrap_err()
-                .status,
-            StatusCode::FORBIDDEN
-        );
-    }
 }

@@ -651,8 +651,22 @@ fn traversal_query_tokens_bad_bodies_and_restores_outside_the_roots_are_refused(
                 .body(body)
                 .send()
         };
+        // The server answers 413 and closes the connection before reading
+        // the whole body: that connection is not used again.
         let big = format!("{{\"paths\": [\"{}\"]}}", "a".repeat(200_000));
-        assert_eq!(post(big).await.unwrap().status(), 413);
+        let once = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let r = once
+            .post(server.url("/api/v1/jobs/backup"))
+            .bearer_auth(OPERATOR)
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
         for bad in [
             "{\"paths\": [",
             "not json",
@@ -921,5 +935,162 @@ fn the_openapi_document_names_every_route_and_every_route_in_it_is_served() {
         }
         let (code, _, _) = get(&c, &server.url("/api/v1/nope"), Some(VIEWER), &[]).await;
         assert_eq!(code, 404);
+    });
+}
+
+#[test]
+fn an_in_place_restore_over_the_api_previews_restores_and_rolls_back() {
+    let env = Env::new();
+    let config = setup(&env);
+    // A directory under the restore root, backed up, then changed.
+    let live = env.path("restores/live");
+    std::fs::create_dir_all(live.join("sub")).unwrap();
+    std::fs::write(live.join("a.txt"), "the snapshot's version\n").unwrap();
+    std::fs::write(live.join("sub/big.bin"), noise(31, 3 << 20)).unwrap();
+    let before_packs: Vec<PathBuf> = packs(&env.path("r1"))
+        .into_iter()
+        .chain(packs(&env.path("r2")))
+        .collect();
+    let out = env
+        .cairn_with_config(&config)
+        .arg("backup")
+        .arg(&live)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let want = snapshot_of(&live);
+    let change = || {
+        std::fs::write(live.join("a.txt"), noise(99, 30_000)).unwrap();
+        std::fs::write(live.join("new.txt"), "added after the snapshot\n").unwrap();
+        std::fs::remove_file(live.join("sub/big.bin")).unwrap();
+    };
+    change();
+    let changed = snapshot_of(&live);
+    let server = Server::start(&env, &config, &[]);
+    let c = reqwest::Client::new();
+    let body = |extra: Value| {
+        let mut b = json!({"snapshot": "latest", "path": live, "target": live, "in_place": true});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        Some(b)
+    };
+    rt().block_on(async {
+        // delete and dry_run belong to an in-place restore.
+        let (code, v) = call(
+            &c,
+            &server,
+            "POST",
+            "/api/v1/restore",
+            &Some(json!({"snapshot": "latest", "target": live, "delete": true})),
+            Some(OPERATOR),
+        )
+        .await;
+        assert_eq!(code, 400, "{v}");
+        // A viewer may not restore, even as a preview.
+        let (code, _) = call(
+            &c,
+            &server,
+            "POST",
+            "/api/v1/restore",
+            &body(json!({"dry_run": true})),
+            Some(VIEWER),
+        )
+        .await;
+        assert_eq!(code, 403);
+
+        // The preview lists the changes and changes nothing.
+        let (code, v) = call(
+            &c,
+            &server,
+            "POST",
+            "/api/v1/restore",
+            &body(json!({"dry_run": true, "delete": true})),
+            Some(OPERATOR),
+        )
+        .await;
+        assert_eq!(code, 202, "{v}");
+        let t = follow(&c, &server, v["id"].as_u64().unwrap()).await;
+        assert_eq!(t["state"], "done", "{t}");
+        let r = &t["report"];
+        assert_eq!(r["outcome"], "dry_run", "{r}");
+        assert_eq!(r["counts"]["delete"], 1, "{r}");
+        assert_eq!(r["counts"]["create"], 1, "{r}");
+        assert_eq!(
+            snapshot_of(&live),
+            changed,
+            "a dry run changed the directory"
+        );
+
+        // The restore: a safety snapshot, then the directory as it was.
+        let (code, v) = call(
+            &c,
+            &server,
+            "POST",
+            "/api/v1/restore",
+            &body(json!({"delete": true})),
+            Some(OPERATOR),
+        )
+        .await;
+        assert_eq!(code, 202, "{v}");
+        let t = follow(&c, &server, v["id"].as_u64().unwrap()).await;
+        assert_eq!(t["state"], "done", "{t}\n{}", server.log());
+        let r = &t["report"];
+        assert_eq!(r["outcome"], "restored", "{r}");
+        assert!(r["safety_snapshot"].is_string(), "{r}");
+        assert_eq!(snapshot_of(&live), want);
+        let snaps = json_of(&c, &server.url("/api/v1/snapshots"), VIEWER).await;
+        assert!(
+            snaps.as_array().unwrap().iter().any(|s| s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "pre-restore")),
+            "no pre-restore snapshot: {snaps}"
+        );
+
+        // The live directory's data damaged on both replicas: the restore
+        // fails, and the directory is rolled back as it was.
+        for p in packs(&env.path("r1"))
+            .into_iter()
+            .chain(packs(&env.path("r2")))
+            .filter(|p| !before_packs.contains(p))
+            .filter(|p| std::fs::metadata(p).unwrap().len() > 1 << 20)
+        {
+            flip_byte(&p, 5000);
+        }
+        change();
+        let changed = snapshot_of(&live);
+        let (code, v) = call(
+            &c,
+            &server,
+            "POST",
+            "/api/v1/restore",
+            &Some(
+                json!({"snapshot": r["snapshot"], "path": live, "target": live,
+                         "in_place": true, "delete": true}),
+            ),
+            Some(OPERATOR),
+        )
+        .await;
+        assert_eq!(code, 202, "{v}");
+        let t = follow(&c, &server, v["id"].as_u64().unwrap()).await;
+        assert_eq!(t["state"], "failed", "{t}");
+        assert_eq!(t["report"]["outcome"], "rolled_back", "{t}");
+        assert!(
+            t["error"].as_str().unwrap().starts_with("rolled back"),
+            "{t}"
+        );
+        assert_eq!(snapshot_of(&live), changed, "not rolled back");
+        let h = json_of(&c, &server.url("/api/v1/history"), VIEWER).await;
+        let restores: Vec<&Value> = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["job"] == "api-restore")
+            .collect();
+        assert_eq!(restores.len(), 3, "{h}");
+        assert!(restores.iter().all(|r| r["actor"] == "ci"), "{h}");
+        assert!(restores.iter().any(|r| r["status"] == "failure"), "{h}");
     });
 }

@@ -329,53 +329,50 @@ pub fn std_command(c: &assert_cmd::Command) -> std::process::Command {
 }
 
 /// Run a command to completion and return its output with its peak
-/// resident set size in KiB, read from the kernel's accounting of that one
-/// child (`wait4`), so tests running in parallel do not disturb it.
-// The child is reaped by wait4 below, which clippy cannot see.
-#[allow(unsafe_code, clippy::zombie_processes)]
+/// resident set size in KiB, as the kernel accounted it for that one
+/// process (`wait4`), so tests running in parallel do not disturb it.
+///
+/// The command is started by a small Python launcher that forks, execs it
+/// and reports its child's peak: a child forked (or vforked) from this
+/// test process would carry the test process's own size (hundreds of MiB
+/// while other tests run beside it) into its peak, because Linux keeps the
+/// largest size a process had, across exec.
 pub fn output_with_peak_rss(c: &assert_cmd::Command) -> (std::process::Output, u64) {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut cmd = std_command(c);
-    // A pre_exec hook makes std fork instead of vfork: a vforked child
-    // shares the test process's memory until exec, and Linux then reports
-    // the test process's own peak (hundreds of MiB while other tests run
-    // beside it) as the child's. A forked child starts from the current
-    // size only.
-    // SAFETY: the hook does nothing; nothing runs between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || Ok(()));
+    const LAUNCHER: &str = "import os, sys\n\
+        pid = os.fork()\n\
+        if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+        _, status, ru = os.wait4(pid, 0)\n\
+        open(sys.argv[1], 'w').write(str(ru.ru_maxrss))\n\
+        sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))\n";
+    let inner = std_command(c);
+    let report = tempfile::NamedTempFile::new().unwrap();
+    // Debian's own Python: a pyenv shim on PATH would need the real HOME.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c")
+        .arg(LAUNCHER)
+        .arg(report.path())
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    if let Some(d) = inner.get_current_dir() {
+        cmd.current_dir(d);
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            r.read_to_end(&mut v).unwrap();
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let mut status = 0;
-    // SAFETY: rusage is plain data the kernel fills in; the pid is our own
-    // child, reaped here exactly once (std's Child is never waited on).
-    let rusage = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        let r = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
-        assert_eq!(r, child.id() as libc::pid_t, "wait4 failed");
-        ru
-    };
-    let output = std::process::Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    };
-    (output, rusage.ru_maxrss as u64)
+    let output = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 (the launcher that measures peak memory) must be installed");
+    let peak = std::fs::read_to_string(report.path())
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the launcher reported no peak: {output:?}"));
+    (output, peak)
 }
 
 /// Run `c` and SIGKILL it as soon as its stderr contains `needle` (e.g. a
