@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -79,25 +79,39 @@ struct Known {
     digest: [u8; 32],
 }
 
+/// Only a digest of each token is kept.
+fn known(tokens: Vec<Token>) -> Vec<Known> {
+    tokens
+        .into_iter()
+        .map(|t| Known {
+            digest: *blake3::hash(t.secret.as_bytes()).as_bytes(),
+            label: t.label,
+            role: t.role,
+        })
+        .collect()
+}
+
 /// The tokens and the failure counts.
 pub struct Auth {
-    tokens: Vec<Known>,
+    tokens: RwLock<Vec<Known>>,
     failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
 impl Auth {
     pub fn new(tokens: Vec<Token>) -> Auth {
         Auth {
-            tokens: tokens
-                .into_iter()
-                .map(|t| Known {
-                    digest: *blake3::hash(t.secret.as_bytes()).as_bytes(),
-                    label: t.label,
-                    role: t.role,
-                })
-                .collect(),
+            tokens: RwLock::new(known(tokens)),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The tokens of a reloaded configuration, in place of the old ones (a
+    /// token removed from the file stops working at once).
+    pub fn replace(&self, tokens: Vec<Token>) {
+        *self
+            .tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = known(tokens);
     }
 
     /// The caller whose token is `presented`. Every token is compared, each
@@ -106,7 +120,11 @@ impl Auth {
     pub fn identify(&self, presented: &str) -> Option<Caller> {
         let digest = blake3::hash(presented.as_bytes());
         let mut found = None;
-        for t in &self.tokens {
+        let tokens = self
+            .tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for t in tokens.iter() {
             let same =
                 aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_bytes(), &t.digest)
                     .is_ok();

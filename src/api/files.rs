@@ -98,7 +98,7 @@ fn stream_file(
     from: u64,
     to: u64,
 ) -> ApiResult<impl futures::Stream<Item = Result<Bytes, crate::Error>>> {
-    let sizes = api.browser.chunk_sizes(&node)?;
+    let sizes = api.browser().chunk_sizes(&node)?;
     let mut pieces = Vec::new();
     let mut at = 0u64;
     for (id, size) in node.content.iter().zip(sizes) {
@@ -115,7 +115,7 @@ fn stream_file(
     Ok(futures::stream::iter(pieces).then(move |(id, lo, hi)| {
         let (api, _node) = (api.clone(), node.clone());
         async move {
-            let data = api.browser.chunk(&id).await?;
+            let data = api.browser().chunk(&id).await?;
             let hi = hi.min(data.len());
             Ok(Bytes::from(data).slice(lo.min(hi)..hi))
         }
@@ -141,7 +141,7 @@ pub async fn file(
     caller.at_least(Role::Viewer, "downloading a file")?;
     crate::ops::browse::components(q.path())?;
     let s = find(&api, &id).await?;
-    let node = file_node(api.browser.find(&s.snapshot, q.path()).await?, q.path())?;
+    let node = file_node(api.browser().find(&s.snapshot, q.path()).await?, q.path())?;
     let size = node.size;
     let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let part = match range(asked, size) {
@@ -209,7 +209,7 @@ async fn collect(
     let mut out = Vec::new();
     let mut stack = vec![(subtree, prefix)];
     while let Some((ids, dir)) = stack.pop() {
-        let tree = api.browser.tree(&ids).await?;
+        let tree = api.browser().tree(&ids).await?;
         let mut nodes = tree.nodes.clone();
         nodes.sort_by(|a, b| a.name.0.cmp(&b.name.0));
         let mut subdirs = Vec::new();
@@ -273,7 +273,7 @@ pub async fn archive(
     let parts = crate::ops::browse::components(&path)?;
     let format = q.format.unwrap_or(Format::Tar);
     let s = find(&api, &id).await?;
-    let found = api.browser.find(&s.snapshot, &path).await?;
+    let found = api.browser().find(&s.snapshot, &path).await?;
     let Some(subtree) = found.subtree().map(<[_]>::to_vec) else {
         return Err(ApiError::bad_request(format!(
             "{path}: not a directory: download it with /file"

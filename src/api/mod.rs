@@ -21,10 +21,11 @@ pub mod tasks;
 pub mod tls;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ConfigFile;
 use crate::jobs::history::History;
@@ -37,21 +38,30 @@ pub use error::ApiError;
 /// The largest request body accepted (every body is a small JSON object).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// What the handlers share.
-pub struct Api {
+/// What a configuration gives the API; replaced as a whole when the
+/// daemon reloads its configuration (SIGHUP).
+pub struct Live {
     pub config: Arc<ConfigFile>,
     pub jobs: Vec<Job>,
     pub runner: Runner,
+    /// `[api] restore_roots`, each made canonical.
+    pub restore_roots: Vec<PathBuf>,
+}
+
+/// What the handlers share.
+pub struct Api {
+    live: RwLock<Arc<Live>>,
     pub history: Arc<History>,
     /// Reads snapshots of the repository opened at start (every replica
-    /// the configuration names).
-    pub browser: Browser,
+    /// the configuration names); opened again after a reload.
+    browser: RwLock<Arc<Browser>>,
     pub auth: Auth,
     pub tasks: tasks::Tasks,
-    /// `[api] restore_roots`, each made canonical at start.
-    pub restore_roots: Vec<PathBuf>,
     /// Cancelled when the server stops: running tasks stop at a safe point.
     pub cancel: CancellationToken,
+    /// The tasks started by the API, waited for before the server exits so
+    /// each stops at a safe point and records its run.
+    running: TaskTracker,
 }
 
 pub type SharedApi = Arc<Api>;
@@ -66,6 +76,102 @@ impl Api {
         history: Arc<History>,
         cancel: CancellationToken,
     ) -> Result<Api, ApiSetupError> {
+        let (live, tokens) = Live::new(config, jobs, runner)?;
+        let repo = live.runner.opener.open(None, cancel.child_token()).await?;
+        let browser = Browser::new(Arc::new(repo)).await?;
+        Ok(Api {
+            live: RwLock::new(Arc::new(live)),
+            history,
+            browser: RwLock::new(Arc::new(browser)),
+            auth: Auth::new(tokens),
+            tasks: tasks::Tasks::new(),
+            cancel,
+            running: TaskTracker::new(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The snapshot browser in force.
+    pub fn browser(&self) -> Arc<Browser> {
+        self.browser
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Take a reloaded configuration: its tokens, jobs, restore roots and
+    /// backends. A configuration the API cannot use is refused whole and the
+    /// old one stays. Requests and tasks already running keep what they
+    /// started with; the repository is opened again in the background and
+    /// browsing switches to it once it is open.
+    pub fn reload(
+        self: &Arc<Self>,
+        config: Arc<ConfigFile>,
+        jobs: Vec<Job>,
+        runner: Runner,
+    ) -> Result<(), ApiSetupError> {
+        let (live, tokens) = Live::new(config, jobs, runner)?;
+        let opener = live.runner.opener.clone();
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(live);
+        self.auth.replace(tokens);
+        let api = self.clone();
+        self.spawn(async move {
+            let opened = async {
+                let repo = opener.open(None, api.cancel.child_token()).await?;
+                Browser::new(Arc::new(repo)).await
+            };
+            match opened.await {
+                Ok(b) => {
+                    *api.browser
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(b);
+                    tracing::info!("API: the repository was opened again after the reload");
+                }
+                Err(e) => tracing::error!(
+                    "API: after the reload the repository could not be opened, browsing goes \
+                     on with the old one: {}",
+                    crate::error::chain(&e)
+                ),
+            }
+        });
+        Ok(())
+    }
+
+    /// Run `work` as one of the API's tasks (see [`Api::wait_tasks`]).
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.running.spawn(work);
+    }
+
+    /// Wait until every task the API started has ended (they stop at a safe
+    /// point once [`Api::cancel`] is cancelled), at most `limit`; false if
+    /// some were still running then.
+    pub async fn wait_tasks(&self, limit: std::time::Duration) -> bool {
+        self.running.close();
+        tokio::time::timeout(limit, self.running.wait())
+            .await
+            .is_ok()
+    }
+}
+
+impl Live {
+    fn new(
+        config: Arc<ConfigFile>,
+        jobs: Vec<Job>,
+        runner: Runner,
+    ) -> Result<(Live, Vec<crate::config::api::Token>), ApiSetupError> {
         let tokens = config.api.read_tokens()?;
         if tokens.is_empty() {
             return Err(ApiSetupError::NoTokens);
@@ -79,19 +185,15 @@ impl Api {
                 })?;
             restore_roots.push(canonical);
         }
-        let repo = runner.opener.open(None, cancel.child_token()).await?;
-        let browser = Browser::new(Arc::new(repo)).await?;
-        Ok(Api {
-            config,
-            jobs,
-            runner,
-            history,
-            browser,
-            auth: Auth::new(tokens),
-            tasks: tasks::Tasks::new(),
-            restore_roots,
-            cancel,
-        })
+        Ok((
+            Live {
+                config,
+                jobs,
+                runner,
+                restore_roots,
+            },
+            tokens,
+        ))
     }
 }
 

@@ -32,15 +32,18 @@ pub async fn status(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<crate::ops::status::Status>> {
     caller.at_least(Role::Viewer, "reading the status")?;
-    let policies = api.config.policies();
+    let policies = api.live().config.policies();
     let retention = crate::ops::status::Retention {
         policies: &policies,
         tz: jiff::tz::TimeZone::system(),
         now: jiff::Timestamp::now(),
     };
     let configured = policies.default.is_some() || !policies.by_replica.is_empty();
-    let st =
-        crate::ops::status::status(api.browser.repo(), configured.then_some(&retention)).await?;
+    let st = crate::ops::status::status(
+        &api.browser().repo().clone(),
+        configured.then_some(&retention),
+    )
+    .await?;
     Ok(Json(st))
 }
 
@@ -72,7 +75,7 @@ pub async fn jobs(
 ) -> ApiResult<Json<Vec<JobInfo>>> {
     caller.at_least(Role::Viewer, "listing jobs")?;
     let mut out = Vec::new();
-    for j in &api.jobs {
+    for j in &api.live().jobs {
         out.push(JobInfo {
             name: j.name.clone(),
             kind: j.kind.name().into(),
@@ -147,10 +150,12 @@ fn spawn_job(api: &SharedApi, job: Job, kind: &str, caller: &Caller) -> u64 {
     let id = api.tasks.create(kind, named, &caller.label);
     let (api, label) = (api.clone(), caller.label.clone());
     tracing::info!(task = id, job = %job.name, actor = %label, "API: {kind} started");
-    tokio::spawn(async move {
+    let task = api.clone();
+    task.spawn(async move {
         api.tasks.started(id);
         let started = std::time::Instant::now();
-        let run = api.runner.run_recorded_by(
+        let live = api.live();
+        let run = live.runner.run_recorded_by(
             &job,
             Trigger::Api,
             Some(&label),
@@ -187,6 +192,7 @@ pub async fn run_job(
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     caller.at_least(Role::Operator, "running a job")?;
     let job = api
+        .live()
         .jobs
         .iter()
         .find(|j| j.name == name)
@@ -236,7 +242,7 @@ pub async fn backup(
     }
     if let Some(names) = &req.backends {
         for n in names {
-            if !api.config.backends.contains_key(n) {
+            if !api.live().config.backends.contains_key(n) {
                 return Err(ApiError::bad_request(format!(
                     "backends: no backend {n:?} in the configuration"
                 )));
@@ -306,7 +312,7 @@ pub async fn forget(
     Body(req): Body<ForgetRequest>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let policies = api.config.policies();
+    let policies = api.live().config.policies();
     if policies.default.is_none() && policies.by_replica.is_empty() {
         return Err(ApiError::bad_request(
             "no retention policy: configure [retention] or [backends.NAME.retention]",
@@ -321,7 +327,7 @@ pub async fn forget(
         caller.at_least(Role::Viewer, "previewing a forget")?;
         let mut opts = crate::ops::forget::ForgetOptions::new(policies);
         opts.dry_run = true;
-        let report = crate::ops::forget::forget(api.browser.repo(), &opts).await?;
+        let report = crate::ops::forget::forget(&api.browser().repo().clone(), &opts).await?;
         return Ok(Json(report).into_response());
     }
     caller.at_least(

@@ -111,7 +111,7 @@ pub async fn restore(
     Body(req): Body<RestoreRequest>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     caller.at_least(Role::Operator, "restoring")?;
-    let target = restore_target(&api.restore_roots, &req.target)?;
+    let target = restore_target(&api.live().restore_roots, &req.target)?;
     if let Some(p) = &req.path {
         crate::ops::browse::components(p)?;
     }
@@ -132,7 +132,8 @@ pub async fn restore(
     tracing::info!(task = id, actor = %label, target = %target.display(),
         in_place = req.in_place, "API: restore started");
     let api = api.clone();
-    tokio::spawn(async move {
+    let task = api.clone();
+    task.spawn(async move {
         api.tasks.started(id);
         let started = jiff::Timestamp::now();
         let spec = snap.id.to_hex();
@@ -224,6 +225,7 @@ async fn plain(
     opts.subpath = req.path.clone();
     opts.verify = req.verify;
     let repo = api
+        .live()
         .runner
         .opener
         .open(None, api.cancel.child_token())
@@ -266,6 +268,7 @@ async fn in_place(
     opts.delete = req.delete;
     opts.dry_run = req.dry_run;
     let repo = api
+        .live()
         .runner
         .opener
         .open(None, api.cancel.child_token())

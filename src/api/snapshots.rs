@@ -67,7 +67,8 @@ pub async fn find(api: &SharedApi, spec: &str) -> ApiResult<SnapshotEntry> {
             "snapshot {spec:?}: give `latest`, an id or a prefix of one (hex)"
         )));
     }
-    let repo = api.browser.repo();
+    let browser = api.browser();
+    let repo = browser.repo();
     let snaps = repo.list_snapshots().await?;
     Ok(Repository::find_snapshot(&snaps, spec)?.clone())
 }
@@ -81,7 +82,8 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<SnapshotInfo>>> {
     caller.at_least(Role::Viewer, "listing snapshots")?;
-    let repo = api.browser.repo();
+    let browser = api.browser();
+    let repo = browser.repo();
     let snaps = repo.list_snapshots().await?;
     Ok(Json(
         snaps.iter().map(|s| SnapshotInfo::new(repo, s)).collect(),
@@ -100,7 +102,7 @@ pub async fn get(
 ) -> ApiResult<Json<SnapshotInfo>> {
     caller.at_least(Role::Viewer, "reading a snapshot")?;
     let s = find(&api, &id).await?;
-    Ok(Json(SnapshotInfo::new(api.browser.repo(), &s)))
+    Ok(Json(SnapshotInfo::new(&api.browser().repo().clone(), &s)))
 }
 
 /// A path in a snapshot, as `ls` shows it.
@@ -199,7 +201,7 @@ pub async fn tree(
     caller.at_least(Role::Viewer, "browsing a snapshot")?;
     crate::ops::browse::components(q.path())?;
     let s = find(&api, &id).await?;
-    let nodes = api.browser.list(&s.snapshot, q.path()).await?;
+    let nodes = api.browser().list(&s.snapshot, q.path()).await?;
     Ok(Json(Listing {
         snapshot: s.id.to_hex(),
         path: q.path().to_string(),

@@ -26,6 +26,9 @@ pub struct DaemonArgs {
 
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// After the stop, how long the API's tasks get to stop at a safe point
+/// and record their runs.
+pub const API_TASK_GRACE: Duration = Duration::from_secs(60);
 
 /// The configuration, its jobs and a runner, as a daemon uses them; every
 /// mistake is refused here, before anything runs.
@@ -63,6 +66,11 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
     };
     let observations = Arc::new(RwLock::new(Observations::new(jiff::Timestamp::now())));
     let http_stop = tokio_util::sync::CancellationToken::new();
+    let mut api: Option<Arc<cairn::api::Api>> = None;
+    // The API's tasks get the same time to finish as the daemon's jobs:
+    // they are cancelled once `shutdown_timeout` has passed, not at the
+    // signal.
+    let api_cancel = tokio_util::sync::CancellationToken::new();
     let http = match listen {
         None => None,
         Some(addr) => {
@@ -79,15 +87,16 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
             };
             let mut router = cairn::daemon::http::router(observations.clone());
             if with_api {
-                let api = super::cmd_serve::api(
-                    g,
+                let a = super::cmd_serve::api(
                     first.config.clone(),
                     first.jobs.clone(),
                     first.runner.clone(),
                     history.clone(),
+                    api_cancel.clone(),
                 )
                 .await?;
-                router = router.merge(cairn::api::router(api));
+                router = router.merge(cairn::api::router(a.clone()));
+                api = Some(a);
             }
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -114,10 +123,18 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
     // SIGTERM/SIGINT cancel the command's token (see signals.rs): that is
     // the daemon's shutdown; a second one ends the process at once.
     super::signals::arm();
+    let shutdown_timeout = first
+        .config
+        .daemon
+        .shutdown_timeout
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    // When the stop was asked for, plus `shutdown_timeout`.
+    let stop_deadline = Arc::new(std::sync::OnceLock::new());
     {
-        let (tx, cancel) = (tx.clone(), g.cancel.clone());
+        let (tx, cancel, deadline) = (tx.clone(), g.cancel.clone(), stop_deadline.clone());
         tokio::spawn(async move {
             cancel.cancelled().await;
+            let _ = deadline.set(std::time::Instant::now() + shutdown_timeout);
             let _ = tx.send(Control::Shutdown).await;
         });
     }
@@ -140,11 +157,7 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
     let opts = Options {
         history,
         observations,
-        shutdown_timeout: first
-            .config
-            .daemon
-            .shutdown_timeout
-            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        shutdown_timeout,
         status_interval: first
             .config
             .daemon
@@ -152,11 +165,38 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
             .unwrap_or(DEFAULT_STATUS_INTERVAL),
     };
     let g2 = g.clone();
-    let reload: scheduler::Reload = Box::new(move || setup(&g2).map_err(|e| format!("{e:#}")));
+    let reload_api = api.clone();
+    // A reload reaches the API too (tokens, jobs, restore roots, backends);
+    // a configuration either of them refuses is refused whole.
+    let reload: scheduler::Reload = Box::new(move || {
+        let new = setup(&g2).map_err(|e| format!("{e:#}"))?;
+        match &reload_api {
+            Some(a) => a
+                .reload(new.config.clone(), new.jobs.clone(), new.runner.clone())
+                .map_err(|e| e.to_string())?,
+            None if !new.config.api.tokens.is_empty() => {
+                tracing::warn!("[[api.tokens]] were added: the API is served after a restart")
+            }
+            None => {}
+        }
+        Ok(new)
+    });
     let report = scheduler::run(first, opts, reload, rx).await;
     http_stop.cancel();
     if let Some(h) = http {
         let _ = h.await;
+    }
+    if let Some(a) = api {
+        let left = stop_deadline.get().map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+        });
+        if !a.wait_tasks(left).await {
+            tracing::info!("stopping the API's running tasks at a safe point");
+            api_cancel.cancel();
+            if !a.wait_tasks(API_TASK_GRACE).await {
+                tracing::warn!("API tasks still running after {API_TASK_GRACE:?}: exiting anyway");
+            }
+        }
     }
     if g.json {
         output::print_json(&serde_json::json!({"type": "daemon", "report": report}));

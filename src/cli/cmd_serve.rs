@@ -24,13 +24,13 @@ pub struct ServeArgs {
 /// The API over the configuration: tokens read, repository opened, TLS
 /// loaded; every mistake is refused before listening.
 pub async fn api(
-    g: &Global,
     config: Arc<cairn::config::ConfigFile>,
     jobs: Vec<cairn::jobs::Job>,
     runner: cairn::jobs::Runner,
     history: Arc<cairn::jobs::history::History>,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Arc<cairn::api::Api>> {
-    let api = cairn::api::Api::new(config, jobs, runner, history, g.cancel.clone())
+    let api = cairn::api::Api::new(config, jobs, runner, history, cancel)
         .await
         .map_err(|e| match e {
             cairn::api::ApiSetupError::Repo(e) => anyhow::Error::from(e),
@@ -54,7 +54,7 @@ pub async fn run(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         notifier: cmd_jobs::notifier(&config)?,
     };
     let history = Arc::new(cmd_jobs::open_history(&config)?);
-    let api = api(g, config, jobs, runner, history).await?;
+    let api = api(config, jobs, runner, history, g.cancel.clone()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
@@ -64,6 +64,18 @@ pub async fn run(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
         listener.local_addr()?
     );
     super::signals::arm();
-    cairn::api::serve(listener, tls, cairn::api::router(api), g.cancel.clone()).await?;
+    cairn::api::serve(
+        listener,
+        tls,
+        cairn::api::router(api.clone()),
+        g.cancel.clone(),
+    )
+    .await?;
+    // Running tasks were cancelled with the server: each stops at a safe
+    // point and records its run before the process exits.
+    let grace = super::cmd_daemon::API_TASK_GRACE;
+    if !api.wait_tasks(grace).await {
+        tracing::warn!("API tasks still running after {grace:?}: exiting anyway");
+    }
     Ok(exit::OK)
 }

@@ -91,6 +91,22 @@ impl Daemon {
         (code, body.to_string())
     }
 
+    /// A request with a bearer token: status and body.
+    fn call(&self, method: &str, path: &str, token: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map_or("", |b| b.1);
+        (code, body.to_string())
+    }
+
     fn health(&self) -> (u16, Value) {
         let (code, body) = self.get("/health");
         let json = body
@@ -763,4 +779,84 @@ fn a_webhook_url_from_a_systemd_credential() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(hook.events().len(), 1);
     assert_eq!(hook.events()[0]["event"], "failure");
+}
+
+#[test]
+fn the_api_follows_a_reload_and_its_tasks_are_stopped_and_recorded_at_shutdown() {
+    let env = Env::new();
+    let base = two_local(&env).replace("shutdown_timeout = \"30s\"", "shutdown_timeout = \"2s\"");
+    let (old, new) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
+    for (f, t) in [("old.token", old), ("new.token", new)] {
+        std::fs::write(env.path(f), t).unwrap();
+    }
+    let token = |label: &str, file: &str| {
+        format!(
+            "[[api.tokens]]\nlabel = \"{label}\"\nrole = \"operator\"\ntoken = {{ file = \"{}\" }}\n",
+            env.path(file).display()
+        )
+    };
+    let job =
+        |name: &str| format!("[jobs.{name}]\ncommand = [\"sleep\", \"600\"]\nfilename = \"x\"\n");
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!("{base}{}{}", job("first"), token("old", "old.token")),
+    )
+    .unwrap();
+    let d = Daemon::start(&env, &config);
+    let (code, body) = d.call("GET", "/api/v1/jobs", old);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"first\"") && !body.contains("\"second\""),
+        "{body}"
+    );
+
+    // A reload brings the new job and token; the old token stops working.
+    std::fs::write(
+        &config,
+        format!(
+            "{base}{}{}{}",
+            job("first"),
+            job("second"),
+            token("new", "new.token")
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    wait_for(Duration::from_secs(20), "the reload", || {
+        d.log().contains("configuration reloaded")
+    });
+    let (code, body) = d.call("GET", "/api/v1/jobs", new);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"second\""), "{body}");
+    assert_eq!(d.call("GET", "/api/v1/jobs", old).0, 401);
+
+    // A file without a token is refused whole: the API keeps the last one.
+    std::fs::write(&config, format!("{base}{}", job("first"))).unwrap();
+    d.signal("HUP");
+    wait_for(Duration::from_secs(20), "the refused reload", || {
+        d.log().contains("was not reloaded")
+    });
+    assert!(d.log().contains("no [[api.tokens]]"), "{}", d.log());
+    assert_eq!(d.call("GET", "/api/v1/jobs", new).0, 200);
+
+    // A job started over the API is still running at SIGTERM: after the
+    // shutdown timeout it is stopped at a safe point and recorded.
+    let (code, body) = d.call("POST", "/api/v1/jobs/second/run", new);
+    assert_eq!(code, 202, "{body}");
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        d.call("GET", "/api/v1/jobs/1", new)
+            .1
+            .contains("\"running\"")
+    });
+    let started = Instant::now();
+    assert_eq!(d.stop(Duration::from_secs(60)), 0);
+    assert!(started.elapsed() >= Duration::from_secs(2), "did not wait");
+    let runs = history(&env, &config);
+    let run = runs
+        .iter()
+        .find(|r| r["job"] == "second")
+        .unwrap_or_else(|| panic!("the API's run was not recorded: {runs:?}"));
+    assert_eq!(run["status"], "failure", "{run}");
+    assert_eq!(run["actor"], "new", "{run}");
 }
