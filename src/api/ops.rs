@@ -175,6 +175,8 @@ fn spawn_job(api: &SharedApi, job: Job, kind: &str, caller: &Caller) -> u64 {
         let r = recorded.record;
         let error = (r.status == RunStatus::Failure)
             .then(|| r.error.clone().unwrap_or_else(|| "the run failed".into()));
+        // What the task wrote (a snapshot, a forget) shows at once.
+        api.browser().forget_listing().await;
         api.tasks.finished(id, serde_json::to_value(&r).ok(), error);
     });
     id

@@ -202,6 +202,8 @@ pub async fn restore(
                 crate::error::chain(&e)
             );
         }
+        // What the task wrote (a snapshot, a forget) shows at once.
+        api.browser().forget_listing().await;
         api.tasks.finished(id, report, error);
     });
     Ok(Accepted::new(id))

@@ -67,9 +67,7 @@ pub async fn find(api: &SharedApi, spec: &str) -> ApiResult<SnapshotEntry> {
             "snapshot {spec:?}: give `latest`, an id or a prefix of one (hex)"
         )));
     }
-    let browser = api.browser();
-    let repo = browser.repo();
-    let snaps = repo.list_snapshots().await?;
+    let snaps = api.browser().snapshots().await?;
     Ok(Repository::find_snapshot(&snaps, spec)?.clone())
 }
 
@@ -84,7 +82,7 @@ pub async fn list(
     caller.at_least(Role::Viewer, "listing snapshots")?;
     let browser = api.browser();
     let repo = browser.repo();
-    let snaps = repo.list_snapshots().await?;
+    let snaps = browser.snapshots().await?;
     Ok(Json(
         snaps.iter().map(|s| SnapshotInfo::new(repo, s)).collect(),
     ))

@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
-use crate::repo::{MasterIndex, Repository};
+use crate::repo::{MasterIndex, Repository, SnapshotEntry};
 
 /// Trees kept decoded: the directories of the paths being browsed, bounded
 /// so memory does not grow with the snapshot.
@@ -71,7 +72,16 @@ pub struct Browser {
     repo: Arc<Repository>,
     index: RwLock<Arc<MasterIndex>>,
     trees: Mutex<HashMap<Vec<Id>, Arc<Tree>>>,
+    /// The last listing of the snapshots and when it was made. The lock is
+    /// held while listing, so callers arriving meanwhile share that one
+    /// listing instead of each reading every snapshot document again.
+    listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<SnapshotEntry>>)>>,
+    /// How long a listing is reused ([`LISTING_FRESH`]).
+    fresh: Duration,
 }
+
+/// How long a listing of the snapshots is reused.
+pub const LISTING_FRESH: Duration = Duration::from_secs(2);
 
 impl Browser {
     /// A browser over `repo`, with its index loaded now.
@@ -81,7 +91,34 @@ impl Browser {
             repo,
             index: RwLock::new(Arc::new(index)),
             trees: Mutex::new(HashMap::new()),
+            listing: tokio::sync::Mutex::new(None),
+            fresh: LISTING_FRESH,
         })
+    }
+
+    /// Reuse a listing of the snapshots for `fresh` instead.
+    pub fn with_listing_fresh(mut self, fresh: Duration) -> Browser {
+        self.fresh = fresh;
+        self
+    }
+
+    /// The snapshots, oldest first, listed at most [`LISTING_FRESH`] ago.
+    pub async fn snapshots(&self) -> Result<Arc<Vec<SnapshotEntry>>> {
+        let mut last = self.listing.lock().await;
+        if let Some((at, list)) = last.as_ref() {
+            if at.elapsed() < self.fresh {
+                return Ok(list.clone());
+            }
+        }
+        let list = Arc::new(self.repo.list_snapshots().await?);
+        *last = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// Forget the last listing: the next one reads the replicas (after a
+    /// change made through this process, such as a backup or a forget).
+    pub async fn forget_listing(&self) {
+        *self.listing.lock().await = None;
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -284,5 +321,25 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         assert!(b.list(&snap, &format!("{path}/{name}")).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_snapshot_listing_is_shared_for_a_moment_and_can_be_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = Arc::new(init(memory_replicas(1)).await);
+        backup_dir(&repo, &src).await;
+        let b = Browser::new(repo.clone())
+            .await
+            .unwrap()
+            .with_listing_fresh(Duration::from_secs(3600));
+        let first = b.snapshots().await.unwrap();
+        assert_eq!(first.len(), 1);
+        backup_dir(&repo, &src).await;
+        // While fresh, the same listing is given again...
+        assert!(Arc::ptr_eq(&first, &b.snapshots().await.unwrap()));
+        // ...unless it was forgotten.
+        b.forget_listing().await;
+        assert_eq!(b.snapshots().await.unwrap().len(), 2);
     }
 }

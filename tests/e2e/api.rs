@@ -798,10 +798,18 @@ fn reads_answer_while_a_backup_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("lock"));
-    // The new snapshot is seen.
+    // The new snapshot is seen once the server's listing (reused for two
+    // seconds, docs/api.md) is made again.
     rt().block_on(async {
-        let v = json_of(&c, &server.url("/api/v1/snapshots"), VIEWER).await;
-        assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+        let started = Instant::now();
+        loop {
+            let v = json_of(&c, &server.url("/api/v1/snapshots"), VIEWER).await;
+            if v.as_array().unwrap().len() == 2 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{v}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     });
     assert!(
         !server.log().to_lowercase().contains("lock"),
