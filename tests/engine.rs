@@ -138,6 +138,7 @@ async fn a_full_replica_fails_alone_and_stays_consistent() {
         workers: 2,
         allow_devices: false,
         keep_setuid: false,
+        batch_files: cairn::ops::restore::BATCH_FILES,
     };
     let res = restore(
         &good_repo,
@@ -277,6 +278,7 @@ async fn reads_fall_back_to_another_replica() {
         workers: 2,
         allow_devices: false,
         keep_setuid: false,
+        batch_files: cairn::ops::restore::BATCH_FILES,
     };
     let res = restore(&repo, &index, &snaps[0], &opts, &RestoreProgress::default())
         .await

@@ -66,6 +66,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         allow_devices: a.allow_devices,
         keep_setuid: a.keep_setuid,
+        ..RestoreOptions::new(target.clone())
     };
     let progress = Arc::new(RestoreProgress::default());
     let ticker = super::progress::show(g, progress.clone());

@@ -51,6 +51,9 @@ pub struct RestoreOptions {
     /// Keep set-user-id and set-group-id bits of files; otherwise they are
     /// cleared and reported.
     pub keep_setuid: bool,
+    /// Files planned before they are restored, at most ([`BATCH_FILES`]);
+    /// their blobs are bounded at eight times as many.
+    pub batch_files: usize,
 }
 
 impl RestoreOptions {
@@ -64,6 +67,7 @@ impl RestoreOptions {
             workers: 2,
             allow_devices: false,
             keep_setuid: false,
+            batch_files: BATCH_FILES,
         }
     }
 }
@@ -200,12 +204,19 @@ pub async fn restore_snapshot(
 
 /// Walk the part of `snap` that `opts` selects into a plan of entries
 /// below `root`.
+///
+/// With `batch`, the plan is handed to it whenever it holds
+/// `opts.batch_files` files or eight times as many blobs of them, and it takes
+/// the files out: memory then stays bounded whatever the number of files.
+/// Without, the plan holds every entry (an in-place restore compares the
+/// whole of it with the directory first).
 async fn make_plan(
     repo: &Repository,
     index: &MasterIndex,
     snap: &SnapshotEntry,
     opts: &RestoreOptions,
     root: &Root,
+    batch: Option<&mut (dyn FnMut(&mut Plan) + Send)>,
 ) -> Result<Plan> {
     let filter = includes(&opts.include)?;
     let sub = opts.subpath.clone().unwrap_or_default();
@@ -236,6 +247,8 @@ async fn make_plan(
                 filter: filter.as_ref(),
                 plan: &mut plan,
                 failed: None,
+                batch,
+                pieces: 0,
             };
             TreeWalker::new(repo, index)
                 .walk(&tree_ids, &snap_base, &mut v)
@@ -257,22 +270,21 @@ pub async fn restore(
     progress: &RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let root = Root::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
-    let mut plan = make_plan(repo, index, snap, opts, &root).await?;
     let target = opts.target.as_path();
     let shown = |rel: &Path| escape_bytes(target.join(rel).as_os_str().as_bytes());
-    let mut outcome = RestoreOutcome {
-        errors: std::mem::take(&mut plan.errors),
-        findings: std::mem::take(&mut plan.findings),
-        ..Default::default()
-    };
-    progress.total_files.store(plan.files.len() as u64, Relaxed);
-    progress
-        .total_bytes
-        .store(plan.files.iter().map(|f| f.node.size).sum(), Relaxed);
-    for (p, _) in &plan.dirs {
-        if let Err(e) = root.mkdir_all(p) {
-            outcome.errors.push(format!("{}: {e}", shown(p)));
-        }
+    // The whole snapshot's totals are in its summary; a part of it is
+    // counted as it is planned.
+    let whole = opts.include.is_empty()
+        && opts
+            .subpath
+            .as_deref()
+            .is_none_or(|p| p.trim_matches('/').is_empty());
+    if whole {
+        let s = &snap.snapshot.summary;
+        progress
+            .total_files
+            .store(s.files_new + s.files_changed + s.files_unmodified, Relaxed);
+        progress.total_bytes.store(s.total_bytes, Relaxed);
     }
     let errors = Mutex::new(Vec::new());
     let rt = tokio::runtime::Handle::current();
@@ -283,19 +295,61 @@ pub async fn restore(
         journal: None,
         cancel: None,
     };
-    tokio::task::block_in_place(|| {
-        restore_files(
-            repo,
-            index,
-            &rt,
-            &w,
-            &plan.files,
-            opts.workers.max(1),
-            progress,
-            &errors,
-        )
-    });
+    let mut dir_errors = Vec::new();
+    let mut verified = (0u64, Vec::new());
+    let mut dirs_made = 0;
+    // Each batch: the directories planned so far (every file's parent is
+    // planned before it), then the files, read pack by pack.
+    let mut run_batch = |plan: &mut Plan| {
+        for (p, _) in &plan.dirs[dirs_made..] {
+            if let Err(e) = root.mkdir_all(p) {
+                dir_errors.push(format!("{}: {e}", shown(p)));
+            }
+        }
+        dirs_made = plan.dirs.len();
+        if !whole {
+            progress
+                .total_files
+                .fetch_add(plan.files.len() as u64, Relaxed);
+            progress
+                .total_bytes
+                .fetch_add(plan.files.iter().map(|f| f.node.size).sum(), Relaxed);
+        }
+        tokio::task::block_in_place(|| {
+            restore_files(
+                repo,
+                index,
+                &rt,
+                &w,
+                &plan.files,
+                opts.workers.max(1),
+                progress,
+                &errors,
+            )
+        });
+        if opts.verify {
+            for f in &plan.files {
+                match verify_file(repo, index, &root, f) {
+                    Ok(()) => verified.0 += 1,
+                    Err(e) => verified
+                        .1
+                        .push(format!("{}: verification failed: {e}", shown(&f.path))),
+                }
+            }
+        }
+        plan.files.clear();
+    };
+    let mut plan = make_plan(repo, index, snap, opts, &root, Some(&mut run_batch)).await?;
+    run_batch(&mut plan);
+    let mut outcome = RestoreOutcome {
+        errors: std::mem::take(&mut plan.errors),
+        findings: std::mem::take(&mut plan.findings),
+        verified_files: verified.0,
+        ..Default::default()
+    };
+    outcome.errors.extend(dir_errors);
     outcome.errors.extend(errors.into_inner().unwrap());
+    outcome.errors.extend(verified.1);
     for (p, n) in &plan.others {
         let res = match create_other(&root, p, n) {
             Ok(true) => root.set_meta(p, n, w.perm(n)),
@@ -315,16 +369,6 @@ pub async fn restore(
     outcome.files = progress.files.load(Relaxed);
     outcome.dirs = plan.dirs.len() as u64;
     outcome.bytes = progress.bytes.load(Relaxed);
-    if opts.verify {
-        for f in &plan.files {
-            match verify_file(repo, index, &root, f) {
-                Ok(()) => outcome.verified_files += 1,
-                Err(e) => outcome
-                    .errors
-                    .push(format!("{}: verification failed: {e}", shown(&f.path))),
-            }
-        }
-    }
     Ok(outcome)
 }
 
@@ -401,7 +445,7 @@ fn add_node(
 }
 
 /// Collects everything below the restored directory into the plan.
-struct Planner<'a> {
+struct Planner<'a, 'b> {
     root: &'a Root,
     target: &'a Path,
     snap_base: &'a Path,
@@ -411,9 +455,19 @@ struct Planner<'a> {
     plan: &'a mut Plan,
     /// A parent directory that could not be created ends the restore.
     failed: Option<Error>,
+    /// Where full batches of files go (see [`make_plan`]).
+    batch: Option<&'a mut (dyn FnMut(&mut Plan) + Send + 'b)>,
+    /// Blobs of the files in the plan.
+    pieces: usize,
 }
 
-impl Planner<'_> {
+/// Files planned before they are restored, at most (see [`make_plan`]):
+/// with each file's blob list, a few hundred bytes per file. The blobs of
+/// the planned files (about 80 bytes each to plan) are bounded at eight
+/// times as many.
+pub const BATCH_FILES: usize = 8192;
+
+impl Planner<'_, '_> {
     /// The path below the target for a path of the snapshot.
     fn dest(&self, snap_path: &Path) -> PathBuf {
         snap_path
@@ -423,7 +477,7 @@ impl Planner<'_> {
     }
 }
 
-impl Visitor for Planner<'_> {
+impl Visitor for Planner<'_, '_> {
     fn unreadable(&mut self, path: &Path, _: &[Id], e: &Error) {
         // A directory whose tree is damaged or missing is named and
         // skipped; the rest of the snapshot is still restored.
@@ -471,6 +525,16 @@ impl Visitor for Planner<'_> {
                 }
             }
             add_node(self.plan, d, n.clone(), sp, self.snapshot, self.opts);
+            if n.kind == NodeKind::File {
+                self.pieces += n.content.len();
+            }
+            if let Some(batch) = self.batch.as_mut() {
+                let most = self.opts.batch_files.max(1);
+                if self.plan.files.len() >= most || self.pieces >= most * 8 {
+                    batch(self.plan);
+                    self.pieces = 0;
+                }
+            }
         }
         Visit::Descend
     }
@@ -856,6 +920,65 @@ mod tests {
                 std::fs::read(back.join(f)).unwrap(),
                 "{f}"
             );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_restored_in_small_batches_come_back_whole_with_their_directories() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in 0..3 {
+            let sub = src.join(format!("d{d}/deeper"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..7 {
+                let body: Vec<u8> = (0..(f * 3000 + d)).map(|i| (i * 7 + f) as u8).collect();
+                std::fs::write(sub.join(format!("f{f}")), body).unwrap();
+            }
+            std::fs::write(src.join(format!("d{d}/top.txt")), format!("top {d}")).unwrap();
+        }
+        let repo = init(memory_replicas(1)).await;
+        backup_dir(&repo, &src).await;
+        let index = repo.load_index().await.unwrap();
+        let snaps = repo.list_snapshots().await.unwrap();
+        for (name, include) in [("all", vec![]), ("some", vec!["**/d1/**".to_string()])] {
+            let target = dir.path().join(name);
+            let opts = RestoreOptions {
+                verify: true,
+                include: include.clone(),
+                batch_files: 2,
+                ..RestoreOptions::new(target.clone())
+            };
+            let progress = RestoreProgress::default();
+            let out = restore(&repo, &index, &snaps[0], &opts, &progress)
+                .await
+                .unwrap();
+            assert_eq!(out.outcome(), crate::ops::Outcome::Ok, "{:?}", out.errors);
+            let want = if include.is_empty() { 24 } else { 8 };
+            assert_eq!(out.files, want, "{name}");
+            assert_eq!(out.verified_files, want, "{name}");
+            assert_eq!(progress.total_files.load(Relaxed), want, "{name}");
+            let back = target.join(src.strip_prefix("/").unwrap());
+            for d in 0..3 {
+                if !include.is_empty() && d != 1 {
+                    assert!(!back.join(format!("d{d}")).exists());
+                    continue;
+                }
+                for f in 0..7 {
+                    let p = format!("d{d}/deeper/f{f}");
+                    assert_eq!(
+                        std::fs::read(src.join(&p)).unwrap(),
+                        std::fs::read(back.join(&p)).unwrap(),
+                        "{name} {p}"
+                    );
+                }
+                // Directory times are set after their files were written.
+                let m = |p: &Path| std::fs::metadata(p).unwrap().mtime();
+                let sub = format!("d{d}/deeper");
+                if include.is_empty() {
+                    assert_eq!(m(&src.join(&sub)), m(&back.join(&sub)), "{sub}");
+                }
+            }
         }
     }
 }

@@ -199,7 +199,7 @@ pub async fn restore_in_place(
     };
     if opts.dry_run {
         let index = repo.load_index().await?;
-        let mut plan = make_plan(repo, &index, &snap, &ropts, &root).await?;
+        let mut plan = make_plan(repo, &index, &snap, &ropts, &root, None).await?;
         let diff = tokio::task::block_in_place(|| compare_with(repo, &root, &ropts, &plan));
         report.set_changes(&plan, &diff, opts.delete);
         report.errors = std::mem::take(&mut plan.errors);
@@ -218,7 +218,7 @@ pub async fn restore_in_place(
             .find(|s| s.id == safety)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("safety snapshot {safety} not found")))?;
-        let mut plan = make_plan(repo, &index, &snap, &ropts, &root).await?;
+        let mut plan = make_plan(repo, &index, &snap, &ropts, &root, None).await?;
         phase(Phase::Restoring { safety });
         let diff = tokio::task::block_in_place(|| compare_with(repo, &root, &ropts, &plan));
         report.set_changes(&plan, &diff, opts.delete);
@@ -393,7 +393,7 @@ async fn rollback(
         keep_setuid: true,
         ..RestoreOptions::new(dir.to_path_buf())
     };
-    let plan = match make_plan(repo, index, safety, &ropts, root).await {
+    let plan = match make_plan(repo, index, safety, &ropts, root, None).await {
         Ok(p) => p,
         Err(e) => return vec![format!("safety snapshot {}: {e}", safety.id.short())],
     };
