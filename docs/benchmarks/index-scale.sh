@@ -21,8 +21,9 @@ trap 'rm -rf "$W"' EXIT
 echo "small file" > "$W/src/a"
 cargo build --release --quiet
 cargo build --release --quiet --bench index_scale
-GEN=$(ls -t target/release/deps/index_scale-* | grep -v '\.d$' | head -1)
-BIN=$PWD/target/release/cairn
+T=${CARGO_TARGET_DIR:-$PWD/target}
+GEN=$(ls -t "$T"/release/deps/index_scale-* | grep -v '\.d$' | head -1)
+BIN=$T/release/cairn
 export CAIRN_PASSWORD=bench HOME=$W/home
 peak() { # peak RSS in MiB of a command
     /usr/bin/time -f '%M' -o "$W/time" "$@" >/dev/null 2>"$W/err" || true
