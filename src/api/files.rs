@@ -139,9 +139,10 @@ pub async fn file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.at_least(Role::Viewer, "downloading a file")?;
-    crate::ops::browse::components(q.path())?;
+    let raw = q.raw()?;
+    let shown = crate::format::tree::escape_bytes(&raw);
     let s = find(&api, &id).await?;
-    let node = file_node(api.browser().find(&s.snapshot, q.path()).await?, q.path())?;
+    let node = file_node(api.browser().find_raw(&s.snapshot, &raw).await?, &shown)?;
     let size = node.size;
     let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let part = match range(asked, size) {
@@ -149,7 +150,7 @@ pub async fn file(
         Err(()) => {
             let mut r = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("{}: the range is outside the file ({size} bytes)", q.path()),
+                format!("{shown}: the range is outside the file ({size} bytes)"),
             )
             .into_response();
             r.headers_mut().insert(

@@ -108,11 +108,31 @@ pub async fn get(
 pub struct PathQuery {
     /// Absolute, `/`-separated; no empty, `.` or `..` components. Default `/`.
     pub path: Option<String>,
+    /// The path's bytes in hex, for a name that is not UTF-8 (as a listing's
+    /// `path_hex` gives it); instead of `path`.
+    pub path_hex: Option<String>,
 }
 
+/// The longest `path_hex` accepted (a path of 32 KiB).
+const MAX_PATH_HEX: usize = 64 * 1024;
+
 impl PathQuery {
-    pub fn path(&self) -> &str {
-        self.path.as_deref().unwrap_or("/")
+    /// The path's bytes, checked: 400 for both `path` and `path_hex`, bad
+    /// hex, or a path [`crate::ops::browse::components_raw`] refuses.
+    pub fn raw(&self) -> ApiResult<Vec<u8>> {
+        let raw = match (&self.path, &self.path_hex) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("give path or path_hex, not both"))
+            }
+            (_, Some(h)) if h.len() > MAX_PATH_HEX => {
+                return Err(ApiError::bad_request("path_hex: too long"))
+            }
+            (_, Some(h)) => crate::format::id::hex_decode(h)
+                .ok_or_else(|| ApiError::bad_request("path_hex: not hex"))?,
+            (p, None) => p.as_deref().unwrap_or("/").as_bytes().to_vec(),
+        };
+        crate::ops::browse::components_raw(&raw)?;
+        Ok(raw)
     }
 }
 
@@ -121,10 +141,13 @@ impl PathQuery {
 pub struct TreeEntry {
     /// Its name (invalid UTF-8 replaced).
     pub name: String,
-    /// Its path, to pass as `path=` (absent when the name is not UTF-8:
-    /// such an entry cannot be named in a request).
+    /// Its path, to pass as `path=` (absent when it is not UTF-8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Its path's bytes in hex, to pass as `path_hex=`, when it is not
+    /// UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     /// `file`, `dir`, `symlink`, `fifo`, `chardev`, `blockdev` or `socket`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -158,11 +181,19 @@ pub fn mtime(n: &Node) -> jiff::Timestamp {
     jiff::Timestamp::from_nanosecond(i128::from(n.mtime)).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
-fn entry(dir: &str, n: &Node) -> TreeEntry {
-    let utf8 = std::str::from_utf8(&n.name.0).ok();
+fn entry(dir: &[u8], n: &Node) -> TreeEntry {
+    let end = dir.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+    let mut full = dir[..end].to_vec();
+    full.push(b'/');
+    full.extend_from_slice(&n.name.0);
+    let (path, path_hex) = match String::from_utf8(full) {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(crate::format::id::hex_encode(e.as_bytes()))),
+    };
     TreeEntry {
         name: String::from_utf8_lossy(&n.name.0).into_owned(),
-        path: utf8.map(|name| format!("{}/{name}", dir.trim_end_matches('/'))),
+        path,
+        path_hex,
         kind: kind_name(n.kind).into(),
         size: n.size,
         mode: n.mode,
@@ -197,12 +228,12 @@ pub async fn tree(
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Json<Listing>> {
     caller.at_least(Role::Viewer, "browsing a snapshot")?;
-    crate::ops::browse::components(q.path())?;
+    let raw = q.raw()?;
     let s = find(&api, &id).await?;
-    let nodes = api.browser().list(&s.snapshot, q.path()).await?;
+    let nodes = api.browser().list_raw(&s.snapshot, &raw).await?;
     Ok(Json(Listing {
         snapshot: s.id.to_hex(),
-        path: q.path().to_string(),
-        entries: nodes.iter().map(|n| entry(q.path(), n)).collect(),
+        path: crate::format::tree::escape_bytes(&raw),
+        entries: nodes.iter().map(|n| entry(&raw, n)).collect(),
     }))
 }

@@ -47,6 +47,34 @@ pub fn components(path: &str) -> Result<Vec<&str>> {
         .collect()
 }
 
+/// A path given as its raw bytes (a name that is not UTF-8), checked as
+/// [`components`] checks a path; its components as bytes.
+pub fn components_raw(path: &[u8]) -> Result<Vec<&[u8]>> {
+    match std::str::from_utf8(path) {
+        Ok(p) => Ok(components(p)?.into_iter().map(str::as_bytes).collect()),
+        Err(_) => {
+            let shown = crate::format::tree::escape_bytes(path);
+            let bad = |why: &str| Error::Invalid(format!("path \"{shown}\": {why}"));
+            if path.first() != Some(&b'/') {
+                return Err(bad("must be absolute, as `ls` shows it"));
+            }
+            if path.contains(&0) {
+                return Err(bad("holds a NUL byte"));
+            }
+            // Not UTF-8, so not all slashes: something is left after the first.
+            let end = path.iter().rposition(|b| *b != b'/').map_or(1, |i| i + 1);
+            path[1..end]
+                .split(|b| *b == b'/')
+                .map(|c| match c {
+                    b"" => Err(bad("has an empty component (`//`)")),
+                    b"." | b".." => Err(bad("may not hold `.` or `..`")),
+                    c => Ok(c),
+                })
+                .collect()
+        }
+    }
+}
+
 /// What a path names.
 #[derive(Clone, Debug)]
 pub enum Found {
@@ -174,7 +202,13 @@ impl Browser {
 
     /// What `path` names in `snapshot`; [`Error::NotFound`] if nothing.
     pub async fn find(&self, snapshot: &Snapshot, path: &str) -> Result<Found> {
-        let parts = components(path)?;
+        self.find_raw(snapshot, path.as_bytes()).await
+    }
+
+    /// [`Browser::find`] for a path given as bytes.
+    pub async fn find_raw(&self, snapshot: &Snapshot, raw: &[u8]) -> Result<Found> {
+        let path = crate::format::tree::escape_bytes(raw);
+        let parts = components_raw(raw)?;
         let mut tree = snapshot.tree.clone();
         let mut found = Found::Root { tree: tree.clone() };
         for (i, part) in parts.iter().enumerate() {
@@ -182,13 +216,13 @@ impl Browser {
             let node = t
                 .nodes
                 .iter()
-                .find(|n| n.name.0 == part.as_bytes())
+                .find(|n| n.name.0 == *part)
                 .ok_or_else(|| Error::NotFound(format!("{path}: not in the snapshot")))?;
             if i + 1 < parts.len() {
                 if node.kind != NodeKind::Dir {
                     return Err(Error::NotFound(format!(
                         "{path}: /{} is not a directory",
-                        parts[..=i].join("/")
+                        crate::format::tree::escape_bytes(&parts[..=i].join(&b'/'))
                     )));
                 }
                 tree = node.subtree.clone();
@@ -200,9 +234,17 @@ impl Browser {
 
     /// The entries of the directory `path` in `snapshot`, sorted by name.
     pub async fn list(&self, snapshot: &Snapshot, path: &str) -> Result<Vec<Node>> {
-        let found = self.find(snapshot, path).await?;
+        self.list_raw(snapshot, path.as_bytes()).await
+    }
+
+    /// [`Browser::list`] for a path given as bytes.
+    pub async fn list_raw(&self, snapshot: &Snapshot, raw: &[u8]) -> Result<Vec<Node>> {
+        let found = self.find_raw(snapshot, raw).await?;
         let Some(ids) = found.subtree() else {
-            return Err(Error::Invalid(format!("{path}: not a directory")));
+            return Err(Error::Invalid(format!(
+                "{}: not a directory",
+                crate::format::tree::escape_bytes(raw)
+            )));
         };
         let mut nodes = self.tree(ids).await?.nodes.clone();
         nodes.sort_by(|a, b| a.name.0.cmp(&b.name.0));
@@ -274,6 +316,17 @@ mod tests {
         assert_eq!(components("/a/b/").unwrap(), ["a", "b"]);
         for bad in ["a/b", "/a/../b", "/..", "/a//b", "/./a", "", "/a\0b"] {
             assert!(components(bad).is_err(), "{bad:?}");
+        }
+        let odd: &[u8] = b"/a/\xff\xfe/";
+        assert_eq!(components_raw(odd).unwrap(), [&b"a"[..], &b"\xff\xfe"[..]]);
+        for bad in [
+            &b"a/\xff"[..],
+            b"/\xff/../b",
+            b"/\xff//b",
+            b"/\xff/./b",
+            b"/\xff\0",
+        ] {
+            assert!(components_raw(bad).is_err(), "{bad:?}");
         }
     }
 

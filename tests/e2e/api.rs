@@ -497,6 +497,40 @@ fn files_ranges_and_archives() {
         assert_eq!(code, 416);
         assert_eq!(h["content-range"], format!("bytes */{}", want.len()));
 
+        // A name that is not UTF-8 is listed with its bytes in hex, and
+        // downloaded by them.
+        let top = json_of(
+            &c,
+            &server.url(&format!(
+                "/api/v1/snapshots/latest/tree?path={}",
+                env.path("src").display()
+            )),
+            VIEWER,
+        )
+        .await;
+        let odd = top["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str().unwrap().starts_with("non-utf8-"))
+            .unwrap_or_else(|| panic!("{top}"));
+        assert!(odd["path"].is_null(), "{odd}");
+        let hex = odd["path_hex"].as_str().unwrap();
+        let url = server.url(&format!("/api/v1/snapshots/latest/file?path_hex={hex}"));
+        let (code, _, body) = get(&c, &url, Some(VIEWER), &[]).await;
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(body, b"odd name");
+        let hex_of = |p: &[u8]| p.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        for bad in [
+            format!("path_hex={hex}&path=/x"),
+            "path_hex=zz".to_string(),
+            format!("path_hex={}", hex_of(b"/a/../\xff")),
+            format!("path_hex={}", hex_of(b"relative/\xff")),
+        ] {
+            let url = server.url(&format!("/api/v1/snapshots/latest/file?{bad}"));
+            assert_eq!(get(&c, &url, Some(VIEWER), &[]).await.0, 400, "{bad}");
+        }
+
         for format in ["tar", "zip"] {
             let url = server.url(&format!(
                 "/api/v1/snapshots/latest/archive?path={}&format={format}",
