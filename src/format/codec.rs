@@ -41,6 +41,7 @@ thread_local! {
     // is reused instead.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Compress `data` at `level`; returns the raw codec (and no copy) when
@@ -58,7 +59,7 @@ pub fn compress(data: &[u8], level: i32) -> (Codec, Option<Vec<u8>>) {
 /// [`Codec::Raw`], `out` holds nothing useful and `data` is the payload.
 pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Codec {
     out.clear();
-    if level == 0 || data.len() < 64 {
+    if level == 0 || data.len() < 64 || looks_incompressible(data) {
         return Codec::Raw;
     }
     out.reserve(zstd::zstd_safe::compress_bound(data.len()));
@@ -72,6 +73,44 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Codec {
     match res {
         Ok(n) if n + data.len() / 64 < data.len() => Codec::Zstd,
         _ => Codec::Raw,
+    }
+}
+
+/// Chunks from this size on are sampled before they are compressed.
+pub const SAMPLE_FROM: usize = 64 * 1024;
+/// Bytes taken from each of a chunk's start, middle and end.
+const SAMPLE_PART: usize = 4096;
+
+/// Whether `data` (a chunk of at least [`SAMPLE_FROM`] bytes) would not
+/// shrink: three 4 KiB samples compressed at zstd's fastest level save less
+/// than 1/32 of their size. Compressed, encrypted and media files make up
+/// much of a typical backup, and zstd spends nearly as long failing to
+/// compress a chunk of them as it spends compressing text; a sample costs
+/// about 1% of that. Data whose only redundancy is repeats farther apart
+/// than a sample (a random block written twice in one chunk) is stored raw
+/// by this, as borg's `auto` compression would also store it.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() < SAMPLE_FROM {
+        return false;
+    }
+    let mid = data.len() / 2 - SAMPLE_PART / 2;
+    let mut sample = Vec::with_capacity(3 * SAMPLE_PART);
+    sample.extend_from_slice(&data[..SAMPLE_PART]);
+    sample.extend_from_slice(&data[mid..mid + SAMPLE_PART]);
+    sample.extend_from_slice(&data[data.len() - SAMPLE_PART..]);
+    let size = SAMPLER.with_borrow_mut(|slot| -> std::io::Result<usize> {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Compressor::new(1)?);
+        }
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(sample.len()));
+        slot.as_mut()
+            .expect("set above")
+            .compress_to_buffer(&sample, &mut out)
+    });
+    match size {
+        Ok(n) => n + sample.len() / 32 >= sample.len(),
+        // Let the real compression decide.
+        Err(_) => false,
     }
 }
 
@@ -132,6 +171,50 @@ mod tests {
             decompress(Codec::Zstd, vec![0; 8], MAX_BLOB_BYTES + 1),
             Err(CodecError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn large_random_chunks_are_stored_raw_without_being_compressed_and_text_is_not() {
+        let mut random = vec![0u8; 256 * 1024];
+        crate::format::crypto::fill_random(&mut random);
+        assert!(looks_incompressible(&random));
+        assert_eq!(compress(&random, 3).0, Codec::Raw);
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("line {i} of a log\n").into_bytes())
+            .collect();
+        assert!(text.len() >= SAMPLE_FROM);
+        assert!(!looks_incompressible(&text));
+        assert_eq!(compress(&text, 3).0, Codec::Zstd);
+        // Random data with compressible text at its start, middle and end
+        // is tried.
+        let mut mixed = random.clone();
+        for at in [0, mixed.len() / 2 - 8192, mixed.len() - 8192] {
+            mixed[at..at + 8192].copy_from_slice(&text[..8192]);
+        }
+        assert!(!looks_incompressible(&mixed));
+        // Below the sampling size, the real compression decides.
+        assert!(!looks_incompressible(&random[..SAMPLE_FROM - 1]));
+    }
+
+    proptest! {
+        #[test]
+        fn sampled_chunks_still_round_trip(seed in any::<u64>(), len in SAMPLE_FROM..SAMPLE_FROM * 3, text_every in 1usize..64) {
+            // Random bytes with runs of text every `text_every` KiB.
+            let mut x = seed | 1;
+            let mut data = Vec::with_capacity(len);
+            while data.len() < len {
+                if (data.len() / 1024) % text_every == 0 {
+                    data.extend_from_slice(b"some text that repeats ");
+                } else {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    data.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            data.truncate(len);
+            let (codec, out) = compress(&data, 3);
+            let stored = out.unwrap_or_else(|| data.clone());
+            prop_assert_eq!(decompress(codec, stored, data.len()).unwrap(), data);
+        }
     }
 
     #[test]
