@@ -66,6 +66,13 @@ impl Found {
     }
 }
 
+/// Whether `e` may come from an index read before a backup or prune
+/// changed the repository: a blob in no index, or its pack gone or
+/// unreadable. Loading the index again may cure it.
+fn stale(e: &Error) -> bool {
+    e.is_damage() || matches!(e, Error::NotFound(_))
+}
+
 /// Reads snapshots of one repository.
 pub struct Browser {
     repo: Arc<Repository>,
@@ -112,8 +119,9 @@ impl Browser {
             return Ok(t.clone());
         }
         let mut tree = match self.repo.load_tree(&self.index(), ids).await {
-            Err(e) if e.is_damage() => {
-                // A prune may have moved the blobs since the index was read.
+            Err(e) if stale(&e) => {
+                // A prune may have moved the blobs since the index was read,
+                // or a backup added them.
                 self.refresh().await?;
                 self.repo.load_tree(&self.index(), ids).await?
             }
@@ -172,10 +180,20 @@ impl Browser {
         Ok(nodes)
     }
 
-    /// The sizes of a file's chunks, from the index (nothing is read). A
-    /// chunk in no index is an error naming it.
-    pub fn chunk_sizes(&self, node: &Node) -> Result<Vec<u64>> {
-        let index = self.index();
+    /// The sizes of a file's chunks, from the index (nothing is read; it
+    /// is loaded again if a chunk is missing, as for a snapshot made since
+    /// it was read). A chunk in no index is an error naming it.
+    pub async fn chunk_sizes(&self, node: &Node) -> Result<Vec<u64>> {
+        match Self::sizes_in(&self.index(), node) {
+            Err(_) => {
+                self.refresh().await?;
+                Self::sizes_in(&self.index(), node)
+            }
+            ok => ok,
+        }
+    }
+
+    fn sizes_in(index: &MasterIndex, node: &Node) -> Result<Vec<u64>> {
         node.content
             .iter()
             .map(|id| {
@@ -193,7 +211,7 @@ impl Browser {
     /// from the first replica with a good copy.
     pub async fn chunk(&self, id: &Id) -> Result<Vec<u8>> {
         match self.repo.read_blob(&self.index(), id).await {
-            Err(e) if e.is_damage() => {
+            Err(e) if stale(&e) => {
                 self.refresh().await?;
                 self.repo.read_blob(&self.index(), id).await
             }
@@ -204,7 +222,7 @@ impl Browser {
     /// Up to `len` bytes of file `node` from `offset` (fewer at its end);
     /// only the chunks that hold them are read.
     pub async fn read_at(&self, node: &Node, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let sizes = self.chunk_sizes(node)?;
+        let sizes = self.chunk_sizes(node).await?;
         let mut out = Vec::new();
         let end = offset.saturating_add(len);
         let mut at = 0u64;
@@ -284,5 +302,31 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         assert!(b.list(&snap, &format!("{path}/{name}")).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_made_after_the_browser_started_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = Arc::new(init(memory_replicas(1)).await);
+        backup_dir(&repo, &src).await;
+        let b = Browser::new(repo.clone()).await.unwrap();
+        // New content: its trees and chunks are in no index the browser read.
+        std::fs::write(src.join("new.bin"), vec![7u8; 300_000]).unwrap();
+        backup_dir(&repo, &src).await;
+        let snap = repo.list_snapshots().await.unwrap().pop().unwrap().snapshot;
+        let mut path = String::new();
+        for part in src.components().skip(1) {
+            path.push('/');
+            path.push_str(&part.as_os_str().to_string_lossy());
+        }
+        assert!(b.list(&snap, &path).await.unwrap().len() > 1);
+        let Found::Entry(node) = b.find(&snap, &format!("{path}/new.bin")).await.unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            b.read_at(&node, 0, u64::MAX).await.unwrap(),
+            vec![7u8; 300_000]
+        );
     }
 }

@@ -25,7 +25,7 @@ const TOKENS: [&str; 3] = [VIEWER, OPERATOR, ADMIN];
 /// A running `cairn serve`, its log collected.
 pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: Arc<Mutex<String>>,
 }
 

@@ -530,9 +530,16 @@ fn in_a_browser_a_user_signs_in_sees_the_replicas_runs_a_job_and_downloads_a_fil
         let got = std::fs::read(downloaded(&downloads, "random.bin", source.len())).unwrap();
         assert!(got == source, "the downloaded bytes differ from the source");
 
+        // The wrong token's 401 is the one error expected (and shows the
+        // console is read); a CSP violation or a script error would be
+        // another.
         let errors = b.console_errors().await;
         b.quit().await;
-        assert!(errors.is_empty(), "console errors: {errors:?}");
+        let (refused, others): (Vec<_>, Vec<_>) = errors
+            .iter()
+            .partition(|e| e.contains("/api/v1/jobs - ") && e.contains("401"));
+        assert_eq!(refused.len(), 1, "console errors: {errors:?}");
+        assert!(others.is_empty(), "console errors: {others:?}");
     });
     drop(driver);
     assert!(
