@@ -93,6 +93,11 @@ logout.addEventListener("click", () => {
 
 window.addEventListener("hashchange", route);
 
+// The current page's link shows it again, with fresh data.
+nav.addEventListener("click", (e) => {
+  if (e.target instanceof HTMLAnchorElement && e.target.getAttribute("href") === location.hash) route();
+});
+
 if (token()) {
   nav.hidden = false;
   logout.hidden = false;

@@ -47,7 +47,10 @@ function chart(id, title, by, fmt) {
   const grid = ticks(0, vmax, 4).map((v) =>
     s("g", {}, s("line", { x1: M.left, x2: W - M.right, y1: y(v), y2: y(v), class: "grid" }), s("text", { x: M.left - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v))),
   );
-  const xs = ticks(t0, t1, 3).map((t) => s("text", { x: x(t), y: H - M.bottom + 18, "text-anchor": "middle" }, new Date(t).toLocaleDateString() + " " + new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+  const label = (t) => new Date(t).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const xt = ticks(t0, t1, 3);
+  const anchor = (i) => (i === 0 ? "start" : i === xt.length - 1 ? "end" : "middle");
+  const xs = xt.map((t, i) => s("text", { x: x(t), y: H - M.bottom + 18, "text-anchor": anchor(i) }, label(t)));
   const lines = [...by.entries()].map(([name, pts], i) => {
     const colour = COLOURS[i % COLOURS.length];
     return s(

@@ -54,7 +54,7 @@ export function when(ts) {
 
 export function duration(secs) {
   if (secs === undefined || secs === null || Number.isNaN(secs)) return "—";
-  if (secs < 60) return `${secs.toFixed(secs < 10 ? 1 : 0)} s`;
+  if (secs < 60) return `${secs.toFixed(secs < 1 ? 2 : secs < 10 ? 1 : 0)} s`;
   const m = Math.floor(secs / 60);
   if (m < 60) return `${m} min ${Math.round(secs % 60)} s`;
   return `${Math.floor(m / 60)} h ${m % 60} min`;

@@ -258,7 +258,7 @@ fn routes(env: &Env) -> Vec<(&'static str, String, Option<Value>, &'static str)>
 }
 
 /// The first file named `name` under `dir`.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     for e in std::fs::read_dir(dir).ok()? {
         let p = e.ok()?.path();
         if p.is_dir() && !p.is_symlink() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{rt, setup, snap_path, Server, OPERATOR, VIEWER};
+use crate::api::{find_file, rt, setup, snap_path, Server, OPERATOR, VIEWER};
 use crate::common::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -529,6 +529,61 @@ fn in_a_browser_a_user_signs_in_sees_the_replicas_runs_a_job_and_downloads_a_fil
         let source = std::fs::read(env.path("src/docs/nested/random.bin")).unwrap();
         let got = std::fs::read(downloaded(&downloads, "random.bin", source.len())).unwrap();
         assert!(got == source, "the downloaded bytes differ from the source");
+
+        // A restore from the form, then an in-place dry run over it.
+        b.click("nav a[href='#/restore']").await;
+        let target = env.path("restores/web");
+        b.type_into("#restore-path", &snap_path(&env, "docs")).await;
+        b.type_into("#restore-target", &target.display().to_string())
+            .await;
+        b.click("#restore-verify").await;
+        b.click("#restore-form button[type=submit]").await;
+        let task_end = "const t = document.getElementById('task-state'); \
+             return t && ['done', 'failed'].includes(t.dataset.state) && t.dataset.state";
+        let state = b.until("the restore's end", task_end, 30).await;
+        assert_eq!(state, "done", "{}", b.text("#restore-result").await);
+        let restored = find_file(&target, "readme.txt").expect("readme.txt restored");
+        assert_eq!(
+            std::fs::read(restored).unwrap(),
+            std::fs::read(env.path("src/docs/readme.txt")).unwrap()
+        );
+        // The form keeps what was entered.
+        assert_eq!(
+            b.script("return document.getElementById('restore-target').value", json!([]))
+                .await,
+            target.display().to_string()
+        );
+        let first = b
+            .script(
+                "return document.getElementById('task-state').dataset.task",
+                json!([]),
+            )
+            .await;
+        b.click("#restore-in_place").await;
+        b.click("#restore-dry_run").await;
+        b.click("#restore-form button[type=submit]").await;
+        let next_end = format!(
+            "const t = document.getElementById('task-state'); \
+             return t && t.dataset.task !== {first} && ['done', 'failed'].includes(t.dataset.state) && t.dataset.state"
+        );
+        let state = b.until("the dry run's end", &next_end, 30).await;
+        assert_eq!(state, "done", "{}", b.text("#restore-result").await);
+        assert!(
+            b.text("#restore-result").await.contains("dry_run"),
+            "{}",
+            b.text("#restore-result").await
+        );
+
+        // The forget preview: keep_last = 10 keeps every snapshot.
+        b.click("nav a[href='#/forget']").await;
+        b.find("#forget-plan td[data-action='keep']", 15).await;
+        let forgets = b
+            .script(
+                "return document.querySelectorAll('#forget-plan td[data-action=forget]').length",
+                json!([]),
+            )
+            .await;
+        assert_eq!(forgets, 0);
 
         // The wrong token's 401 is the one error expected (and shows the
         // console is read); a CSP violation or a script error would be
