@@ -113,6 +113,52 @@ fn the_dashboard_is_served_without_a_token_and_the_api_still_needs_one() {
 }
 
 #[test]
+fn the_daemon_serves_the_dashboard_beside_metrics_and_health() {
+    let env = Env::new();
+    let config = setup(&env);
+    let mut c = std_command(&env.cairn_with_config(&config));
+    c.args(["daemon", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        if n == 0 {
+            let _ = child.kill();
+            panic!("cairn daemon exited: {:?}", child.wait());
+        }
+        if line.contains("with its dashboard (/) on ") {
+            break line.rsplit(" on ").next().unwrap().trim().to_string();
+        }
+    };
+    // The rest of the log is drained so the daemon never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let page = raw_get(&base, "/");
+    let metrics = raw_get(&base, "/metrics");
+    let api = raw_get(&base, "/api/v1/status");
+    let (head, body) = page.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(head.starts_with("http/1.1 200"), "{page}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(body.contains("/assets/app.js"), "{body}");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(api.starts_with("HTTP/1.1 401"), "{api}");
+}
+
+#[test]
 fn a_backup_run_records_each_replicas_repository_size() {
     let env = Env::new();
     let config = setup(&env);
