@@ -48,6 +48,7 @@ fn run(job: &str, status: RunStatus, failed: &[&str]) -> RunRecord {
                 ok: !failed.contains(r),
                 error: failed.contains(r).then(|| "connection refused".to_string()),
                 bytes: 0,
+                repo_bytes: None,
             })
             .collect(),
         error: (status != RunStatus::Success).then(|| "replica s3: connection refused".into()),

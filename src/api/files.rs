@@ -92,13 +92,13 @@ fn disposition(name: &str) -> HeaderValue {
 }
 
 /// The bytes `from..=to` of `node`, chunk by chunk.
-fn stream_file(
+async fn stream_file(
     api: SharedApi,
     node: Node,
     from: u64,
     to: u64,
 ) -> ApiResult<impl futures::Stream<Item = Result<Bytes, crate::Error>>> {
-    let sizes = api.browser().chunk_sizes(&node)?;
+    let sizes = api.browser().chunk_sizes(&node).await?;
     let mut pieces = Vec::new();
     let mut at = 0u64;
     for (id, size) in node.content.iter().zip(sizes) {
@@ -169,7 +169,7 @@ pub async fn file(
     let body = if size == 0 {
         Body::empty()
     } else {
-        Body::from_stream(stream_file(api.clone(), node, from, to)?)
+        Body::from_stream(stream_file(api.clone(), node, from, to).await?)
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
@@ -313,7 +313,7 @@ pub async fn archive(
                 return;
             }
             if let Some(node) = node.filter(|_| size > 0) {
-                let chunks = match stream_file(writer_api.clone(), node, 0, size - 1) {
+                let chunks = match stream_file(writer_api.clone(), node, 0, size - 1).await {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.message))).await;

@@ -5,8 +5,8 @@
 //! tasks that `GET /jobs/{id}` and `GET /events` follow. Every route but
 //! `/openapi.json` needs a bearer token (see [`auth`]); the OpenAPI
 //! document is generated from the handlers themselves (see [`openapi`]),
-//! so it lists exactly what is routed. `docs/api.md` describes it for
-//! users.
+//! so it lists exactly what is routed. The web dashboard ([`web`]) is
+//! served beside it, at `/`. `docs/api.md` describes it for users.
 
 pub mod archive;
 pub mod auth;
@@ -19,6 +19,7 @@ mod restore;
 mod snapshots;
 pub mod tasks;
 pub mod tls;
+pub mod web;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -214,8 +215,9 @@ pub enum ApiSetupError {
     Repo(#[from] crate::Error),
 }
 
-/// The API's routes under `/api/v1` (the OpenAPI document included),
-/// ready to be merged with other routes. Serve it with
+/// The API's routes under `/api/v1` (the OpenAPI document included) and
+/// the web dashboard at `/` (see [`web`]), ready to be merged with other
+/// routes. Serve it with
 /// `into_make_service_with_connect_info::<ClientAddr>()` so failed logins
 /// are counted per client address.
 pub fn router(api: SharedApi) -> Router {
@@ -230,6 +232,7 @@ pub fn router(api: SharedApi) -> Router {
     );
     routes
         .merge(public)
+        .merge(web::router())
         .layer(axum::middleware::from_fn(auth::refuse_query_tokens))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }

@@ -104,7 +104,7 @@ pub async fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<i32> {
             tracing::info!(
                 "serving /metrics and /health{} on {}://{}",
                 if with_api {
-                    " and the API (/api/v1)"
+                    " and the API (/api/v1) with its dashboard (/)"
                 } else {
                     ""
                 },

@@ -58,10 +58,12 @@ pub async fn run(g: &Global, a: ServeArgs) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
-    tracing::info!(
-        "serving the API on {}://{}/api/v1",
+    let (scheme, addr) = (
         if tls.is_some() { "https" } else { "http" },
-        listener.local_addr()?
+        listener.local_addr()?,
+    );
+    tracing::info!(
+        "serving the API on {scheme}://{addr}/api/v1 and the dashboard on {scheme}://{addr}/"
     );
     super::signals::arm();
     cairn::api::serve(

@@ -235,6 +235,8 @@ mod tests {
                 ok: status == RunStatus::Success,
                 error: None,
                 bytes: 7,
+                // Kept in the JSON `replicas` column (the equality below).
+                repo_bytes: Some(7_000),
             }],
             error: None,
             actor: None,

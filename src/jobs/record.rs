@@ -82,6 +82,10 @@ pub struct ReplicaRun {
     /// Bytes written to it by this run.
     #[serde(default)]
     pub bytes: u64,
+    /// The replica's repository size (bytes of the packs its index lists)
+    /// once a backup run ended on it; the dashboard charts it over time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_bytes: Option<u64>,
 }
 
 /// One run of one job.
@@ -125,5 +129,23 @@ impl RunRecord {
             .filter(|r| !r.ok)
             .map(|r| r.name.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_runs_recorded_before_repo_bytes_still_read() {
+        let old: ReplicaRun = serde_json::from_str(r#"{"name":"s3","ok":true,"bytes":5}"#).unwrap();
+        assert_eq!(old.repo_bytes, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("repo_bytes"));
+        let new = ReplicaRun {
+            repo_bytes: Some(9),
+            ..old
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains(r#""repo_bytes":9"#), "{json}");
     }
 }

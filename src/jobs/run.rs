@@ -254,6 +254,7 @@ impl Runner {
                 ok: false,
                 error: Some(chain(&u.error)),
                 bytes: 0,
+                repo_bytes: None,
             });
             if a.status == RunStatus::Success {
                 a.status = RunStatus::Partial;
@@ -357,6 +358,7 @@ async fn backup(repo: &Repository, job: &Job) -> Attempt {
                 ok: r.error.is_none(),
                 error: r.error.as_ref().map(|e| chain(e)),
                 bytes: r.bytes,
+                repo_bytes: r.repo_bytes,
             })
             .collect(),
         error,
@@ -389,6 +391,7 @@ async fn sync(repo: &Repository) -> Attempt {
                 ok: r.error.is_none(),
                 error: r.error.clone(),
                 bytes: r.pack_bytes,
+                repo_bytes: None,
             })
             .collect(),
         error: None,
@@ -413,6 +416,7 @@ async fn forget(repo: &Repository, config: &ConfigFile, prune: bool) -> Attempt 
                 ok: r.error.is_none(),
                 error: r.error.clone(),
                 bytes: 0,
+                repo_bytes: None,
             })
             .collect(),
         error: None,
@@ -477,6 +481,7 @@ async fn check(repo: &Repository, subset: Option<crate::ops::check::Subset>) -> 
                     (!r.errors.is_empty()).then(|| format!("{} errors", r.errors.len()))
                 }),
                 bytes: 0,
+                repo_bytes: None,
             })
             .collect(),
         error: (n > 0).then(|| format!("{n} errors: {}", errors.join("; "))),

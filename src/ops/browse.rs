@@ -95,6 +95,13 @@ impl Found {
     }
 }
 
+/// Whether `e` may come from an index read before a backup or prune
+/// changed the repository: a blob in no index, or its pack gone or
+/// unreadable. Loading the index again may cure it.
+fn stale(e: &Error) -> bool {
+    e.is_damage() || matches!(e, Error::NotFound(_))
+}
+
 /// Reads snapshots of one repository.
 pub struct Browser {
     repo: Arc<Repository>,
@@ -104,8 +111,11 @@ pub struct Browser {
     /// held while listing, so callers arriving meanwhile share that one
     /// listing instead of each reading every snapshot document again.
     listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<SnapshotEntry>>)>>,
-    /// How long a listing is reused ([`LISTING_FRESH`]).
+    /// How long a listing is reused ([`LISTING_FRESH`]), and how long
+    /// after loading the index it is not loaded again for a missed blob.
     fresh: Duration,
+    /// When the index was last loaded again for a missed blob.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// How long a listing of the snapshots is reused.
@@ -121,6 +131,7 @@ impl Browser {
             trees: Mutex::new(HashMap::new()),
             listing: tokio::sync::Mutex::new(None),
             fresh: LISTING_FRESH,
+            refreshed: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -143,10 +154,13 @@ impl Browser {
         Ok(list)
     }
 
-    /// Forget the last listing: the next one reads the replicas (after a
-    /// change made through this process, such as a backup or a forget).
+    /// Forget the last listing: the next one reads the replicas, and the
+    /// next blob missed loads the index (after a change made through this
+    /// process, such as a backup or a forget).
     pub async fn forget_listing(&self) {
         *self.listing.lock().await = None;
+        // The next missed blob loads the index at once.
+        *self.refreshed.lock().await = None;
     }
 
     pub fn repo(&self) -> &Arc<Repository> {
@@ -171,15 +185,32 @@ impl Browser {
         Ok(())
     }
 
+    /// Load the index again after a blob was missed at `missed`, unless
+    /// that was done since (callers missing at once share one load) or
+    /// less than [`LISTING_FRESH`] ago: trees that name blobs in no index
+    /// (a damaged or hostile repository) must not make every request load
+    /// the whole index.
+    async fn refresh_after_miss(&self, missed: Instant) -> Result<()> {
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|t| t >= missed || t.elapsed() < self.fresh) {
+            return Ok(());
+        }
+        self.refresh().await?;
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
     /// The decoded tree stored as `ids`, without refused entries.
     pub async fn tree(&self, ids: &[Id]) -> Result<Arc<Tree>> {
         if let Some(t) = self.cache().get(ids) {
             return Ok(t.clone());
         }
+        let missed = Instant::now();
         let mut tree = match self.repo.load_tree(&self.index(), ids).await {
-            Err(e) if e.is_damage() => {
-                // A prune may have moved the blobs since the index was read.
-                self.refresh().await?;
+            Err(e) if stale(&e) => {
+                // A prune may have moved the blobs since the index was read,
+                // or a backup added them.
+                self.refresh_after_miss(missed).await?;
                 self.repo.load_tree(&self.index(), ids).await?
             }
             r => r?,
@@ -251,10 +282,21 @@ impl Browser {
         Ok(nodes)
     }
 
-    /// The sizes of a file's chunks, from the index (nothing is read). A
-    /// chunk in no index is an error naming it.
-    pub fn chunk_sizes(&self, node: &Node) -> Result<Vec<u64>> {
-        let index = self.index();
+    /// The sizes of a file's chunks, from the index (nothing is read; it
+    /// is loaded again if a chunk is missing, as for a snapshot made since
+    /// it was read). A chunk in no index is an error naming it.
+    pub async fn chunk_sizes(&self, node: &Node) -> Result<Vec<u64>> {
+        let missed = Instant::now();
+        match Self::sizes_in(&self.index(), node) {
+            Err(_) => {
+                self.refresh_after_miss(missed).await?;
+                Self::sizes_in(&self.index(), node)
+            }
+            ok => ok,
+        }
+    }
+
+    fn sizes_in(index: &MasterIndex, node: &Node) -> Result<Vec<u64>> {
         node.content
             .iter()
             .map(|id| {
@@ -271,9 +313,10 @@ impl Browser {
     /// One chunk of a file, read, authenticated and checked against its id,
     /// from the first replica with a good copy.
     pub async fn chunk(&self, id: &Id) -> Result<Vec<u8>> {
+        let missed = Instant::now();
         match self.repo.read_blob(&self.index(), id).await {
-            Err(e) if e.is_damage() => {
-                self.refresh().await?;
+            Err(e) if stale(&e) => {
+                self.refresh_after_miss(missed).await?;
                 self.repo.read_blob(&self.index(), id).await
             }
             r => r,
@@ -283,7 +326,7 @@ impl Browser {
     /// Up to `len` bytes of file `node` from `offset` (fewer at its end);
     /// only the chunks that hold them are read.
     pub async fn read_at(&self, node: &Node, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let sizes = self.chunk_sizes(node)?;
+        let sizes = self.chunk_sizes(node).await?;
         let mut out = Vec::new();
         let end = offset.saturating_add(len);
         let mut at = 0u64;
@@ -394,5 +437,31 @@ mod tests {
         // ...unless it was forgotten.
         b.forget_listing().await;
         assert_eq!(b.snapshots().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_made_after_the_browser_started_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path());
+        let repo = Arc::new(init(memory_replicas(1)).await);
+        backup_dir(&repo, &src).await;
+        let b = Browser::new(repo.clone()).await.unwrap();
+        // New content: its trees and chunks are in no index the browser read.
+        std::fs::write(src.join("new.bin"), vec![7u8; 300_000]).unwrap();
+        backup_dir(&repo, &src).await;
+        let snap = repo.list_snapshots().await.unwrap().pop().unwrap().snapshot;
+        let mut path = String::new();
+        for part in src.components().skip(1) {
+            path.push('/');
+            path.push_str(&part.as_os_str().to_string_lossy());
+        }
+        assert!(b.list(&snap, &path).await.unwrap().len() > 1);
+        let Found::Entry(node) = b.find(&snap, &format!("{path}/new.bin")).await.unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            b.read_at(&node, 0, u64::MAX).await.unwrap(),
+            vec![7u8; 300_000]
+        );
     }
 }

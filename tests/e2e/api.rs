@@ -3,7 +3,8 @@
 //! (path traversal, a token in the query, a huge or malformed body, a
 //! restore outside `restore_roots`), tasks followed to their end and
 //! recorded with the token's label, server-sent events, TLS, reads while
-//! a backup runs, and no token in the server's log.
+//! a backup runs, and no token in the server's log. Its server and
+//! setup are shared with the dashboard's tests (browser.rs).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -16,20 +17,20 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const VIEWER: &str = "viewer-token-0123456789abcdef";
-const OPERATOR: &str = "operator-token-0123456789abcdef";
+pub(crate) const VIEWER: &str = "viewer-token-0123456789abcdef";
+pub(crate) const OPERATOR: &str = "operator-token-0123456789abcdef";
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const TOKENS: [&str; 3] = [VIEWER, OPERATOR, ADMIN];
 
 /// A running `cairn serve`, its log collected.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Server {
-    fn start(env: &Env, config: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(env: &Env, config: &Path, extra: &[&str]) -> Server {
         let mut c = std_command(&env.cairn_with_config(config));
         c.args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -74,11 +75,11 @@ impl Server {
         Server { child, base, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }
@@ -92,7 +93,7 @@ impl Drop for Server {
 
 /// Two local replicas with a snapshot of `src`, three tokens, a restore
 /// root, a retention policy and one job; the config file's path.
-fn setup(env: &Env) -> PathBuf {
+pub(crate) fn setup(env: &Env) -> PathBuf {
     let (r1, r2) = (env.path("r1"), env.path("r2"));
     env.init(&[&r1, &r2]);
     let src = env.path("src");
@@ -138,7 +139,7 @@ fn setup(env: &Env) -> PathBuf {
     config
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -156,7 +157,7 @@ fn client_from(n: u8) -> reqwest::Client {
 }
 
 /// The path, in the snapshot, of `p` under the source.
-fn snap_path(env: &Env, p: &str) -> String {
+pub(crate) fn snap_path(env: &Env, p: &str) -> String {
     format!("{}/{p}", env.path("src").display())
 }
 
@@ -257,7 +258,7 @@ fn routes(env: &Env) -> Vec<(&'static str, String, Option<Value>, &'static str)>
 }
 
 /// The first file named `name` under `dir`.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     for e in std::fs::read_dir(dir).ok()? {
         let p = e.ok()?.path();
         if p.is_dir() && !p.is_symlink() {

@@ -3,6 +3,7 @@
 //! area.
 
 mod api;
+mod browser;
 mod common;
 mod copy;
 mod daemon;

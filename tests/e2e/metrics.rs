@@ -82,6 +82,7 @@ fn run(
                     .contains(r)
                     .then(|| format!("{r}: connection refused")),
                 bytes: 1000,
+                repo_bytes: None,
             })
             .collect(),
         error,

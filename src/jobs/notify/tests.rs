@@ -22,6 +22,7 @@ fn run(status: RunStatus, replicas: &[(&str, bool)], error: Option<&str>) -> Run
                 ok: *ok,
                 error: (!ok).then(|| "connection refused".to_string()),
                 bytes: 0,
+                repo_bytes: None,
             })
             .collect(),
         error: error.map(String::from),

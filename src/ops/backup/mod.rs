@@ -92,6 +92,10 @@ pub struct ReplicaOutcome {
     pub error: Option<Error>,
     pub packs: u64,
     pub bytes: u64,
+    /// Bytes of the packs the replica's index lists once the run ended:
+    /// what it listed before plus the packs this run wrote to it. `None`
+    /// when the run failed on it.
+    pub repo_bytes: Option<u64>,
 }
 
 fn error_text<S: serde::Serializer>(e: &Option<Error>, s: S) -> Result<S::Ok, S::Error> {
@@ -353,8 +357,26 @@ pub async fn backup(
     .await;
     outcome.interrupted = interrupted;
     outcome.source_error = source_error;
+    // From the index read at the start, so no replica is listed again.
+    let before = indexed_bytes(&index, outcome.replicas.len());
+    for (r, before) in outcome.replicas.iter_mut().zip(before) {
+        if r.error.is_none() {
+            r.repo_bytes = Some(before + r.bytes);
+        }
+    }
     lock.release().await;
     Ok(outcome)
+}
+
+/// Bytes of the packs each of the first `n` replicas lists in its index.
+fn indexed_bytes(index: &MasterIndex, n: usize) -> Vec<u64> {
+    let mut sums = vec![0u64; n];
+    for p in &index.packs {
+        for r in p.replicas.iter().filter(|&r| r < n) {
+            sums[r] += p.size;
+        }
+    }
+    sums
 }
 
 /// Write the index files, then the snapshot, to every replica whose packs
@@ -404,6 +426,7 @@ pub(crate) async fn publish(
             error,
             packs: p.packs_done.load(Relaxed),
             bytes: p.bytes_done.load(Relaxed),
+            repo_bytes: None,
         });
     }
     BackupOutcome {
