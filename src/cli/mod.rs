@@ -235,12 +235,10 @@ pub fn main() -> i32 {
             };
         }
     };
+    let long_running = matches!(cli.command, Command::Daemon(_) | Command::Serve(_));
     // Before the runtime starts its threads (see the function's docs).
-    cairn::sys::tune_allocator();
-    output::init_logging(
-        &cli.global,
-        matches!(cli.command, Command::Daemon(_) | Command::Serve(_)),
-    );
+    cairn::sys::tune_allocator(long_running);
+    output::init_logging(&cli.global, long_running);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
