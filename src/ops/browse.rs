@@ -439,6 +439,16 @@ mod tests {
             b.read_at(&node, mid, 1000).await.unwrap(),
             want[mid as usize..(mid as usize + 1000).min(want.len())]
         );
+        // Pieces of a chunk read last are served without reading it again.
+        let objects = || repo.reads().per_replica().iter().map(|r| r.0).sum::<u64>();
+        let before = objects();
+        for at in [0u64, 100, 5000] {
+            assert_eq!(
+                b.read_at(&node, at, 10).await.unwrap(),
+                want[at as usize..at as usize + 10]
+            );
+        }
+        assert_eq!(objects(), before);
         assert!(b
             .read_at(&node, want.len() as u64 + 5, 10)
             .await
