@@ -23,6 +23,8 @@
 //!   notifications.
 //! - [`daemon`]: the daemon's schedule loop and its HTTP listener; the
 //!   binary only adds signals and the passphrase.
+//! - [`mount`]: the snapshots as a read-only FUSE file system, read
+//!   through the snapshot browser.
 //! - The `cairn` binary (`src/cli/`) parses arguments and renders reports.
 
 pub mod api;
@@ -31,6 +33,7 @@ pub mod daemon;
 pub mod error;
 pub mod format;
 pub mod jobs;
+pub mod mount;
 pub mod ops;
 pub mod repo;
 pub mod retention;

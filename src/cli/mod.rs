@@ -16,6 +16,7 @@ mod cmd_jobs;
 mod cmd_key;
 mod cmd_key_epochs;
 mod cmd_ls;
+mod cmd_mount;
 mod cmd_prune;
 mod cmd_repair;
 mod cmd_restore;
@@ -171,6 +172,11 @@ pub enum Command {
     Ls(cmd_ls::LsArgs),
     /// Restore a snapshot (or a path in it) into a directory.
     Restore(cmd_restore::RestoreArgs),
+    /// Show the snapshots as a read-only file system (FUSE):
+    /// snapshots/<time>/…, latest, hosts/<host>/ and tags/<tag>/. Files
+    /// are read when opened, each piece from the first replica with a good
+    /// copy. Ctrl-C (or `fusermount3 -u MOUNTPOINT`) unmounts.
+    Mount(cmd_mount::MountArgs),
     /// Which replica holds which snapshot, and how far each is behind.
     Status(cmd_status::StatusArgs),
     /// Copy what lagging replicas lack from the others (encrypted, verified).
@@ -290,6 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             | Command::Run(_)
             | Command::Daemon(_)
             | Command::Serve(_)
+            | Command::Mount(_)
     ) || matches!(&cli.command, Command::Restore(a) if a.in_place.is_some());
     let command = run_command(&g, cli.command);
     if stops_itself {
@@ -309,6 +316,7 @@ async fn run_command(g: &Global, command: Command) -> anyhow::Result<i32> {
         Command::Snapshots(a) => cmd_ls::snapshots(&g, a).await,
         Command::Ls(a) => cmd_ls::ls(&g, a).await,
         Command::Restore(a) => cmd_restore::run(&g, a).await,
+        Command::Mount(a) => cmd_mount::run(&g, a).await,
         Command::Status(a) => cmd_status::run(&g, a).await,
         Command::Sync(a) => cmd_sync::run(&g, a).await,
         Command::Copy(a) => cmd_copy::run(&g, a).await,

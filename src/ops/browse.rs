@@ -24,6 +24,12 @@ use crate::repo::{MasterIndex, Repository, SnapshotEntry};
 /// so memory does not grow with the snapshot.
 const CACHE_TREES: usize = 1024;
 
+/// Chunks kept decoded for [`Browser::read_at`]: a reader going through a
+/// file in pieces smaller than a chunk (the kernel asks `cairn mount` for
+/// 128 KiB at a time) reads each chunk once, not once per piece. At most
+/// this many times the largest chunk (8 MiB by default).
+const CACHE_CHUNKS: usize = 4;
+
 /// A path's components, checked; `/` is the empty list.
 pub fn components(path: &str) -> Result<Vec<&str>> {
     let bad = |why: &str| Error::Invalid(format!("path {path:?}: {why}"));
@@ -107,6 +113,8 @@ pub struct Browser {
     repo: Arc<Repository>,
     index: RwLock<Arc<MasterIndex>>,
     trees: Mutex<HashMap<Vec<Id>, Arc<Tree>>>,
+    /// The chunks read last by [`Browser::read_at`], newest last.
+    chunks: Mutex<std::collections::VecDeque<(Id, Arc<Vec<u8>>)>>,
     /// The last listing of the snapshots and when it was made. The lock is
     /// held while listing, so callers arriving meanwhile share that one
     /// listing instead of each reading every snapshot document again.
@@ -129,6 +137,7 @@ impl Browser {
             repo,
             index: RwLock::new(Arc::new(index)),
             trees: Mutex::new(HashMap::new()),
+            chunks: Mutex::new(std::collections::VecDeque::new()),
             listing: tokio::sync::Mutex::new(None),
             fresh: LISTING_FRESH,
             refreshed: tokio::sync::Mutex::new(None),
@@ -216,6 +225,10 @@ impl Browser {
             r => r?,
         };
         let _ = tree.take_refused();
+        // Stored trees are sorted, but storage is not trusted: sorted here,
+        // a name is found by binary search ([`Tree::find`]) and listed in
+        // order.
+        tree.sort();
         let tree = Arc::new(tree);
         let mut cache = self.cache();
         if cache.len() >= CACHE_TREES {
@@ -323,6 +336,25 @@ impl Browser {
         }
     }
 
+    /// [`Browser::chunk`], kept among the last [`CACHE_CHUNKS`] read.
+    async fn recent_chunk(&self, id: &Id) -> Result<Arc<Vec<u8>>> {
+        let recent = || {
+            self.chunks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((_, data)) = recent().iter().find(|(c, _)| c == id) {
+            return Ok(data.clone());
+        }
+        let data = Arc::new(self.chunk(id).await?);
+        let mut chunks = recent();
+        if chunks.len() >= CACHE_CHUNKS {
+            chunks.pop_front();
+        }
+        chunks.push_back((*id, data.clone()));
+        Ok(data)
+    }
+
     /// Up to `len` bytes of file `node` from `offset` (fewer at its end);
     /// only the chunks that hold them are read.
     pub async fn read_at(&self, node: &Node, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -339,7 +371,7 @@ impl Browser {
             if start >= end {
                 break;
             }
-            let data = self.chunk(id).await?;
+            let data = self.recent_chunk(id).await?;
             let from = offset.saturating_sub(start) as usize;
             let to = (end.min(stop) - start) as usize;
             out.extend_from_slice(&data[from.min(data.len())..to.min(data.len())]);
@@ -407,6 +439,16 @@ mod tests {
             b.read_at(&node, mid, 1000).await.unwrap(),
             want[mid as usize..(mid as usize + 1000).min(want.len())]
         );
+        // Pieces of a chunk read last are served without reading it again.
+        let objects = || repo.reads().per_replica().iter().map(|r| r.0).sum::<u64>();
+        let before = objects();
+        for at in [0u64, 100, 5000] {
+            assert_eq!(
+                b.read_at(&node, at, 10).await.unwrap(),
+                want[at as usize..at as usize + 10]
+            );
+        }
+        assert_eq!(objects(), before);
         assert!(b
             .read_at(&node, want.len() as u64 + 5, 10)
             .await

@@ -15,6 +15,7 @@ mod jobs;
 mod keys;
 mod locks;
 mod metrics;
+mod mount;
 mod prune;
 mod replicas;
 mod retention;
