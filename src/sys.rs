@@ -93,7 +93,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 ///   dataset (docs/benchmarks/results-alloc-2026-12-04.md), against 512 KiB:
 ///   a restore takes 24 k page faults instead of 300 k and 20% less system
 ///   time, a backup 120 k instead of 205 k, for 20–35 MiB more peak RSS;
-/// - the daemon and the servers, which live for months between runs, get
+/// - the daemon, `serve` and `mount`, which live for months between runs, get
 ///   512 KiB, so what a run used is given back to the kernel when it ends.
 ///
 /// Call it before the other threads start (`cli::main` does).

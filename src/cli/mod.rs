@@ -241,7 +241,10 @@ pub fn main() -> i32 {
             };
         }
     };
-    let long_running = matches!(cli.command, Command::Daemon(_) | Command::Serve(_));
+    let long_running = matches!(
+        cli.command,
+        Command::Daemon(_) | Command::Serve(_) | Command::Mount(_)
+    );
     // Before the runtime starts its threads (see the function's docs).
     cairn::sys::tune_allocator(long_running);
     output::init_logging(&cli.global, long_running);
