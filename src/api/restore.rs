@@ -216,6 +216,16 @@ struct Ended {
     error: Option<String>,
 }
 
+/// The repository, opened for this task; it stops at a safe point when
+/// the server stops.
+async fn open_repo(api: &SharedApi) -> crate::Result<crate::repo::Repository> {
+    api.live()
+        .runner
+        .opener
+        .open(None, api.cancel.child_token())
+        .await
+}
+
 async fn plain(
     api: &SharedApi,
     spec: &str,
@@ -226,12 +236,7 @@ async fn plain(
     let mut opts = RestoreOptions::new(target);
     opts.subpath = req.path.clone();
     opts.verify = req.verify;
-    let repo = api
-        .live()
-        .runner
-        .opener
-        .open(None, api.cancel.child_token())
-        .await?;
+    let repo = open_repo(api).await?;
     let (_, out) = restore_snapshot(&repo, spec, &opts, progress).await?;
     let (status, error) = if out.errors.is_empty() {
         (RunStatus::Success, None)
@@ -269,12 +274,7 @@ async fn in_place(
     opts.subpath = req.path.clone();
     opts.delete = req.delete;
     opts.dry_run = req.dry_run;
-    let repo = api
-        .live()
-        .runner
-        .opener
-        .open(None, api.cancel.child_token())
-        .await?;
+    let repo = open_repo(api).await?;
     // Each step is announced on the task (and so on /events) as it starts.
     let phase = |p: Phase| {
         let step = match p {
