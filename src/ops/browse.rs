@@ -23,6 +23,8 @@ use crate::repo::{MasterIndex, Repository, SnapshotEntry};
 /// Trees kept decoded: the directories of the paths being browsed, bounded
 /// so memory does not grow with the snapshot.
 const CACHE_TREES: usize = 1024;
+/// Entries of the cached trees, at most (a few hundred bytes each).
+const CACHE_NODES: usize = 64 * 1024;
 
 /// Chunks kept decoded for [`Browser::read_at`]: a reader going through a
 /// file in pieces smaller than a chunk (the kernel asks `cairn mount` for
@@ -231,7 +233,9 @@ impl Browser {
         tree.sort();
         let tree = Arc::new(tree);
         let mut cache = self.cache();
-        if cache.len() >= CACHE_TREES {
+        // Bounded by entries too: one directory of many files is one tree.
+        let cached: usize = cache.values().map(|t| t.nodes.len()).sum();
+        if cache.len() >= CACHE_TREES || cached + tree.nodes.len() > CACHE_NODES {
             cache.clear();
         }
         cache.insert(ids.to_vec(), tree.clone());

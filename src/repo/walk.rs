@@ -62,6 +62,10 @@ pub trait Visitor {
 /// the subtrees a snapshot repeats, bounded so memory does not grow with
 /// the repository.
 const CACHE_TREES: usize = 4096;
+/// Entries of the cached trees, at most: a directory of many files makes a
+/// large tree (a few hundred bytes an entry), so the count of trees alone
+/// does not bound the cache (4096 directories of 100 files held 120 MiB).
+const CACHE_NODES: usize = 64 * 1024;
 
 /// Walks trees of one repository with one index.
 pub struct TreeWalker<'a> {
@@ -70,6 +74,8 @@ pub struct TreeWalker<'a> {
     once: bool,
     seen: HashSet<Vec<Id>>,
     cache: HashMap<Vec<Id>, Loaded>,
+    /// Entries of the trees in `cache`.
+    cached_nodes: usize,
     loads: u64,
 }
 
@@ -89,6 +95,7 @@ impl<'a> TreeWalker<'a> {
             once: false,
             seen: HashSet::new(),
             cache: HashMap::new(),
+            cached_nodes: 0,
             loads: 0,
         }
     }
@@ -115,10 +122,15 @@ impl<'a> TreeWalker<'a> {
         self.loads += 1;
         let refused = tree.take_refused();
         let loaded = (Arc::new(tree), Arc::new(refused));
-        if self.cache.len() >= CACHE_TREES {
+        let nodes = loaded.0.nodes.len();
+        if self.cache.len() >= CACHE_TREES || self.cached_nodes + nodes > CACHE_NODES {
             self.cache.clear();
+            self.cached_nodes = 0;
         }
-        self.cache.insert(ids.to_vec(), loaded.clone());
+        if nodes <= CACHE_NODES {
+            self.cache.insert(ids.to_vec(), loaded.clone());
+            self.cached_nodes += nodes;
+        }
         Ok(loaded)
     }
 
@@ -377,6 +389,43 @@ mod tests {
         eprintln!("walked 2^{LEVELS} leaves in {:?}", started.elapsed());
         assert_eq!(c.0, 1 << LEVELS);
         assert_eq!(w.loads(), LEVELS as u64 + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tree_cache_is_bounded_by_entries_not_only_by_trees() {
+        use crate::ops::restore::forge::{self, Forge};
+        use crate::test_support::{init, memory_replicas};
+        // 800 directories of 100 files: 80,000 entries, more than the cache
+        // may hold, in far fewer trees than its tree limit.
+        let repo = init(memory_replicas(1)).await;
+        let f = Forge::new(&repo).await.unwrap();
+        let dirs: Vec<_> = (0..800u32)
+            .map(|d| {
+                let files = (0..100u32)
+                    .map(|i| forge::node(format!("{d}-{i}").as_bytes(), NodeKind::File))
+                    .collect();
+                forge::dir(format!("d{d:04}").as_bytes(), f.tree(files))
+            })
+            .collect();
+        let t = f.tree(dirs);
+        f.commit(t.clone(), "/").await.unwrap();
+        let index = repo.load_index().await.unwrap();
+
+        struct Files(u64);
+        impl Visitor for Files {
+            fn node(&mut self, _: &Path, n: &Node) -> Visit {
+                self.0 += u64::from(n.kind == NodeKind::File);
+                Visit::Descend
+            }
+        }
+        let mut c = Files(0);
+        let mut w = TreeWalker::new(&repo, &index);
+        w.walk(&t, Path::new("/"), &mut c).await;
+        assert_eq!(c.0, 80_000);
+        let held: usize = w.cache.values().map(|l| l.0.nodes.len()).sum();
+        assert_eq!(held, w.cached_nodes);
+        assert!(held <= CACHE_NODES, "{held} entries cached");
+        assert!(w.cache.len() < 800);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
