@@ -71,6 +71,12 @@ pub struct BackupArgs {
     /// Concurrent uploads per replica.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// After the backup, print the CPU time each pipeline stage took (read,
+    /// chunk, hash, compress, encrypt, seal; upload as wall time) in
+    /// seconds, seconds per GB read and GB/s per thread, next to the
+    /// process's CPU time.
+    #[arg(long)]
+    pub profile_stages: bool,
 }
 
 pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
@@ -110,6 +116,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     opts.force = a.force;
     opts.queue = a.queue;
     opts.connections = a.connections;
+    opts.profile_stages = a.profile_stages;
 
     let progress = Arc::new(Progress::new(
         repo.replicas().iter().map(|r| r.name.clone()),
@@ -120,7 +127,15 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     let out = res?;
 
     let s = &out.snapshot.summary;
+    let cpu = cairn::sys::cpu_seconds();
     if g.json {
+        let stages = a.profile_stages.then(|| {
+            json!({
+                "stages": out.stages,
+                "cpu_user_seconds": cpu.map(|c| c.0),
+                "cpu_system_seconds": cpu.map(|c| c.1),
+            })
+        });
         output::print_json(&json!({
             "type": "summary",
             "snapshot": out.id.map(|i| i.to_hex()),
@@ -139,6 +154,7 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             })).chain(repo.unavailable().iter().map(|u| json!({
                 "name": u.name, "ok": false, "error": output::chain(&u.error), "packs": 0, "bytes": 0,
             }))).collect::<Vec<_>>(),
+            "profile": stages,
         }));
     } else if !g.quiet {
         println!(
@@ -174,6 +190,9 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             }
             None => println!("no snapshot saved"),
         }
+        if a.profile_stages {
+            print_profile(&out.stages, s.bytes_read, s.duration_secs, cpu);
+        }
     }
     for e in &out.snapshot.errors {
         if !g.json {
@@ -189,6 +208,43 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(exit::of(&outcome))
+}
+
+/// The `--profile-stages` table.
+fn print_profile(
+    stages: &[cairn::ops::backup::stages::StageTime],
+    read: u64,
+    wall: f64,
+    cpu: Option<(f64, f64)>,
+) {
+    let opt = |v: Option<f64>, nd: usize| v.map_or("-".to_string(), |v| format!("{v:.nd$}"));
+    println!(
+        "Stage profile ({} read, {wall:.2}s wall; CPU seconds of the threads \
+         that ran each stage, upload in wall seconds summed over uploads):",
+        bytes(read)
+    );
+    println!(
+        "  {:<9} {:>9} {:>9} {:>13}",
+        "stage", "seconds", "s/GB", "GB/s/thread"
+    );
+    for t in stages {
+        println!(
+            "  {:<9} {:>9.3} {:>9} {:>13}",
+            t.stage,
+            t.seconds,
+            opt(t.per_gb(read), 2),
+            opt(t.gb_per_s(), 2)
+        );
+    }
+    if let Some((user, sys)) = cpu {
+        let per_gb = (read > 0).then(|| (user + sys) * 1e9 / read as f64);
+        println!(
+            "  process CPU {:.2}s user + {:.2}s system = {} s/GB",
+            user,
+            sys,
+            opt(per_gb, 2)
+        );
+    }
 }
 
 /// The one stream source asked for, if any; paths, --stdin,

@@ -80,9 +80,23 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     pub fn new(epoch: u32, epoch_key: &Key32, repo_id: &[u8; 32], capacity: usize) -> Self {
+        Self::with_buffer(epoch, epoch_key, repo_id, capacity, Vec::new())
+    }
+
+    /// Like [`PackBuilder::new`], writing into `buf` (cleared first): a
+    /// buffer reused from an earlier pack is already mapped, so the new pack
+    /// costs no page faults.
+    pub fn with_buffer(
+        epoch: u32,
+        epoch_key: &Key32,
+        repo_id: &[u8; 32],
+        capacity: usize,
+        mut buf: Vec<u8>,
+    ) -> Self {
         let header = Header::new(ObjectKind::Pack, epoch);
         let key = ObjectKey::derive(epoch_key, repo_id, &header);
-        let mut buf = Vec::with_capacity(capacity + 4096);
+        buf.clear();
+        buf.reserve(capacity + 4096);
         buf.extend_from_slice(&header.encode());
         PackBuilder {
             header,
@@ -295,6 +309,30 @@ mod tests {
         pack.extend_from_slice(&(footer.len() as u32).to_le_bytes());
         let r = read_footer(&pack, &repo, |_| Some(k.clone()));
         assert!(matches!(r, Err(PackError::Malformed(_))), "{r:?}");
+    }
+
+    /// A buffer handed back from an earlier pack holds that pack's bytes;
+    /// none of them may reach the next pack.
+    #[test]
+    fn a_reused_buffer_leaves_nothing_of_the_previous_pack() {
+        let k = Key32::random();
+        let repo = [4u8; 32];
+        let mut a = PackBuilder::new(1, &k, &repo, 1 << 16);
+        a.add(Id([1; 32]), BlobKind::Data, Codec::Raw, 5000, &[0xAA; 5000]);
+        let old = a.finish().data;
+        let old_len = old.len();
+        let mut b = PackBuilder::with_buffer(1, &k, &repo, 1 << 16, old);
+        b.add(Id([2; 32]), BlobKind::Data, Codec::Raw, 3, b"new");
+        let p = b.finish();
+        let mut fresh = PackBuilder::new(1, &k, &repo, 1 << 16);
+        fresh.add(Id([2; 32]), BlobKind::Data, Codec::Raw, 3, b"new");
+        assert_eq!(p.data.len(), fresh.finish().data.len());
+        assert!(p.data.len() < old_len);
+        let (h, entries) = read_footer(&p.data, &repo, |_| Some(k.clone())).unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        let stored = p.data[e.offset as usize..(e.offset + e.stored_len) as usize].to_vec();
+        assert_eq!(open_blob(&h, &k, &repo, e.seq, stored).unwrap(), b"new");
     }
 
     proptest! {

@@ -470,3 +470,45 @@ fn completions_and_man_pages_cover_every_command() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn profile_stages_reports_each_stage_of_the_pipeline() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 8 << 20);
+    let r = env.path("repo");
+    env.init(&[&r]);
+    let (code, sum) = env.backup_json(&[&r], &["--profile-stages".as_ref(), src.as_os_str()]);
+    assert_eq!(code, 0, "{sum}");
+    let stages = sum["profile"]["stages"].as_array().expect("stages listed");
+    let names: Vec<&str> = stages
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["read", "chunk", "hash", "compress", "encrypt", "seal", "upload"]
+    );
+    let read = sum["summary"]["bytes_read"].as_u64().unwrap();
+    for s in stages {
+        assert!(s["bytes"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["seconds"].as_f64().unwrap() >= 0.0, "{s}");
+    }
+    assert_eq!(stages[0]["bytes"].as_u64(), Some(read));
+    assert!(sum["profile"]["cpu_user_seconds"].as_f64().unwrap() > 0.0);
+
+    // Without the flag there is no profile, and the text form has a table.
+    let (_, plain) = env.backup_json(&[&r], &[src.as_os_str()]);
+    assert!(plain["profile"].is_null());
+    let out = env
+        .cairn(&[&r])
+        .args(["backup", "--force", "--profile-stages"])
+        .arg(&src)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains("Stage profile") && text.contains("compress"),
+        "{text}"
+    );
+}

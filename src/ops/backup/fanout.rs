@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::progress::Progress;
+use super::stages::Stage;
 use crate::error::Error;
 use crate::format::id::Id;
 use crate::repo::Replica;
@@ -124,10 +125,14 @@ async fn upload_task(
                     continue; // drain what was queued before the failure
                 }
                 let r = replica.clone();
+                let progress = progress.clone();
                 running.spawn(async move {
                     let h = Handle::new(Kind::Pack, pack.id.to_hex());
                     let n = pack.data.len() as u64;
-                    match r.backend.put(&h, pack.data, PutMode::Create).await {
+                    let t = progress.stages.start(Stage::Upload);
+                    let put = r.backend.put(&h, pack.data, PutMode::Create).await;
+                    progress.stages.stop(t, Stage::Upload, n);
+                    match put {
                         Ok(()) => Ok(n),
                         // Packs are named by their bytes: an existing one is this one.
                         Err(e) if e.kind() == cairn_backends::ErrorKind::AlreadyExists => Ok(n),

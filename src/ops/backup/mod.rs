@@ -8,6 +8,7 @@
 pub mod fanout;
 pub mod progress;
 pub mod source;
+pub mod stages;
 pub mod store;
 pub mod stream;
 pub mod walk;
@@ -60,6 +61,8 @@ pub struct BackupOptions {
     pub queue: usize,
     /// Concurrent uploads per replica.
     pub connections: usize,
+    /// Time each pipeline stage ([`BackupOutcome::stages`]).
+    pub profile_stages: bool,
 }
 
 impl BackupOptions {
@@ -79,6 +82,7 @@ impl BackupOptions {
             workers: cores,
             queue: 2,
             connections: 2,
+            profile_stages: false,
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct BackupOutcome {
     /// not be copied): no snapshot was written anywhere.
     #[serde(serialize_with = "error_text")]
     pub source_error: Option<Error>,
+    /// CPU seconds per pipeline stage, with
+    /// [`BackupOptions::profile_stages`] (zeros without).
+    pub stages: Vec<stages::StageTime>,
 }
 
 impl BackupOutcome {
@@ -217,6 +224,9 @@ pub async fn backup(
         None => None,
     };
 
+    if opts.profile_stages {
+        progress.stages.enable();
+    }
     let rt = tokio::runtime::Handle::current();
     let fan = fanout::FanOut::start(
         &rt,
@@ -436,5 +446,6 @@ pub(crate) async fn publish(
         interrupted,
         unusable: repo.unavailable().iter().map(|u| u.name.clone()).collect(),
         source_error: None,
+        stages: progress.stages.profile(),
     }
 }

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use super::stages::Stages;
+
 /// Live counters of a running backup (all monotonic).
 #[derive(Default)]
 pub struct Progress {
@@ -16,6 +18,8 @@ pub struct Progress {
     pub errors: AtomicU64,
     pub replicas: Vec<ReplicaProgress>,
     pub current: Mutex<String>,
+    /// Time per pipeline stage.
+    pub stages: Stages,
 }
 
 /// Upload counters of one replica.

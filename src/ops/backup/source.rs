@@ -9,6 +9,7 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use super::stages::Stage;
 use super::store::BlobStore;
 use crate::format::chunker::Chunker;
 use crate::format::id::Id;
@@ -140,6 +141,7 @@ pub fn chunk_stream(
                 buf.drain(..start);
                 start = 0;
             }
+            let t = store.stages().start(Stage::Read);
             let n = loop {
                 match (&mut *r).take(READ_SIZE as u64).read_to_end(buf) {
                     Ok(n) => break n,
@@ -147,11 +149,17 @@ pub fn chunk_stream(
                     Err(e) => return Err(e),
                 }
             };
+            store.stages().stop(t, Stage::Read, n as u64);
             total += n as u64;
             on_bytes(n as u64);
             eof = n == 0;
         }
-        while let Some(n) = chunker.next_cut(&buf[start..], eof) {
+        loop {
+            let t = store.stages().start(Stage::Chunk);
+            let Some(n) = chunker.next_cut(&buf[start..], eof) else {
+                break;
+            };
+            store.stages().stop(t, Stage::Chunk, n as u64);
             ids.push(store.store(BlobKind::Data, &buf[start..start + n]));
             start += n;
         }

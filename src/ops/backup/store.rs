@@ -13,6 +13,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::fanout::{FanOut, PackUpload};
 use super::progress::Progress;
+use super::stages::{Stage, Stages};
 use crate::format::codec;
 use crate::format::id::Id;
 use crate::format::index::IndexPack;
@@ -56,8 +57,56 @@ impl BufPool {
     }
 }
 
+/// Pack buffers handed back when every replica has uploaded (and dropped)
+/// a pack: each fresh 16 MiB buffer is a new mapping, 4096 page faults.
+/// Bounded, so idle buffers never hold more than a few packs; peak memory
+/// is unchanged, since the packs in flight are resident anyway.
+#[derive(Default)]
+struct PackPool(Mutex<Vec<Vec<u8>>>);
+
+impl PackPool {
+    const KEEP: usize = 4;
+
+    fn take(&self) -> Vec<u8> {
+        self.0.lock().unwrap().pop().unwrap_or_default()
+    }
+
+    fn give(&self, v: Vec<u8>, pack_size: usize) {
+        // A pack grown past its target (one large blob) is not kept.
+        if v.capacity() <= pack_size.saturating_mul(2) {
+            let mut pool = self.0.lock().unwrap();
+            if pool.len() < Self::KEEP {
+                pool.push(v);
+            }
+        }
+    }
+}
+
+/// The bytes of one sealed pack, shared by every replica's upload; the
+/// buffer goes back to the pool when the last upload drops it.
+struct PooledPack {
+    data: Vec<u8>,
+    pool: Arc<PackPool>,
+    pack_size: usize,
+}
+
+impl AsRef<[u8]> for PooledPack {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for PooledPack {
+    fn drop(&mut self) {
+        self.pool
+            .give(std::mem::take(&mut self.data), self.pack_size);
+    }
+}
+
 struct Shared {
     pool: BufPool,
+    /// Outlives the store: uploads may still hold packs after `finish`.
+    packs: Arc<PackPool>,
     keyring: Arc<Keyring>,
     level: i32,
     pack_size: usize,
@@ -106,6 +155,7 @@ impl BlobStore {
         let (tx, rx) = bounded::<Job>(workers * 2);
         let shared = Arc::new(Shared {
             pool: BufPool::default(),
+            packs: Arc::default(),
             keyring,
             level,
             pack_size,
@@ -137,6 +187,11 @@ impl BlobStore {
         }
     }
 
+    /// The run's per-stage timers.
+    pub fn stages(&self) -> &Stages {
+        &self.shared.progress.stages
+    }
+
     pub fn keyring(&self) -> &Keyring {
         &self.shared.keyring
     }
@@ -155,11 +210,13 @@ impl BlobStore {
     /// Store a blob unless it is known; returns its id. The data is only
     /// copied (into a pooled buffer) when the blob is new.
     pub fn store(&self, kind: BlobKind, data: &[u8]) -> Id {
-        let id = self.shared.keyring.chunk_id(data);
+        let p = &self.shared.progress;
+        let id = p.stages.time(Stage::Hash, data.len(), || {
+            self.shared.keyring.chunk_id(data)
+        });
         if self.known(&id) || !self.seen.lock().unwrap().insert(id) {
             return id;
         }
-        let p = &self.shared.progress;
         p.blobs_new.fetch_add(1, Relaxed);
         p.bytes_new.fetch_add(data.len() as u64, Relaxed);
         let mut buf = self.shared.pool.take();
@@ -182,31 +239,36 @@ impl BlobStore {
         for w in self.workers.drain(..) {
             w.join().expect("compress worker panicked");
         }
-        let shared = Arc::try_unwrap(self.shared)
+        let mut shared = Arc::try_unwrap(self.shared)
             .ok()
             .expect("workers have exited");
-        let packers = shared.packers.into_inner().unwrap();
-        let mut written = shared.written.into_inner().unwrap();
-        for b in [packers.data, packers.tree].into_iter().flatten() {
+        let packers = shared.packers.get_mut().unwrap();
+        let open = [packers.data.take(), packers.tree.take()];
+        let mut written = std::mem::take(shared.written.get_mut().unwrap());
+        for b in open.into_iter().flatten() {
             if !b.is_empty() {
-                written.push(ship(b, &shared.fanout));
+                written.push(ship(b, &shared));
             }
         }
         (written, shared.fanout)
     }
 }
 
-fn ship(b: PackBuilder, fanout: &FanOut) -> IndexPack {
-    let p = b.finish();
+fn ship(b: PackBuilder, s: &Shared) -> IndexPack {
+    let p = s.progress.stages.time(Stage::Seal, b.len(), || b.finish());
     let entry = IndexPack {
         id: p.id,
         size: p.data.len() as u64,
         header: p.header,
         blobs: p.entries,
     };
-    fanout.send(PackUpload {
+    s.fanout.send(PackUpload {
         id: p.id,
-        data: Bytes::from(p.data),
+        data: Bytes::from_owner(PooledPack {
+            data: p.data,
+            pool: s.packs.clone(),
+            pack_size: s.pack_size,
+        }),
     });
     entry
 }
@@ -216,7 +278,9 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
     let mut out = Vec::new();
     for job in rx {
         let raw_len = job.data.len();
-        let codec = codec::compress_into(&job.data, s.level, &mut out);
+        let codec = s.progress.stages.time(Stage::Compress, raw_len, || {
+            codec::compress_into(&job.data, s.level, &mut out)
+        });
         let payload = match codec {
             codec::Codec::Zstd => &out[..],
             codec::Codec::Raw => &job.data[..],
@@ -238,17 +302,72 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
             };
             let epoch = s.keyring.current();
             let b = slot.get_or_insert_with(|| {
-                PackBuilder::new(epoch.id, &epoch.key, &s.keyring.repo_id, s.pack_size)
+                // Tree packs fill slowly and stay small: a fresh buffer
+                // maps only the pages they touch, a reused one is all
+                // resident.
+                let buf = match job.kind {
+                    BlobKind::Data => s.packs.take(),
+                    BlobKind::Tree => Vec::new(),
+                };
+                PackBuilder::with_buffer(epoch.id, &epoch.key, &s.keyring.repo_id, s.pack_size, buf)
             });
-            b.add(job.id, job.kind, codec, raw_len as u32, payload);
+            s.progress.stages.time(Stage::Encrypt, payload.len(), || {
+                b.add(job.id, job.kind, codec, raw_len as u32, payload)
+            });
             full
         };
         s.pool.give(job.data);
         // Seal and queue outside the lock so other workers keep packing
         // while this one waits on a slow replica.
         if let Some(b) = full {
-            let entry = ship(b, &s.fanout);
+            let entry = ship(b, &s);
             s.written.lock().unwrap().push(entry);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pooled(pool: &Arc<PackPool>, capacity: usize) -> Bytes {
+        let mut data = Vec::with_capacity(capacity);
+        data.extend_from_slice(b"pack");
+        Bytes::from_owner(PooledPack {
+            data,
+            pool: pool.clone(),
+            pack_size: 1024,
+        })
+    }
+
+    #[test]
+    fn a_pack_buffer_returns_when_the_last_upload_drops_it() {
+        let pool = Arc::new(PackPool::default());
+        let a = pooled(&pool, 1024);
+        let b = a.clone();
+        drop(a);
+        assert!(
+            pool.0.lock().unwrap().is_empty(),
+            "one upload still holds it"
+        );
+        assert_eq!(&b[..], b"pack");
+        drop(b);
+        let v = pool.take();
+        assert!(v.capacity() >= 1024);
+    }
+
+    #[test]
+    fn the_pool_keeps_few_buffers_and_no_oversized_one() {
+        let pool = Arc::new(PackPool::default());
+        drop(pooled(&pool, 4096));
+        assert!(
+            pool.0.lock().unwrap().is_empty(),
+            "grown past 2x the pack size"
+        );
+        let held: Vec<Bytes> = (0..PackPool::KEEP + 3)
+            .map(|_| pooled(&pool, 1024))
+            .collect();
+        drop(held);
+        assert_eq!(pool.0.lock().unwrap().len(), PackPool::KEEP);
     }
 }
