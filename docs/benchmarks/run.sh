@@ -7,9 +7,11 @@
 # Environment (defaults in brackets):
 #   BENCH_DIR [/var/tmp/cairn-bench]  datasets (reused if present), repos, restores, caches, logs
 #   DATASETS  [mixed many-small]      any of: mixed many-small one-big
-#   TOOLS     [restic borg cairn cairn-x3]   cairn-x3 = cairn writing to 3 repos in one run;
-#             cairn-base = CAIRN_BASE_BIN (cairn of another commit), to measure a change before/after
-#   CAIRN_BASE_BIN []  the binary cairn-base runs
+#   TOOLS     [restic borg rustic cairn cairn-x3]   cairn-x3 = cairn writing to 3 repos in one run;
+#             cairn-base = CAIRN_BASE_BIN (cairn of another commit), to measure a change before/after;
+#             rustic = RUSTIC_BIN, else `cargo install rustic-rs --locked` once into
+#             BENCH_DIR/tools/rustic (reused by later runs; ~25 min on 2 cores)
+#   CAIRN_BASE_BIN []  the binary cairn-base runs;  RUSTIC_BIN [BENCH_DIR/tools/rustic/bin/rustic]
 #   RESTORE_FS [loop as root, else dir]  loop = restores go to a fresh journaled ext4 image, loop-mounted
 #   REPS [2]  SIZE_MB [1000]  FILES [200000]  SEED [20240601]
 #   COLD [0]  1 = drop the page cache before each 1st backup, restore and check
@@ -190,6 +192,18 @@ for ds in datasets:
               f"| {ratio_fmt(ratio(ds, t, 'restic', 'backup1', 'repo_bytes'))} "
               f"| {ratio_fmt(ratio(ds, t, 'restic', 'backup1', 'maxrss_kib'))} |")
         p("")
+    if "cairn" in main_tools and "rustic" in main_tools:
+        p(f"cairn vs rustic on `{ds}` (median of per-rep ratios, same interleaved rep; <1 = cairn faster / smaller):\n")
+        p("| 1st backup wall | 1st backup CPU | no-change | incremental | restore | restore sys CPU | check | backup RSS |")
+        p("|---|---|---|---|---|---|---|---|")
+        p(f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'backup1'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'backup1', 'cpu_s'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'backup2'))} | {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'incr'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'restore'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'restore', 'sys_s'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'check'))} "
+          f"| {ratio_fmt(ratio(ds, 'cairn', 'rustic', 'backup1', 'maxrss_kib'))} |")
+        p("")
     if "cairn" in main_tools and "cairn-base" in main_tools:
         p(f"cairn vs cairn-base on `{ds}` (median of per-rep ratios, same interleaved rep; >1 = this build is slower):\n")
         p("| 1st backup wall | 1st backup CPU | no-change | incremental | restore | check | repo size | backup RSS |")
@@ -268,7 +282,7 @@ if [[ ${1:-} == report ]]; then
 	exit 0
 fi
 [[ $# -eq 0 ]] || {
-	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -276,7 +290,7 @@ fi
 
 BENCH_DIR=${BENCH_DIR:-/var/tmp/cairn-bench}
 read -r -a DATASETS <<<"${DATASETS:-mixed many-small}"
-read -r -a TOOLS <<<"${TOOLS:-restic borg cairn cairn-x3}"
+read -r -a TOOLS <<<"${TOOLS:-restic borg rustic cairn cairn-x3}"
 REPS=${REPS:-2}
 COLD=${COLD:-0}
 BUILD=${BUILD:-1}
@@ -285,6 +299,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-5400}
 OUT_DIR=${OUT_DIR:-$HERE}
 CAIRN_BIN=${CAIRN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn}
 CAIRN_REPO_PREFIX=${CAIRN_REPO_PREFIX:-}
+RUSTIC_BIN=${RUSTIC_BIN:-$BENCH_DIR/tools/rustic/bin/rustic}
 export SIZE_MB=${SIZE_MB:-1000} FILES=${FILES:-200000} SEED=${SEED:-20240601}
 
 STAMP=$(date -u +%Y-%m-%d)
@@ -328,6 +343,20 @@ install_missing() {
 }
 
 install_missing
+
+# rustic is not packaged in Debian: built once from crates.io into BENCH_DIR and reused.
+install_rustic() {
+	[[ -x $RUSTIC_BIN ]] && return 0
+	if [[ $INSTALL != 1 ]] || ! command -v cargo >/dev/null; then
+		say "rustic missing at $RUSTIC_BIN (not installing: INSTALL=$INSTALL or no cargo)"
+		return 0
+	fi
+	say "building rustic once: cargo install rustic-rs --locked (log: $LOG_DIR/rustic-install.log)"
+	cargo install rustic-rs --locked --root "$BENCH_DIR/tools/rustic" >"$LOG_DIR/rustic-install.log" 2>&1 ||
+		say "cargo install rustic-rs failed (see $LOG_DIR/rustic-install.log)"
+	RUSTIC_BIN=$BENCH_DIR/tools/rustic/bin/rustic
+}
+[[ " ${TOOLS[*]} " == *" rustic "* ]] && install_rustic
 [[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is required: apt-get install time"
 command -v "$PY" >/dev/null || die "python3 is required"
 
@@ -336,9 +365,10 @@ for t in "${TOOLS[@]}"; do
 	case $t in
 	restic) command -v restic >/dev/null && AVAIL[$t]= || AVAIL[$t]="restic not installed" ;;
 	borg) command -v borg >/dev/null && AVAIL[$t]= || AVAIL[$t]="borg not installed" ;;
+	rustic) [[ -x $RUSTIC_BIN ]] && AVAIL[$t]= || AVAIL[$t]="rustic not built (no $RUSTIC_BIN)" ;;
 	cairn | cairn-x3) ;;
 	cairn-base) [[ -x ${CAIRN_BASE_BIN:-} ]] && AVAIL[$t]= || AVAIL[$t]="CAIRN_BASE_BIN is not an executable" ;;
-	*) die "unknown tool: $t (known: restic borg cairn cairn-x3 cairn-base)" ;;
+	*) die "unknown tool: $t (known: restic borg rustic cairn cairn-x3 cairn-base)" ;;
 	esac
 done
 
@@ -364,7 +394,7 @@ if [[ " ${TOOLS[*]} " == *" cairn"* ]]; then
 fi
 
 # Tools' caches and config live under BENCH_DIR and are wiped between reps.
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench
+export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RUSTIC_PASSWORD=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export RESTIC_CACHE_DIR=$BENCH_DIR/cache/restic BORG_BASE_DIR=$BENCH_DIR/cache/borg
 export XDG_CACHE_HOME=$BENCH_DIR/cache/xdg XDG_CONFIG_HOME=$BENCH_DIR/cache/xdg-config
@@ -373,6 +403,7 @@ version_of() {
 	case $1 in
 	restic) restic version 2>/dev/null | head -n1 ;;
 	borg) borg --version 2>/dev/null | head -n1 ;;
+	rustic) "$RUSTIC_BIN" --version 2>/dev/null | head -n1 ;;
 	cairn) "$CAIRN_BIN" --version 2>/dev/null | head -n1 ;;
 	esac
 }
@@ -530,6 +561,10 @@ do_step() {
 	borg:backup*|borg:incr) cmd=(borg create --compression "zstd,3" "$R::$step" "$src") ;;
 	borg:restore) cmd=(borg extract "$R::incr") cwd=$T ;;
 	borg:check) cmd=(borg check --verify-data "$R") ;;
+	rustic:init) cmd=("$RUSTIC_BIN" -r "$R" --no-progress init) ;;
+	rustic:backup*|rustic:incr) cmd=("$RUSTIC_BIN" -r "$R" --no-progress backup "$src") ;;
+	rustic:restore) cmd=("$RUSTIC_BIN" -r "$R" --no-progress restore latest "$T") ;;
+	rustic:check) cmd=("$RUSTIC_BIN" -r "$R" --no-progress check --read-data) ;;
 	cairn*:init) cmd=("$bin" init "${ra[@]}") ;;
 	cairn*:backup*|cairn*:incr) cmd=("$bin" backup "${ra[@]}" "$src") ;;
 	cairn:restore|cairn-base:restore) cmd=("$bin" restore latest --repo "${CAIRN_REPO_PREFIX}$R" --target "$T") ;;
@@ -586,7 +621,7 @@ machine_info() {
 	echo "| os | $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null) |"
 	echo "| bench dir | \`$BENCH_DIR\` on $(df -PTh "$BENCH_DIR" | awk 'NR==2 { print $1 " (" $2 "), " $5 " free" }') |"
 	echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) |"
-	for t in restic borg; do
+	for t in restic borg rustic; do
 		v=$(version_of $t || true)
 		echo "| $t | ${v:-not installed} |"
 	done
@@ -603,7 +638,7 @@ machine_info() {
 	echo "| cache | $([[ $COLD == 1 ]] && echo 'COLD=1: page cache dropped before each 1st backup, restore and check' || echo 'warm (one cat pass over each dataset before rep 1)') |"
 	echo "| restores to | $([[ $RESTORE_FS == loop ]] && echo 'a fresh journaled ext4 image, loop-mounted' || echo "$BENCH_DIR/restore (a plain directory)") |"
 	[[ -n ${CAIRN_BASE_BIN:-} ]] && echo "| cairn-base | \`$CAIRN_BASE_BIN\`: $("$CAIRN_BASE_BIN" --version 2>/dev/null | head -n1) |"
-	echo "| tool flags | restic: \`backup --compression auto\` (repo v2); borg: \`init -e repokey\`, \`create --compression zstd,3\`; cairn: defaults |"
+	echo "| tool flags | restic: \`backup --compression auto\` (repo v2); borg: \`init -e repokey\`, \`create --compression zstd,3\`; rustic and cairn: defaults |"
 	echo
 	echo "| dataset | files | bytes | digest ($(command -v b3sum >/dev/null && echo BLAKE3 || echo SHA-256) of manifest) | parameters |"
 	echo "|---|---|---|---|---|"
