@@ -25,9 +25,10 @@ CAIRN_BIN=${CAIRN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn}
 if [[ ! -x $CAIRN_BIN ]]; then
 	(cd "$ROOT" && cargo build --release --bin cairn)
 fi
-export CAIRN_PASSWORD=bench HOME=$WORK/home
 mkdir -p "$WORK/home"
 trap 'rm -rf "$WORK"' EXIT
+# cairn's key cache and config stay in WORK; cargo keeps the real HOME.
+cairn() { CAIRN_PASSWORD=bench HOME=$WORK/home "$CAIRN_BIN" "$@"; }
 
 echo "## Stage limits, one thread (cargo bench --bench stages -- $DIR 256)"
 echo
@@ -37,11 +38,11 @@ echo
 echo
 for ((rep = 1; rep <= REPS; rep++)); do
 	rm -rf "$WORK/repo"
-	"$CAIRN_BIN" init --repo "$WORK/repo" >/dev/null
+	cairn init --repo "$WORK/repo" >/dev/null
 	echo "## First backup, rep $rep ($CAIRN_BIN backup --profile-stages)"
 	echo
 	echo '```'
-	/usr/bin/time -f 'wall %e s, user %U s, sys %S s, peak RSS %M KiB' \
+	CAIRN_PASSWORD=bench HOME=$WORK/home /usr/bin/time -f 'wall %e s, user %U s, sys %S s, peak RSS %M KiB' \
 		"$CAIRN_BIN" backup --repo "$WORK/repo" --profile-stages "$DIR" 2>&1 |
 		sed -n '/^Read /p; /^Stage profile/,$p'
 	echo '```'
