@@ -13,6 +13,7 @@
 #             BENCH_DIR/tools/rustic (reused by later runs; ~25 min on 2 cores)
 #   CAIRN_BASE_BIN []  the binary cairn-base runs;  RUSTIC_BIN [BENCH_DIR/tools/rustic/bin/rustic]
 #   RESTORE_FS [loop as root, else dir]  loop = restores go to a fresh journaled ext4 image, loop-mounted
+#   REPO_FS [loop as root, else dir]  loop = repositories live on another fresh journaled ext4 image
 #   REPS [2]  SIZE_MB [1000]  FILES [200000]  SEED [20240601]
 #   COLD [0]  1 = drop the page cache before each 1st backup, restore and check
 #   BUILD [1] 0 = do not run `cargo build --release`; CAIRN_BIN [target/release/cairn]
@@ -637,6 +638,7 @@ machine_info() {
 	echo "| reps | $REPS, tool order rotated each rep: ${TOOLS[*]} |"
 	echo "| cache | $([[ $COLD == 1 ]] && echo 'COLD=1: page cache dropped before each 1st backup, restore and check' || echo 'warm (one cat pass over each dataset before rep 1)') |"
 	echo "| restores to | $([[ $RESTORE_FS == loop ]] && echo 'a fresh journaled ext4 image, loop-mounted' || echo "$BENCH_DIR/restore (a plain directory)") |"
+	echo "| repositories on | $([[ $REPO_FS == loop ]] && echo 'another fresh journaled ext4 image, loop-mounted' || echo "$BENCH_DIR/repos (a plain directory)") |"
 	[[ -n ${CAIRN_BASE_BIN:-} ]] && echo "| cairn-base | \`$CAIRN_BASE_BIN\`: $("$CAIRN_BASE_BIN" --version 2>/dev/null | head -n1) |"
 	echo "| tool flags | restic: \`backup --compression auto\` (repo v2); borg: \`init -e repokey\`, \`create --compression zstd,3\`; rustic and cairn: defaults |"
 	echo
@@ -680,18 +682,34 @@ fi
 # Restores write to a fresh journaled ext4: the root file system here may
 # have no journal, and creating files soon after deleting many is then slow
 # for every tool, which would measure the disk, not the tool.
+# Repositories likewise: how fast the disk takes new files right after a
+# previous rep's were deleted varied fourfold between minutes on the root
+# file system, which the 3-replica figure (3x the files) felt most.
 RESTORE_FS=${RESTORE_FS:-$([[ $EUID == 0 ]] && echo loop || echo dir)}
-RESTORE_IMG=$BENCH_DIR/restore.ext4
-if [[ $RESTORE_FS == loop ]]; then
-	mountpoint -q "$BENCH_DIR/restore" && umount "$BENCH_DIR/restore"
-	rm -f "$RESTORE_IMG"
-	mkdir -p "$BENCH_DIR/restore"
-	truncate -s $((need * 3 + (1 << 30))) "$RESTORE_IMG"
-	mkfs.ext4 -q -F -O has_journal "$RESTORE_IMG"
-	mount -o loop "$RESTORE_IMG" "$BENCH_DIR/restore" || die "cannot loop-mount $RESTORE_IMG (run as root, or RESTORE_FS=dir)"
-	say "restores go to a fresh journaled ext4 ($RESTORE_IMG on $BENCH_DIR/restore)"
-	trap 'on_exit; umount "$BENCH_DIR/restore" 2>/dev/null; rm -f "$RESTORE_IMG"' EXIT
-fi
+REPO_FS=${REPO_FS:-$([[ $EUID == 0 ]] && echo loop || echo dir)}
+LOOPS=()
+loop_mount() { # loop_mount NAME BYTES: a fresh journaled ext4 on BENCH_DIR/NAME
+	local dir=$BENCH_DIR/$1 img=$BENCH_DIR/$1.ext4
+	mountpoint -q "$dir" && umount "$dir"
+	rm -f "$img"
+	mkdir -p "$dir"
+	truncate -s "$2" "$img"
+	mkfs.ext4 -q -F -O has_journal "$img"
+	mount -o loop "$img" "$dir" || die "cannot loop-mount $img (run as root, or RESTORE_FS=dir REPO_FS=dir)"
+	[[ " ${LOOPS[*]} " == *" $1 "* ]] || LOOPS+=("$1")
+	say "$1 on a fresh journaled ext4 ($img)"
+}
+unmount_loops() {
+	local l
+	for l in "${LOOPS[@]}"; do
+		umount "$BENCH_DIR/$l" 2>/dev/null
+		rm -f "$BENCH_DIR/$l.ext4"
+	done
+}
+[[ $RESTORE_FS == loop ]] && loop_mount restore $((need * 3 + (1 << 30)))
+REPO_BYTES=$((need * 6 + (1 << 30)))
+[[ $REPO_FS == loop ]] && loop_mount repos $REPO_BYTES
+((${#LOOPS[@]} == 0)) || trap 'on_exit; unmount_loops' EXIT
 
 machine_info >"$MD"
 
@@ -702,6 +720,9 @@ for ((rep = 1; rep <= REPS; rep++)); do
 	for ds in "${DATASETS[@]}"; do
 		say "rep $rep/$REPS, $ds: order ${order[*]}"
 		rm -rf "${BENCH_DIR:?}"/repos/* "${BENCH_DIR:?}"/restore/* "${BENCH_DIR:?}"/cache/*
+		# Each rep's repositories start on a new file system, not on the
+		# blocks the previous rep just freed.
+		[[ $REPO_FS == loop ]] && loop_mount repos $REPO_BYTES
 		EXPECT=$("$MKDS" digest "${SRC_DIR[$ds]}")
 		[[ $EXPECT == *"digest=${SRC_DIGEST[$ds]}"* ]] || say "WARNING: $ds digest changed since generation: $EXPECT"
 		for step in init backup1 backup2; do
