@@ -7,7 +7,10 @@
 //!
 //! cargo bench --bench index_scale -- REPO_DIR BLOBS [BLOBS_PER_PACK]
 //!
-//! The passphrase is `CAIRN_PASSWORD`.
+//! The passphrase is `CAIRN_PASSWORD`. With `SPARSE_PACKS=1` every pack
+//! the index names also exists, as a sparse file of its indexed size (no
+//! disk blocks), so `check` finds a whole repository instead of reporting
+//! every pack missing.
 
 use cairn::config::{select, ConfigFile, Limits};
 use cairn::format::codec::Codec;
@@ -48,6 +51,7 @@ async fn main() {
     let mut written = 0u64;
     let mut batch = Vec::new();
     let mut files = 0u64;
+    let sparse = std::env::var_os("SPARSE_PACKS").is_some_and(|v| v == "1");
     while written < blobs {
         let n = per_pack.min(blobs - written);
         // After the pack header, as a real pack lays them out.
@@ -67,9 +71,19 @@ async fn main() {
                 e
             })
             .collect();
+        let (id, size) = (Id(rand::random()), u64::from(offset) + 4096);
+        if sparse {
+            let h = cairn::backends::Handle::new(cairn::backends::Kind::Pack, id.to_hex());
+            let path = std::path::Path::new(dir).join(h.path());
+            std::fs::create_dir_all(path.parent().expect("a pack has a directory"))
+                .expect("creating a pack directory");
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_len(size))
+                .expect("creating a sparse pack");
+        }
         batch.push(IndexPack {
-            id: Id(rand::random()),
-            size: u64::from(offset) + 4096,
+            id,
+            size,
             header: Header::new(ObjectKind::Pack, epoch),
             blobs: entries,
         });

@@ -8,6 +8,10 @@
 #
 #   docs/benchmarks/index-scale.sh [BLOBS]
 #
+# SPARSE_PACKS (default 1) makes every indexed pack exist as a sparse file
+# of its size, so `check` sees a whole repository; 0 leaves them out, and
+# `check` then reports every pack missing (and holds those findings).
+#
 # restic cannot load this index: it is cairn's format. A restic repository
 # of the same size would need 10 TB of data to be backed up first, or its
 # own index files forged with its keys; neither is done here.
@@ -24,7 +28,7 @@ cargo build --release --quiet --bench index_scale
 T=${CARGO_TARGET_DIR:-$PWD/target}
 GEN=$(ls -t "$T"/release/deps/index_scale-* | grep -v '\.d$' | head -1)
 BIN=$T/release/cairn
-export CAIRN_PASSWORD=bench HOME=$W/home
+export CAIRN_PASSWORD=bench HOME=$W/home SPARSE_PACKS=${SPARSE_PACKS:-1}
 peak() { # peak RSS in MiB of a command
     /usr/bin/time -f '%M' -o "$W/time" "$@" >/dev/null 2>"$W/err" || true
     tail -1 "$W/time" | awk '{printf "%.1f", $1/1024}'
