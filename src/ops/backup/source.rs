@@ -152,7 +152,10 @@ pub fn chunk_stream(
             store.stages().stop(t, Stage::Read, n as u64);
             total += n as u64;
             on_bytes(n as u64);
-            eof = n == 0;
+            // `read_to_end` stops early only at end of file: a short
+            // result saw it, and one more `read` per file would only see
+            // it again.
+            eof = n < READ_SIZE;
         }
         loop {
             let t = store.stages().start(Stage::Chunk);
