@@ -59,8 +59,10 @@ impl BufPool {
 
 /// Pack buffers handed back when every replica has uploaded (and dropped)
 /// a pack: each fresh 16 MiB buffer is a new mapping, 4096 page faults.
-/// Bounded, so idle buffers never hold more than a few packs; peak memory
-/// is unchanged, since the packs in flight are resident anyway.
+/// Bounded, and a buffer only waits here while fewer packs are in flight
+/// than before, so the buffers never outnumber the peak in flight; peak
+/// memory grows by at most one pack, the data pack being filled, which a
+/// reused buffer holds resident as a whole from the start.
 #[derive(Default)]
 struct PackPool(Mutex<Vec<Vec<u8>>>);
 
