@@ -25,7 +25,8 @@
 #
 # First it measures the link itself (LINK_MB over 1 and 4 TCP streams, a
 # Python client, per case) and prints that. Then per-run lines on stderr,
-# every run in BENCH_DIR/latency.csv, and on stdout one Markdown table:
+# every run in BENCH_DIR/latency.csv (with the MB that crossed the link
+# towards the servers), and on stdout one Markdown table:
 # binary, backend, case, median wall s, MB/s (dataset MB = 10^6 B / wall),
 # ratio delay/cap and PASS/FAIL against 0.8.
 #
@@ -34,7 +35,9 @@
 # RATE [200mbit], DELAY_MS [25], BACKENDS ["s3 sftp"], LINK_MB [100] (0: skip
 # the link measurement), CAIRN [target/release/cairn], or CAIRNS="name=path
 # name=path" to compare binaries in the same run (interleaved), BACKUP_ARGS
-# (extra backup flags, default none), NS [cairn-lat], HOST_IP [10.203.0.1],
+# (extra backup flags, default none), MOTO_HTTP [waitress] (or werkzeug:
+# moto_server as is, one TCP connection per request, see below), NS
+# [cairn-lat], HOST_IP [10.203.0.1],
 # NS_IP [10.203.0.2]. Needs: root, ip, tc, cc, sshd, GNU time, the venv of
 # scripts/test-servers (run `scripts/test-servers start s3 sftp` once).
 set -euo pipefail
@@ -53,6 +56,7 @@ HOST_IP=${HOST_IP:-10.203.0.1}
 NS_IP=${NS_IP:-10.203.0.2}
 CAIRNS=${CAIRNS:-cairn=${CAIRN:-$root/target/release/cairn}}
 BACKUP_ARGS=${BACKUP_ARGS:-}
+MOTO_HTTP=${MOTO_HTTP:-waitress}
 TS_STATE=${CAIRN_TEST_SERVERS_DIR:-${HOME:-/root}/.cache/cairn-test-servers}
 VENV=$TS_STATE/venv
 DATA=$BENCH_DIR/data/mixed-$SIZE_MB
@@ -178,6 +182,28 @@ fi
 
 # ------------------------------------------------------------ servers in the namespace
 
+# moto's own server (werkzeug) answers every request with "Connection:
+# close", so each S3 request would pay a TCP handshake (and each 16 MiB PUT a
+# slow start) that real S3, which keeps connections alive, does not. With
+# MOTO_HTTP=waitress (the default) the same moto application is served by
+# waitress (PyPI, pure Python, installed into the venv if missing), which
+# keeps connections alive; MOTO_HTTP=werkzeug runs moto_server as is.
+if [[ " $BACKENDS " == *" s3 "* && $MOTO_HTTP == waitress ]]; then
+	if ! "$VENV/bin/python" -c 'import waitress' 2>/dev/null; then
+		log "pip install waitress (into $VENV)"
+		"$VENV/bin/python" -m pip install -q --disable-pip-version-check waitress >&2
+	fi
+	cat >"$WORK/moto-waitress.py" <<'EOF'
+import os, sys
+port = int(sys.argv[1])
+os.environ.setdefault("MOTO_PORT", str(port))
+import waitress
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+waitress.serve(DomainDispatcherApplication(create_backend_app), host="0.0.0.0", port=port,
+               threads=16, connection_limit=200, channel_timeout=300, ident="moto")
+EOF
+fi
+
 MOTO_PID=
 S3_ID=
 S3_SECRET=
@@ -189,8 +215,13 @@ start_moto() {
 	mkdir -p "$WORK/s3"
 	# Four free requests (user, key, policy, bucket); signatures and IAM
 	# policies are checked from then on (as in scripts/test-servers).
-	INITIAL_NO_AUTH_ACTION_COUNT=4 ip netns exec "$NS" \
-		"$VENV/bin/moto_server" -H 0.0.0.0 -p "$S3_PORT" >>"$WORK/moto.log" 2>&1 &
+	if [[ $MOTO_HTTP == waitress ]]; then
+		INITIAL_NO_AUTH_ACTION_COUNT=4 ip netns exec "$NS" \
+			"$VENV/bin/python" "$WORK/moto-waitress.py" "$S3_PORT" >>"$WORK/moto.log" 2>&1 &
+	else
+		INITIAL_NO_AUTH_ACTION_COUNT=4 ip netns exec "$NS" \
+			"$VENV/bin/moto_server" -H 0.0.0.0 -p "$S3_PORT" >>"$WORK/moto.log" 2>&1 &
+	fi
 	MOTO_PID=$!
 	for _ in $(seq 150); do
 		ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/127.0.0.1/$S3_PORT" 2>/dev/null && break
@@ -278,7 +309,9 @@ wall_s() {
 }
 
 CSV=$BENCH_DIR/latency.csv
-echo "binary,backend,case,rep,wall_s,mb_s,max_rss_kib" >"$CSV"
+echo "binary,backend,case,rep,wall_s,mb_s,max_rss_kib,sent_mb" >"$CSV"
+# Bytes that left the host over the link so far (the tbf counter of clat0).
+sent_bytes() { tc -s qdisc show dev "$HTUN" | awk '/Sent/ { print $2; exit }'; }
 run_one() { # BIN_NAME BIN BACKEND CASE REP
 	local name=$1 bin=$2 backend=$3 case=$4 rep=$5 url env=()
 	case $backend in
@@ -300,16 +333,19 @@ run_one() { # BIN_NAME BIN BACKEND CASE REP
 	env "${env[@]}" HOME="$cache" XDG_CACHE_HOME="$cache/.cache" "$bin" init -q -r "$url" >/dev/null 2>"$WORK/init.err" ||
 		{ cat "$WORK/init.err" >&2; die "init of $url failed"; }
 	sync
+	local sent0
+	sent0=$(sent_bytes)
 	# shellcheck disable=SC2086 # BACKUP_ARGS are words
 	env "${env[@]}" HOME="$cache" XDG_CACHE_HOME="$cache/.cache" \
 		/usr/bin/time -v -o "$WORK/time.txt" "$bin" backup -q -r "$url" $BACKUP_ARGS "$DATA" \
 		>/dev/null 2>"$WORK/backup.err" || { cat "$WORK/backup.err" "$WORK/time.txt" >&2; die "backup to $url failed"; }
-	local wall rss mbs
+	local wall rss mbs sent
+	sent=$((($(sent_bytes) - sent0) / 1000000))
 	wall=$(wall_s "$WORK/time.txt")
 	rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
 	mbs=$(awk -v b="$DATA_BYTES" -v w="$wall" 'BEGIN { printf "%.1f", b / 1e6 / w }')
-	echo "$name,$backend,$case,$rep,$wall,$mbs,$rss" >>"$CSV"
-	log "$name $backend $case rep $rep: ${wall} s, $mbs MB/s, max RSS $rss KiB"
+	echo "$name,$backend,$case,$rep,$wall,$mbs,$rss,$sent" >>"$CSV"
+	log "$name $backend $case rep $rep: ${wall} s, $mbs MB/s, max RSS $rss KiB, $sent MB sent"
 	[[ $backend == sftp ]] && rm -rf "$WORK/sftp-root/repo"
 	return 0
 }
