@@ -469,7 +469,9 @@ async fn a_slow_replica_makes_the_backup_wait_within_its_queue() {
     // uploads in flight, the pack its upload task holds while waiting for a
     // connection, and the pack the producer holds while waiting for queue
     // space (already stored on the fast replica).
-    let bound = (opts.queue + opts.connections + 2) as u64;
+    let uploads =
+        cairn::ops::backup::fanout::upload_connections(opts.connections, &slow.capabilities());
+    let bound = (opts.queue + uploads + 2) as u64;
     let seen = lead.load(Relaxed);
     assert!(
         seen <= bound,

@@ -295,6 +295,62 @@ mod sftp {
         remove_local_dir(&dir);
     }
 
+    /// Gets read the size and the first piece (one read request, 255 KiB
+    /// here) at once, and a put of at most one write request sends write,
+    /// fsync and close back to back: objects around those sizes, whole and
+    /// in ranges that start before, at and after the first piece's end and
+    /// past the object's end, read exactly what the memory backend reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sftp_reads_and_writes_around_one_request() {
+        let Some(base) = base() else { return };
+        let url = fresh(&base, "pieces");
+        let sftp = SftpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        sftp.create().await.unwrap();
+        let memory = cairn_backends::memory::MemoryBackend::new();
+        const PIECE: u64 = 261_120; // OpenSSH's read and write limit, less headers
+        for (i, len) in [0, 1, 4096, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 7]
+            .into_iter()
+            .enumerate()
+        {
+            let data = Bytes::from(
+                (0..len)
+                    .map(|b| (b.wrapping_mul(31) ^ (b >> 9)) as u8)
+                    .collect::<Vec<_>>(),
+            );
+            let h = Handle::new(Kind::Index, format!("{i:02}{len:062x}"));
+            for b in [&sftp as &dyn Backend, &memory] {
+                b.put(&h, data.clone(), PutMode::Create).await.unwrap();
+            }
+            assert_eq!(sftp.get(&h, None).await.unwrap(), data, "{len} bytes");
+            let mut ranges = vec![0..0, 0..1, 0..len, 0..len + 10, 5..PIECE + 5];
+            ranges.extend([PIECE - 1..PIECE + 1, PIECE..2 * PIECE, len..len + 1]);
+            ranges.extend([len.saturating_sub(3)..len, len + 1..len + 5]);
+            for r in ranges {
+                let want = memory.get(&h, Some(r.clone())).await;
+                let got = sftp.get(&h, Some(r.clone())).await;
+                match (want, got) {
+                    (Ok(w), Ok(g)) => assert_eq!(g, w, "{len} bytes, range {r:?}"),
+                    (Err(w), Err(g)) => assert_eq!(g.kind(), w.kind(), "{len} bytes, {r:?}"),
+                    (w, g) => panic!("{len} bytes, range {r:?}: memory {w:?}, sftp {g:?}"),
+                }
+            }
+            // Create-only: the second put of the same name is refused.
+            let again = sftp.put(&h, data.clone(), PutMode::Create).await;
+            assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+            // Overwrite of a small object goes the same pipelined way.
+            sftp.put(&h, Bytes::from_static(b"new"), PutMode::Overwrite)
+                .await
+                .unwrap();
+            assert_eq!(
+                sftp.get(&h, None).await.unwrap(),
+                Bytes::from_static(b"new")
+            );
+        }
+        // No temporary files left behind, and exactly the objects written.
+        assert_eq!(sftp.list(Kind::Index).await.unwrap().len(), 7);
+        remove_local_dir(&split(&url).2);
+    }
+
     #[tokio::test]
     async fn sftp_unknown_host_key_is_refused() {
         let Some(base) = base() else { return };

@@ -68,9 +68,10 @@ pub struct BackupArgs {
     /// Packs queued per replica before the backup waits for a slow one.
     #[arg(long, default_value_t = 2)]
     pub queue: usize,
-    /// Concurrent uploads per replica.
-    #[arg(long, default_value_t = 2)]
-    pub connections: usize,
+    /// Concurrent uploads per replica [default: 2 on a local disk, 4 over
+    /// the network, at most the backend's `connections`].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub connections: Option<usize>,
     /// After the backup, print the CPU time each pipeline stage took (read,
     /// chunk, hash, compress, encrypt, seal; upload as wall time) in
     /// seconds, seconds per GB read and GB/s per thread, next to the
@@ -115,7 +116,9 @@ pub async fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     opts.time = a.time;
     opts.force = a.force;
     opts.queue = a.queue;
-    opts.connections = a.connections;
+    if let Some(n) = a.connections {
+        opts.connections = n;
+    }
     opts.profile_stages = a.profile_stages;
 
     let progress = Arc::new(Progress::new(

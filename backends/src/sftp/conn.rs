@@ -310,17 +310,21 @@ async fn connect(target: &Target) -> Result<Conn> {
     )
     .await?;
 
-    let mut channels = Vec::with_capacity(target.channels);
-    for _ in 0..target.channels.max(1) {
-        let ch = with_timeout(
+    // All at once: each channel takes four round trips (open, subsystem,
+    // init, limits), so opening them one after the other cost 16 round
+    // trips with the default 4, 0.8 s at 50 ms RTT, before the first request.
+    let ssh_ref = &ssh;
+    let channels = futures_util::future::try_join_all((0..target.channels.max(1)).map(|_| async {
+        with_timeout(
             t,
             label,
             "opening an SFTP channel on",
-            open_channel(&ssh, target),
+            open_channel(ssh_ref, target),
         )
-        .await?;
-        channels.push(Arc::new(ch));
-    }
+        .await
+        .map(Arc::new)
+    }))
+    .await?;
     tracing::debug!(
         "sftp {label}: connected with {} channels, {:?}",
         channels.len(),

@@ -339,14 +339,42 @@ impl SftpBackend {
         let mut guard = Cleanup::new(ch, file.handle, Some(tmp.clone()));
         let fh = guard.handle.clone().unwrap_or_default();
 
-        let written = self.write_all(ch, &fh, data).await;
-        let synced = match written {
-            Ok(()) if self.fsync && ch.features.fsync => {
-                ch.raw.fsync(fh.as_str()).await.map(|_| ())
-            }
-            r => r,
+        let fsync = self.fsync && ch.features.fsync;
+        let (synced, closed) = if data.len() <= ch.features.write_len as usize {
+            // One write request (locks, indexes, snapshots, small packs):
+            // write, fsync and close go out back to back instead of one
+            // round trip each. A server processes the requests on one
+            // handle in the order received (draft-ietf-secsh-filexfer-02,
+            // 6.1; OpenSSH handles a channel's requests one by one), so the
+            // file is still synced before it is closed, and the rename
+            // below still waits for all three answers.
+            let (written, synced, closed) = futures_util::join!(
+                async {
+                    if data.is_empty() {
+                        return Ok(());
+                    }
+                    ch.raw
+                        .write(fh.as_str(), 0, data.to_vec())
+                        .await
+                        .map(|_| ())
+                },
+                async {
+                    if !fsync {
+                        return Ok(());
+                    }
+                    ch.raw.fsync(fh.as_str()).await.map(|_| ())
+                },
+                async { ch.raw.close(fh.as_str()).await.map(|_| ()) }
+            );
+            (written.and(synced), closed)
+        } else {
+            let written = self.write_all(ch, &fh, data).await;
+            let synced = match written {
+                Ok(()) if fsync => ch.raw.fsync(fh.as_str()).await.map(|_| ()),
+                r => r,
+            };
+            (synced, ch.raw.close(fh.as_str()).await.map(|_| ()))
         };
-        let closed = ch.raw.close(fh.as_str()).await.map(|_| ());
         guard.handle = None;
         if let Err(e) = synced.and(closed) {
             let err = self.write_failure(conn, ch, &tmp, data.len(), e).await;
@@ -455,14 +483,26 @@ impl SftpBackend {
             .open(path.as_str(), OpenFlags::READ, FileAttributes::empty())
             .await
             .map_err(|e| self.fail(conn, "opening", &path, e))?;
-        let mut guard = Cleanup::new(ch, file.handle, None);
+        let guard = Cleanup::new(ch, file.handle, None);
         let fh = guard.handle.clone().unwrap_or_default();
         let fh = fh.as_str();
         let result = async {
-            let size = ch
-                .raw
-                .fstat(fh)
-                .await
+            // The size and the first piece at once, so that a small object
+            // (config, key, index, snapshot) takes one round trip after the
+            // open instead of two. The piece is used if it starts where the
+            // clipped range starts; anything it lacks is read after it.
+            let start = range.as_ref().map_or(0, |r| r.start);
+            let end = range.as_ref().map_or(u64::MAX, |r| r.end);
+            let want = (end.saturating_sub(start)).min(ch.features.read_len as u64) as u32;
+            let (stat, first) = futures_util::join!(ch.raw.fstat(fh), async {
+                if want == 0 {
+                    return None;
+                }
+                // Past the end (EOF) or any other failure: read normally
+                // below, which reports a real error.
+                ch.raw.read(fh, start, want).await.ok().map(|d| d.data)
+            });
+            let size = stat
                 .map_err(|e| self.fail(conn, "stat of", &path, e))?
                 .attrs
                 .size
@@ -471,15 +511,34 @@ impl SftpBackend {
                 None => 0..size,
                 Some(r) => clip_range(handle, &r, size)?,
             };
-            self.read_range(ch, fh, r)
-                .await
-                .map_err(|e| self.fail(conn, "reading", &path, e))
+            let mut out = Vec::new();
+            let mut from = r.start;
+            if let Some(d) = first {
+                if r.start == start && d.len() as u64 <= r.end - r.start {
+                    from += d.len() as u64;
+                    out = d;
+                }
+            }
+            if from < r.end {
+                let mut rest = self
+                    .read_range(ch, fh, from..r.end)
+                    .await
+                    .map_err(|e| self.fail(conn, "reading", &path, e))?;
+                if out.is_empty() {
+                    out = rest;
+                } else {
+                    out.append(&mut rest);
+                }
+            }
+            Ok(out)
         }
         .await;
-        // Closing a read handle cannot lose data; a failure only matters as a
-        // sign that the connection is gone, which the next request will see.
-        let _ = ch.raw.close(fh).await;
-        guard.handle = None;
+        // Closing a read handle cannot lose data, so nothing waits for it:
+        // the guard sends the close (a task of its own), and the server
+        // handles it before the next request on this channel. A failure
+        // would only mean the connection is gone, which the next request
+        // sees.
+        drop(guard);
         let data = result?;
         Ok(Bytes::from(data))
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cairn_backends::{Handle, Kind, PutMode};
+use cairn_backends::{Capabilities, Handle, Kind, PutMode};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -19,6 +19,33 @@ use super::stages::Stage;
 use crate::error::Error;
 use crate::format::id::Id;
 use crate::repo::Replica;
+
+/// Concurrent pack uploads per replica on a local disk (or in memory) when
+/// none is asked for: more only adds seeks.
+pub const LOCAL_UPLOADS: usize = 2;
+
+/// Concurrent pack uploads per replica over the network when none is asked
+/// for. Each upload also waits out round trips besides moving its bytes
+/// (S3: the request and its answer; SFTP: open, fsync, close, rename), so
+/// with two a link with 50 ms RTT sat idle between packs and reached 0.75 of
+/// the same rate cap without the delay; four keep it busy
+/// (docs/benchmarks/results-latency-2026-12-04.md). Memory: each is a pack
+/// held until its upload ends, shared by every replica (see the memory
+/// bound in docs/architecture.md).
+pub const REMOTE_UPLOADS: usize = 4;
+
+/// Concurrent pack uploads for a replica with `caps`: `requested` if it is
+/// not 0 (`--connections`), else [`LOCAL_UPLOADS`] or [`REMOTE_UPLOADS`],
+/// the latter never above the backend's own connection limit.
+pub fn upload_connections(requested: usize, caps: &Capabilities) -> usize {
+    if requested > 0 {
+        requested
+    } else if caps.local {
+        LOCAL_UPLOADS
+    } else {
+        REMOTE_UPLOADS.min(caps.default_connections).max(1)
+    }
+}
 
 /// A pack ready to upload: name and bytes shared by every queue.
 #[derive(Clone)]
@@ -35,7 +62,9 @@ pub struct FanOut {
 }
 
 impl FanOut {
-    /// Start one upload task per replica on `rt`.
+    /// Start one upload task per replica on `rt`, each with
+    /// [`upload_connections`]`(connections, …)` uploads at a time (0: the
+    /// default for that replica's backend).
     pub fn start(
         rt: &tokio::runtime::Handle,
         replicas: &[Replica],
@@ -53,7 +82,7 @@ impl FanOut {
                 i,
                 r.clone(),
                 rx,
-                connections.max(1),
+                upload_connections(connections, &r.backend.capabilities()),
                 errors.clone(),
                 progress.clone(),
             )));
@@ -155,5 +184,34 @@ async fn upload_task(
                 &mut rx,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(local: bool, default_connections: usize) -> Capabilities {
+        Capabilities {
+            local,
+            default_connections,
+            ..Capabilities::default()
+        }
+    }
+
+    #[test]
+    fn upload_connections_default_by_backend() {
+        // Local disks and memory: two.
+        assert_eq!(upload_connections(0, &caps(true, 4)), LOCAL_UPLOADS);
+        assert_eq!(upload_connections(0, &caps(true, 64)), LOCAL_UPLOADS);
+        // Network: four, within the backend's connection limit.
+        assert_eq!(upload_connections(0, &caps(false, 8)), REMOTE_UPLOADS);
+        assert_eq!(upload_connections(0, &caps(false, 4)), 4);
+        assert_eq!(upload_connections(0, &caps(false, 2)), 2);
+        assert_eq!(upload_connections(0, &caps(false, 0)), 1);
+        // Asked for: as asked, whatever the backend.
+        assert_eq!(upload_connections(3, &caps(true, 4)), 3);
+        assert_eq!(upload_connections(1, &caps(false, 8)), 1);
+        assert_eq!(upload_connections(16, &caps(false, 8)), 16);
     }
 }

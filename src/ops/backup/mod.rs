@@ -59,7 +59,9 @@ pub struct BackupOptions {
     pub workers: usize,
     /// Packs queued per replica before the backup waits for it.
     pub queue: usize,
-    /// Concurrent uploads per replica.
+    /// Concurrent uploads per replica; 0 (the default): per backend,
+    /// [`fanout::LOCAL_UPLOADS`] on a local disk, [`fanout::REMOTE_UPLOADS`]
+    /// over the network (see [`fanout::upload_connections`]).
     pub connections: usize,
     /// Time each pipeline stage ([`BackupOutcome::stages`]).
     pub profile_stages: bool,
@@ -81,7 +83,7 @@ impl BackupOptions {
             readers: cores.clamp(2, 4),
             workers: cores,
             queue: 2,
-            connections: 2,
+            connections: 0,
             profile_stages: false,
         }
     }
@@ -195,8 +197,9 @@ pub async fn backup(
     // Before reading the index: a repair or prune holding the exclusive
     // lock may be rewriting it.
     let lock = repo.lock(LockMode::Shared, "backup").await?;
-    let index = Arc::new(repo.load_index().await?);
-    let snaps = repo.list_snapshots().await?;
+    // Both only read, and each costs round trips: at once.
+    let (index, snaps) = futures::try_join!(repo.load_index(), repo.list_snapshots())?;
+    let index = Arc::new(index);
     let parent = match (opts.force, opts.parent) {
         (true, _) => None,
         (false, Some(id)) => Some(
