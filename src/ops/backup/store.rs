@@ -32,52 +32,47 @@ struct Packers {
     tree: Option<PackBuilder>,
 }
 
-/// Chunk buffers handed back by the compressors for the readers to reuse:
-/// allocating (and page-faulting) a fresh megabyte per chunk cost more
-/// system time than reading the file.
-#[derive(Default)]
-struct BufPool(Mutex<Vec<Vec<u8>>>);
+/// Buffers handed back for reuse, at most `keep` of them and none larger
+/// than `max_capacity`: a fresh buffer is a fresh mapping, and its page
+/// faults cost more system time than the work done in it. Two pools use
+/// it:
+/// - chunk buffers, handed back by the compressors for the readers
+///   (allocating a fresh megabyte per chunk cost more than reading it);
+/// - pack buffers, handed back when every replica has uploaded (and
+///   dropped) a pack (a fresh 16 MiB is 4096 faults). A buffer only waits
+///   here while fewer packs are in flight than before, so the buffers never
+///   outnumber the peak in flight; peak memory grows by at most one pack,
+///   the data pack being filled, which a reused buffer holds resident as a
+///   whole from the start.
+struct BufPool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+    max_capacity: usize,
+}
 
 impl BufPool {
-    const KEEP: usize = 8;
-    const MAX_CAPACITY: usize = 2 << 20;
+    /// Chunk buffers kept.
+    const CHUNKS: usize = 8;
+    /// Pack buffers kept.
+    const PACKS: usize = 4;
+
+    fn new(keep: usize, max_capacity: usize) -> Self {
+        BufPool {
+            bufs: Mutex::new(Vec::new()),
+            keep,
+            max_capacity,
+        }
+    }
 
     fn take(&self) -> Vec<u8> {
-        self.0.lock().unwrap().pop().unwrap_or_default()
+        self.bufs.lock().unwrap().pop().unwrap_or_default()
     }
 
     fn give(&self, mut v: Vec<u8>) {
-        if v.capacity() <= Self::MAX_CAPACITY {
-            let mut pool = self.0.lock().unwrap();
-            if pool.len() < Self::KEEP {
+        if v.capacity() <= self.max_capacity {
+            let mut pool = self.bufs.lock().unwrap();
+            if pool.len() < self.keep {
                 v.clear();
-                pool.push(v);
-            }
-        }
-    }
-}
-
-/// Pack buffers handed back when every replica has uploaded (and dropped)
-/// a pack: each fresh 16 MiB buffer is a new mapping, 4096 page faults.
-/// Bounded, and a buffer only waits here while fewer packs are in flight
-/// than before, so the buffers never outnumber the peak in flight; peak
-/// memory grows by at most one pack, the data pack being filled, which a
-/// reused buffer holds resident as a whole from the start.
-#[derive(Default)]
-struct PackPool(Mutex<Vec<Vec<u8>>>);
-
-impl PackPool {
-    const KEEP: usize = 4;
-
-    fn take(&self) -> Vec<u8> {
-        self.0.lock().unwrap().pop().unwrap_or_default()
-    }
-
-    fn give(&self, v: Vec<u8>, pack_size: usize) {
-        // A pack grown past its target (one large blob) is not kept.
-        if v.capacity() <= pack_size.saturating_mul(2) {
-            let mut pool = self.0.lock().unwrap();
-            if pool.len() < Self::KEEP {
                 pool.push(v);
             }
         }
@@ -88,8 +83,7 @@ impl PackPool {
 /// buffer goes back to the pool when the last upload drops it.
 struct PooledPack {
     data: Vec<u8>,
-    pool: Arc<PackPool>,
-    pack_size: usize,
+    pool: Arc<BufPool>,
 }
 
 impl AsRef<[u8]> for PooledPack {
@@ -100,15 +94,14 @@ impl AsRef<[u8]> for PooledPack {
 
 impl Drop for PooledPack {
     fn drop(&mut self) {
-        self.pool
-            .give(std::mem::take(&mut self.data), self.pack_size);
+        self.pool.give(std::mem::take(&mut self.data));
     }
 }
 
 struct Shared {
     pool: BufPool,
     /// Outlives the store: uploads may still hold packs after `finish`.
-    packs: Arc<PackPool>,
+    packs: Arc<BufPool>,
     keyring: Arc<Keyring>,
     level: i32,
     pack_size: usize,
@@ -156,8 +149,9 @@ impl BlobStore {
         } = config;
         let (tx, rx) = bounded::<Job>(workers * 2);
         let shared = Arc::new(Shared {
-            pool: BufPool::default(),
-            packs: Arc::default(),
+            pool: BufPool::new(BufPool::CHUNKS, 2 << 20),
+            // A pack grown past twice its target (one large blob) is not kept.
+            packs: Arc::new(BufPool::new(BufPool::PACKS, pack_size.saturating_mul(2))),
             keyring,
             level,
             pack_size,
@@ -269,7 +263,6 @@ fn ship(b: PackBuilder, s: &Shared) -> IndexPack {
         data: Bytes::from_owner(PooledPack {
             data: p.data,
             pool: s.packs.clone(),
-            pack_size: s.pack_size,
         }),
     });
     entry
@@ -332,24 +325,28 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
 mod tests {
     use super::*;
 
-    fn pooled(pool: &Arc<PackPool>, capacity: usize) -> Bytes {
+    /// A pack pool as the store makes it for 1024-byte packs.
+    fn pack_pool() -> Arc<BufPool> {
+        Arc::new(BufPool::new(BufPool::PACKS, 2048))
+    }
+
+    fn pooled(pool: &Arc<BufPool>, capacity: usize) -> Bytes {
         let mut data = Vec::with_capacity(capacity);
         data.extend_from_slice(b"pack");
         Bytes::from_owner(PooledPack {
             data,
             pool: pool.clone(),
-            pack_size: 1024,
         })
     }
 
     #[test]
     fn a_pack_buffer_returns_when_the_last_upload_drops_it() {
-        let pool = Arc::new(PackPool::default());
+        let pool = pack_pool();
         let a = pooled(&pool, 1024);
         let b = a.clone();
         drop(a);
         assert!(
-            pool.0.lock().unwrap().is_empty(),
+            pool.bufs.lock().unwrap().is_empty(),
             "one upload still holds it"
         );
         assert_eq!(&b[..], b"pack");
@@ -360,16 +357,16 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_few_buffers_and_no_oversized_one() {
-        let pool = Arc::new(PackPool::default());
+        let pool = pack_pool();
         drop(pooled(&pool, 4096));
         assert!(
-            pool.0.lock().unwrap().is_empty(),
+            pool.bufs.lock().unwrap().is_empty(),
             "grown past 2x the pack size"
         );
-        let held: Vec<Bytes> = (0..PackPool::KEEP + 3)
+        let held: Vec<Bytes> = (0..BufPool::PACKS + 3)
             .map(|_| pooled(&pool, 1024))
             .collect();
         drop(held);
-        assert_eq!(pool.0.lock().unwrap().len(), PackPool::KEEP);
+        assert_eq!(pool.bufs.lock().unwrap().len(), BufPool::PACKS);
     }
 }
