@@ -87,20 +87,26 @@ pub fn user_name(uid: u32) -> Option<String> {
 /// amount of data; so the mmap threshold is fixed and the arenas are
 /// limited to four. Where it is fixed is a trade:
 ///
-/// - a one-shot command (`long_running` false) gets 4 MiB: chunk-sized
-///   buffers (1 MiB on average) are reused from the arenas, and only pack
-///   buffers (16 MiB) are mapped and unmapped. Measured on the 1 GB `mixed`
-///   dataset (docs/benchmarks/results-alloc-2026-12-04.md), against 512 KiB:
-///   a restore takes 24 k page faults instead of 300 k and 20% less system
-///   time, a backup 120 k instead of 205 k, for 20–35 MiB more peak RSS;
-/// - the daemon, `serve` and `mount`, which live for months between runs, get
-///   512 KiB, so what a run used is given back to the kernel when it ends.
+/// - most one-shot commands (`low` false) get 4 MiB: chunk-sized buffers
+///   (1 MiB on average) are reused from the arenas, and only pack buffers
+///   (16 MiB) are mapped and unmapped. Measured on the 1 GB `mixed` dataset
+///   (docs/benchmarks/results-alloc-2026-12-04.md), against 512 KiB: a
+///   restore takes 24 k page faults instead of 300 k and 20% less system
+///   time, for 20–35 MiB more peak RSS;
+/// - `backup` (`low` true) gets 512 KiB: its chunk and pack buffers come
+///   from pools of their own (`ops::backup::store`), so what the arenas
+///   would keep is mostly fragments: 94–97 MiB peak instead of 118–122 on
+///   `mixed`, for 160 k page faults instead of 64 k (about 0.1 s more
+///   system time a GB);
+/// - the daemon, `serve` and `mount` (`low` true), which live for months
+///   between runs, get 512 KiB too, so what a run used is given back to
+///   the kernel when it ends.
 ///
 /// Call it before the other threads start (`cli::main` does).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-pub fn tune_allocator(long_running: bool) {
-    let (mmap, trim) = if long_running {
+pub fn tune_allocator(low: bool) {
+    let (mmap, trim) = if low {
         (512 << 10, 128 << 10)
     } else {
         (4 << 20, 16 << 20)
@@ -115,7 +121,7 @@ pub fn tune_allocator(long_running: bool) {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn tune_allocator(_long_running: bool) {}
+pub fn tune_allocator(_low: bool) {}
 
 /// User and system CPU seconds this process has used so far, all threads.
 #[allow(unsafe_code)]

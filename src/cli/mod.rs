@@ -246,7 +246,7 @@ pub fn main() -> i32 {
         Command::Daemon(_) | Command::Serve(_) | Command::Mount(_)
     );
     // Before the runtime starts its threads (see the function's docs).
-    cairn::sys::tune_allocator(long_running);
+    cairn::sys::tune_allocator(long_running || matches!(cli.command, Command::Backup(_)));
     output::init_logging(&cli.global, long_running);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

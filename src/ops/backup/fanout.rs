@@ -7,7 +7,7 @@
 //! snapshot from this run.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use cairn_backends::{Capabilities, Handle, Kind, PutMode};
@@ -21,8 +21,10 @@ use crate::format::id::Id;
 use crate::repo::Replica;
 
 /// Concurrent pack uploads per replica on a local disk (or in memory) when
-/// none is asked for: more only adds seeks.
-pub const LOCAL_UPLOADS: usize = 2;
+/// none is asked for. Writing a pack into the page cache takes a fraction
+/// of the time filling the next one does, so a second upload hardly ever
+/// overlapped the first; it only let one more 16 MiB pack be alive.
+pub const LOCAL_UPLOADS: usize = 1;
 
 /// Concurrent pack uploads per replica over the network when none is asked
 /// for. Each upload also waits out round trips besides moving its bytes
@@ -52,9 +54,43 @@ pub fn upload_connections(requested: usize, caps: &Capabilities) -> usize {
 pub struct PackUpload {
     pub id: Id,
     pub data: Bytes,
+    /// Its place in the run's budget of packs ([`FanOut::reserve`]),
+    /// given back when every replica is done with it: uploaded, failed or
+    /// skipped. Not tied to the bytes, which a backend may keep.
+    pub permit: Option<Arc<Permit>>,
+}
+
+/// Counts the packs of a run that are being filled or uploaded.
+struct Budget {
+    state: Mutex<BudgetState>,
+    freed: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    out: usize,
+    /// Threads waiting for a place: a wake-up is a syscall, made only for them.
+    waiting: usize,
+}
+
+/// One place in the budget of packs alive; given back on drop.
+pub struct Permit(Arc<Budget>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap();
+        st.out -= 1;
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.0.freed.notify_one();
+        }
+    }
 }
 
 pub struct FanOut {
+    budget: Arc<Budget>,
     senders: Vec<Option<mpsc::Sender<PackUpload>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     errors: Arc<Mutex<Vec<Option<Error>>>>,
@@ -75,24 +111,57 @@ impl FanOut {
         let errors = Arc::new(Mutex::new((0..replicas.len()).map(|_| None).collect()));
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
+        let mut max_uploads = 1;
         for (i, r) in replicas.iter().enumerate() {
             let (tx, rx) = mpsc::channel::<PackUpload>(queue.max(1));
             senders.push(Some(tx));
+            let uploads = upload_connections(connections, &r.backend.capabilities());
+            max_uploads = max_uploads.max(uploads);
             tasks.push(rt.spawn(upload_task(
                 i,
                 r.clone(),
                 rx,
-                upload_connections(connections, &r.backend.capabilities()),
+                uploads,
                 errors.clone(),
                 progress.clone(),
             )));
         }
         FanOut {
+            // One uploading per connection of the busiest replica, plus the
+            // one being filled, keep every replica busy; more would only
+            // hold memory. At least two: a worker takes the next pack's
+            // place while it still holds the full one it is about to ship.
+            budget: Arc::new(Budget {
+                state: Mutex::default(),
+                freed: Condvar::new(),
+                limit: (max_uploads + 1).max(2),
+            }),
             senders,
             tasks,
             errors,
             progress,
         }
+    }
+
+    /// Packs the run may have alive at once (being filled or uploaded).
+    pub fn packs_alive(&self) -> usize {
+        self.budget.limit
+    }
+
+    /// A place for one more pack; waits while [`FanOut::packs_alive`] packs
+    /// are being filled or uploaded, so the packs of a run take at most
+    /// that many times the pack size however fast the readers are. Call
+    /// from a plain thread, never from inside the runtime.
+    pub fn reserve(&self) -> Permit {
+        let b = &self.budget;
+        let mut st = b.state.lock().unwrap();
+        while st.out >= b.limit {
+            st.waiting += 1;
+            st = b.freed.wait(st).unwrap();
+            st.waiting -= 1;
+        }
+        st.out += 1;
+        Permit(b.clone())
     }
 
     /// Queue a pack to every replica still alive; blocks while a queue is
@@ -156,11 +225,13 @@ async fn upload_task(
                 let r = replica.clone();
                 let progress = progress.clone();
                 running.spawn(async move {
-                    let h = Handle::new(Kind::Pack, pack.id.to_hex());
-                    let n = pack.data.len() as u64;
+                    let PackUpload { id, data, permit } = pack;
+                    let h = Handle::new(Kind::Pack, id.to_hex());
+                    let n = data.len() as u64;
                     let t = progress.stages.start(Stage::Upload);
-                    let put = r.backend.put(&h, pack.data, PutMode::Create).await;
+                    let put = r.backend.put(&h, data, PutMode::Create).await;
                     progress.stages.stop(t, Stage::Upload, n);
+                    drop(permit);
                     match put {
                         Ok(()) => Ok(n),
                         // Packs are named by their bytes: an existing one is this one.
@@ -199,11 +270,68 @@ mod tests {
         }
     }
 
+    /// A third reserve waits until one of two packs is done on every
+    /// replica, even though the memory backend keeps the pack's bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_budget_frees_a_place_when_every_replica_is_done() {
+        let replicas = crate::test_support::memory_replicas(2);
+        let progress = Arc::new(Progress::new(replicas.iter().map(|r| r.name.clone())));
+        let fan = FanOut::start(
+            &tokio::runtime::Handle::current(),
+            &replicas,
+            2,
+            0,
+            progress,
+        );
+        assert_eq!(fan.packs_alive(), LOCAL_UPLOADS + 1);
+        let fan = Arc::new(fan);
+        let (held, sent) = tokio::task::spawn_blocking({
+            let fan = fan.clone();
+            move || {
+                let held: Vec<Permit> = (0..fan.packs_alive()).map(|_| fan.reserve()).collect();
+                let (tx, rx) = std::sync::mpsc::channel();
+                let waiter = {
+                    let fan = fan.clone();
+                    std::thread::spawn(move || {
+                        let p = fan.reserve();
+                        tx.send(()).unwrap();
+                        p
+                    })
+                };
+                assert!(
+                    rx.recv_timeout(std::time::Duration::from_millis(300))
+                        .is_err(),
+                    "the budget is spent: reserve waits"
+                );
+                let mut held = held;
+                let permit = held.pop().map(Arc::new);
+                fan.send(PackUpload {
+                    id: Id([7; 32]),
+                    data: Bytes::from_static(b"pack"),
+                    permit,
+                });
+                rx.recv_timeout(std::time::Duration::from_secs(20))
+                    .expect("uploaded to both replicas: its place is free");
+                (held, waiter.join().unwrap())
+            }
+        })
+        .await
+        .unwrap();
+        drop((held, sent));
+        let fan = Arc::into_inner(fan).unwrap();
+        assert!(fan.finish().await.iter().all(Option::is_none));
+        for r in &replicas {
+            let h = Handle::new(Kind::Pack, Id([7; 32]).to_hex());
+            assert_eq!(&r.backend.get(&h, None).await.unwrap()[..], b"pack");
+        }
+    }
+
     #[test]
     fn upload_connections_default_by_backend() {
-        // Local disks and memory: two.
+        // Local disks and memory: one.
         assert_eq!(upload_connections(0, &caps(true, 4)), LOCAL_UPLOADS);
         assert_eq!(upload_connections(0, &caps(true, 64)), LOCAL_UPLOADS);
+        assert_eq!(LOCAL_UPLOADS, 1);
         // Network: four, within the backend's connection limit.
         assert_eq!(upload_connections(0, &caps(false, 8)), REMOTE_UPLOADS);
         assert_eq!(upload_connections(0, &caps(false, 4)), 4);

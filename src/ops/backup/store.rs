@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::fanout::{FanOut, PackUpload};
+use super::fanout::{FanOut, PackUpload, Permit};
 use super::progress::Progress;
 use super::stages::{Stage, Stages};
 use crate::format::codec;
@@ -28,7 +28,8 @@ struct Job {
 }
 
 struct Packers {
-    data: Option<PackBuilder>,
+    /// The open data pack and its place in the fan-out's budget.
+    data: Option<(PackBuilder, Permit)>,
     tree: Option<PackBuilder>,
 }
 
@@ -38,12 +39,10 @@ struct Packers {
 /// it:
 /// - chunk buffers, handed back by the compressors for the readers
 ///   (allocating a fresh megabyte per chunk cost more than reading it);
-/// - pack buffers, handed back when every replica has uploaded (and
-///   dropped) a pack (a fresh 16 MiB is 4096 faults). A buffer only waits
-///   here while fewer packs are in flight than before, so the buffers never
-///   outnumber the peak in flight; peak memory grows by at most one pack,
-///   the data pack being filled, which a reused buffer holds resident as a
-///   whole from the start.
+/// - data-pack buffers, handed back when every replica has uploaded (and
+///   dropped) a pack (a fresh 16 MiB is 4096 faults). How many packs are
+///   alive at once is bounded by the fan-out's budget
+///   ([`FanOut::reserve`]), so the pool never holds more than that peak.
 struct BufPool {
     bufs: Mutex<Vec<Vec<u8>>>,
     keep: usize,
@@ -151,7 +150,10 @@ impl BlobStore {
         let shared = Arc::new(Shared {
             pool: BufPool::new(BufPool::CHUNKS, 2 << 20),
             // A pack grown past twice its target (one large blob) is not kept.
-            packs: Arc::new(BufPool::new(BufPool::PACKS, pack_size.saturating_mul(2))),
+            packs: Arc::new(BufPool::new(
+                BufPool::PACKS.min(fanout.packs_alive()),
+                pack_size.saturating_mul(2),
+            )),
             keyring,
             level,
             pack_size,
@@ -239,18 +241,24 @@ impl BlobStore {
             .ok()
             .expect("workers have exited");
         let packers = shared.packers.get_mut().unwrap();
-        let open = [packers.data.take(), packers.tree.take()];
+        let open = [
+            packers.data.take().map(|(b, permit)| (b, Some(permit))),
+            packers.tree.take().map(|b| (b, None)),
+        ];
         let mut written = std::mem::take(shared.written.get_mut().unwrap());
-        for b in open.into_iter().flatten() {
+        for (b, permit) in open.into_iter().flatten() {
             if !b.is_empty() {
-                written.push(ship(b, &shared));
+                written.push(ship(b, permit, &shared));
             }
         }
         (written, shared.fanout)
     }
 }
 
-fn ship(b: PackBuilder, s: &Shared) -> IndexPack {
+/// Seal a pack and queue it to every replica. A data pack (with its
+/// `permit`) has a buffer from (and back to) the pack pool; a tree pack's
+/// is its own.
+fn ship(b: PackBuilder, permit: Option<Permit>, s: &Shared) -> IndexPack {
     let p = s.progress.stages.time(Stage::Seal, b.len(), || b.finish());
     let entry = IndexPack {
         id: p.id,
@@ -258,12 +266,17 @@ fn ship(b: PackBuilder, s: &Shared) -> IndexPack {
         header: p.header,
         blobs: p.entries,
     };
-    s.fanout.send(PackUpload {
-        id: p.id,
-        data: Bytes::from_owner(PooledPack {
+    let data = match permit {
+        Some(_) => Bytes::from_owner(PooledPack {
             data: p.data,
             pool: s.packs.clone(),
         }),
+        None => Bytes::from(p.data),
+    };
+    s.fanout.send(PackUpload {
+        id: p.id,
+        data,
+        permit: permit.map(Arc::new),
     });
     entry
 }
@@ -285,27 +298,34 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
             .fetch_add(payload.len() as u64, Relaxed);
         let full = {
             let mut packers = s.packers.lock().unwrap();
-            let slot = match job.kind {
-                BlobKind::Data => &mut packers.data,
-                BlobKind::Tree => &mut packers.tree,
+            let epoch = s.keyring.current();
+            let new_pack = |buf| {
+                PackBuilder::with_buffer(epoch.id, &epoch.key, &s.keyring.repo_id, s.pack_size, buf)
             };
             // Close the open pack first if this blob would overflow it, so a
             // pack stays one bounded allocation.
-            let full = match slot {
-                Some(b) if b.would_overflow(payload.len(), s.pack_size) => slot.take(),
-                _ => None,
+            let overflows = |b: &PackBuilder| b.would_overflow(payload.len(), s.pack_size);
+            let (b, full) = match job.kind {
+                BlobKind::Data => {
+                    let slot = &mut packers.data;
+                    let full = slot.take_if(|(b, _)| overflows(b));
+                    let (b, _) = slot.get_or_insert_with(|| {
+                        // Waits while the budget of packs alive is spent.
+                        let permit = s.fanout.reserve();
+                        (new_pack(s.packs.take()), permit)
+                    });
+                    (b, full.map(|(b, permit)| (b, Some(permit))))
+                }
+                BlobKind::Tree => {
+                    let slot = &mut packers.tree;
+                    let full = slot.take_if(|b| overflows(b));
+                    // Tree packs fill slowly and stay small: a fresh buffer
+                    // maps only the pages they touch, a reused one is all
+                    // resident.
+                    let b = slot.get_or_insert_with(|| new_pack(Vec::new()));
+                    (b, full.map(|b| (b, None)))
+                }
             };
-            let epoch = s.keyring.current();
-            let b = slot.get_or_insert_with(|| {
-                // Tree packs fill slowly and stay small: a fresh buffer
-                // maps only the pages they touch, a reused one is all
-                // resident.
-                let buf = match job.kind {
-                    BlobKind::Data => s.packs.take(),
-                    BlobKind::Tree => Vec::new(),
-                };
-                PackBuilder::with_buffer(epoch.id, &epoch.key, &s.keyring.repo_id, s.pack_size, buf)
-            });
             s.progress.stages.time(Stage::Encrypt, payload.len(), || {
                 b.add(job.id, job.kind, codec, raw_len as u32, payload)
             });
@@ -314,8 +334,8 @@ fn worker(rx: Receiver<Job>, s: Arc<Shared>) {
         s.pool.give(job.data);
         // Seal and queue outside the lock so other workers keep packing
         // while this one waits on a slow replica.
-        if let Some(b) = full {
-            let entry = ship(b, &s);
+        if let Some((b, permit)) = full {
+            let entry = ship(b, permit, &s);
             s.written.lock().unwrap().push(entry);
         }
     }
