@@ -351,6 +351,113 @@ mod sftp {
         remove_local_dir(&split(&url).2);
     }
 
+    /// A put into a directory that does not exist yet sends `mkdir` and the
+    /// open together; the directory is made whether its parent exists (a
+    /// new `data/xx/`) or not (no `data/` either: the `mkdir -p` walk), and
+    /// a put into a directory another process made works too. Listings read
+    /// two replies at once: directories of 0, 1, 100 (one reply) and 250
+    /// entries (three replies) list exactly what is there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sftp_new_directories_and_listings_of_every_length() {
+        let Some(base) = base() else { return };
+        let url = fresh(&base, "dirs");
+        let root = split(&url).2;
+        let pack = |first: u8, n: u8| {
+            Handle::new(
+                Kind::Pack,
+                format!("{first:02x}{}", format!("{n:02x}").repeat(31)),
+            )
+        };
+        // No create(): not even the repository directory exists.
+        let sftp = SftpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        let a = pack(0xab, 1);
+        sftp.put(&a, Bytes::from_static(b"first"), PutMode::Create)
+            .await
+            .unwrap();
+        // data/ exists now: a new data/xx/ goes the one-round-trip way.
+        let b = pack(0xcd, 2);
+        sftp.put(&b, Bytes::from_static(b"second"), PutMode::Create)
+            .await
+            .unwrap();
+        // Known directory now: straight to the open.
+        let c = pack(0xcd, 3);
+        sftp.put(&c, Bytes::from_static(b"third"), PutMode::Create)
+            .await
+            .unwrap();
+        for d in ["data/ab", "data/cd"] {
+            assert!(std::path::Path::new(&format!("{root}/{d}")).is_dir(), "{d}");
+        }
+        // Another process (a second backend) made data/ef/: this one does
+        // not know it, its mkdir fails unread, the open succeeds.
+        let other = SftpBackend::from_url(&url, &BTreeMap::new()).await.unwrap();
+        let d = pack(0xef, 4);
+        other
+            .put(&d, Bytes::from_static(b"fourth"), PutMode::Create)
+            .await
+            .unwrap();
+        let e = pack(0xef, 5);
+        sftp.put(&e, Bytes::from_static(b"fifth"), PutMode::Create)
+            .await
+            .unwrap();
+        for (h, want) in [
+            (&a, "first"),
+            (&b, "second"),
+            (&c, "third"),
+            (&d, "fourth"),
+            (&e, "fifth"),
+        ] {
+            assert_eq!(sftp.get(h, None).await.unwrap(), Bytes::from(want), "{h}");
+        }
+        // Create-only still refuses an existing object in a known directory.
+        let again = sftp
+            .put(&c, Bytes::from_static(b"x"), PutMode::Create)
+            .await;
+        assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+        let mut packs: Vec<String> = sftp
+            .list(Kind::Pack)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.handle.name)
+            .collect();
+        packs.sort();
+        let mut want: Vec<String> = [&a, &b, &c, &d, &e]
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        want.sort();
+        assert_eq!(packs, want);
+
+        // Listings: a directory never written is empty; then 1, 100, 250.
+        assert!(sftp.list(Kind::Lock).await.unwrap().is_empty());
+        let mut written = 0;
+        for n in [1usize, 100, 250] {
+            while written < n {
+                let h = Handle::new(Kind::Lock, format!("{written:064x}"));
+                sftp.put(&h, Bytes::from_static(b"l"), PutMode::Create)
+                    .await
+                    .unwrap();
+                written += 1;
+            }
+            let mut names: Vec<String> = sftp
+                .list(Kind::Lock)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.handle.name)
+                .collect();
+            names.sort();
+            let want: Vec<String> = (0..n).map(|i| format!("{i:064x}")).collect();
+            assert_eq!(names, want, "{n} entries");
+        }
+        // Many listings in a row on the same connection: the directory
+        // handles closed without waiting do not pile up or get in the way.
+        for _ in 0..50 {
+            assert_eq!(sftp.list(Kind::Lock).await.unwrap().len(), 250);
+        }
+        remove_local_dir(&root);
+    }
+
     #[tokio::test]
     async fn sftp_unknown_host_key_is_refused() {
         let Some(base) = base() else { return };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_backends::{ErrorKind, Handle, Kind, PutMode};
+use cairn_backends::{BackendError, ErrorKind, Handle, Kind, ObjectMeta, PutMode};
 use secrecy::SecretString;
 
 use super::{be, Replica, ReplicaSet, Repository};
@@ -28,20 +28,50 @@ pub struct OpenedSlot {
 }
 
 /// Every generation any replica lists, newest first, with the replicas
-/// listing it. Replicas that cannot be listed are skipped.
+/// listing it. Replicas that cannot be listed are skipped. The replicas
+/// are listed at once.
 pub async fn list_generations(replicas: &[Replica]) -> Vec<(u64, ReplicaSet)> {
+    let listed = futures::future::join_all(
+        replicas
+            .iter()
+            .map(|r| async move { r.backend.list(Kind::Keyring).await.ok() }),
+    )
+    .await;
+    generations_in(&listed)
+}
+
+/// [`list_generations`] from listings of `keyring/` already made, one per
+/// replica (`None`: it could not be listed).
+fn generations_in(listed: &[Option<Vec<ObjectMeta>>]) -> Vec<(u64, ReplicaSet)> {
     let mut all: std::collections::BTreeMap<u64, ReplicaSet> = Default::default();
-    for (i, r) in replicas.iter().enumerate() {
-        let Ok(metas) = r.backend.list(Kind::Keyring).await else {
-            continue;
-        };
-        for m in metas {
+    for (i, metas) in listed.iter().enumerate() {
+        for m in metas.iter().flatten() {
             if let Some(g) = parse_generation_name(&m.handle.name) {
                 all.entry(g).or_insert(ReplicaSet::EMPTY).insert(i);
             }
         }
     }
     all.into_iter().rev().collect()
+}
+
+/// The listings [`open_keyring`] needs, `keys/` and `keyring/` of one
+/// replica. They need nothing from the config, so opening a repository
+/// makes them while it reads the configs, not after.
+pub(super) struct KeyListings {
+    keys: std::result::Result<Vec<ObjectMeta>, BackendError>,
+    keyring: Option<Vec<ObjectMeta>>,
+}
+
+impl KeyListings {
+    /// List both directories of `r`, at once.
+    pub(super) async fn of(r: &Replica) -> KeyListings {
+        let (keys, keyring) =
+            futures::join!(r.backend.list(Kind::Key), r.backend.list(Kind::Keyring));
+        KeyListings {
+            keys,
+            keyring: keyring.ok(),
+        }
+    }
 }
 
 /// Read generation `g` from the first of `holders` that serves it, never
@@ -69,16 +99,26 @@ pub async fn read_generation(
 
 /// Unlock the first slot `pass` opens (slots whose id starts with one of
 /// `prefer` first) and open the newest generation sealed to it.
+///
+/// `listed` holds the listings of `keys/` and `keyring/`, one per replica,
+/// made beforehand (see [`KeyListings`]).
 pub(super) async fn open_keyring(
     replicas: &[Replica],
+    listed: Vec<KeyListings>,
     id: Id,
     pass: &SecretString,
     prefer: &[String],
 ) -> Result<(Keyring, OpenedSlot, u64)> {
+    debug_assert_eq!(replicas.len(), listed.len());
     let mut last_err = None;
-    let mut generations = list_generations(replicas).await;
-    for r in replicas {
-        let mut slots = match r.backend.list(Kind::Key).await {
+    let gen_lists: Vec<_> = listed.iter().map(|l| l.keyring.clone()).collect();
+    let mut generations = generations_in(&gen_lists);
+    // The newest generation, read while the first slot's key is derived
+    // (a second or so of CPU): one round trip less before the keyring
+    // opens. It is authenticated when opened, as any other.
+    let mut early: Option<(u64, Result<(Generation, Bytes)>)> = None;
+    for (r, listing) in replicas.iter().zip(listed) {
+        let mut slots = match listing.keys {
             Ok(s) => s,
             Err(e) => {
                 last_err = Some(Error::backend(&r.name, e));
@@ -125,9 +165,19 @@ pub(super) async fn open_keyring(
                 }
             };
             let pass = pass.clone();
-            let res = tokio::task::spawn_blocking(move || slot.unlock(&pass, &id))
-                .await
-                .expect("key derivation does not panic");
+            let unlock = async {
+                tokio::task::spawn_blocking(move || slot.unlock(&pass, &id))
+                    .await
+                    .expect("key derivation does not panic")
+            };
+            let res = match generations.first() {
+                Some(&(g, holders)) if early.is_none() => {
+                    let (res, read) = futures::join!(unlock, read_generation(replicas, g, holders));
+                    early = Some((g, read));
+                    res
+                }
+                _ => unlock.await,
+            };
             let secret = match res {
                 Ok(s) => s,
                 Err(KeyError::WrongPassphrase) => {
@@ -157,7 +207,7 @@ pub(super) async fn open_keyring(
                 public,
                 secret,
             };
-            let mut found = newest_for(replicas, &generations, &opened, &id).await;
+            let mut found = newest_for(replicas, &generations, &opened, &id, early.take()).await;
             if found
                 .as_ref()
                 .is_err_and(|e| e.backend_kind() == Some(ErrorKind::NotFound))
@@ -165,7 +215,7 @@ pub(super) async fn open_keyring(
                 // A key operation wrote a newer generation and deleted the
                 // one listed a moment ago: list again, once.
                 generations = list_generations(replicas).await;
-                found = newest_for(replicas, &generations, &opened, &id).await;
+                found = newest_for(replicas, &generations, &opened, &id, None).await;
             }
             match found {
                 Ok((ring, g)) => return Ok((ring, opened, g)),
@@ -192,15 +242,22 @@ pub(super) async fn open_keyring(
 /// the repository. When the newest authentic generation is not sealed to
 /// the slot, the slot was removed: an older generation that still names
 /// it (on a lagging replica, or put back from a saved copy) is not used.
+///
+/// `early` is generation `g` read beforehand (used when it is the newest).
 async fn newest_for(
     replicas: &[Replica],
     generations: &[(u64, ReplicaSet)],
     slot: &OpenedSlot,
     id: &Id,
+    mut early: Option<(u64, Result<(Generation, Bytes)>)>,
 ) -> Result<(Keyring, u64)> {
     let mut damaged = None;
     for &(g, holders) in generations {
-        let gen = match read_generation(replicas, g, holders).await {
+        let read = match early.take() {
+            Some((e, read)) if e == g => read,
+            _ => read_generation(replicas, g, holders).await,
+        };
+        let gen = match read {
             Ok((gen, _)) => gen,
             Err(e) => {
                 // Gone since the listing (a key operation replaced it) is
@@ -432,12 +489,12 @@ mod tests {
             .await
             .unwrap();
         let slot = repo.slot_secret().unwrap();
-        let Err(e) = newest_for(&replicas, &stale, slot, &repo.config().id).await else {
+        let Err(e) = newest_for(&replicas, &stale, slot, &repo.config().id, None).await else {
             panic!("a deleted generation was read");
         };
         assert_eq!(e.backend_kind(), Some(ErrorKind::NotFound), "{e}");
         let fresh = list_generations(&replicas).await;
-        let (_, g) = newest_for(&replicas, &fresh, slot, &repo.config().id)
+        let (_, g) = newest_for(&replicas, &fresh, slot, &repo.config().id, None)
             .await
             .unwrap();
         assert_eq!(g, 2);

@@ -152,11 +152,18 @@ impl Repository {
         // One byte past the limit is enough to tell a planted giant object
         // from a config, without downloading it.
         let limit = super::docs::MAX_CONFIG_BYTES;
-        let configs = futures::future::join_all(replicas.iter().map(|r| async move {
-            let data = r.backend.get(&Handle::config(), Some(0..limit + 1)).await;
-            (r, data)
-        }))
-        .await;
+        // The listings of `keys/` and `keyring/` need nothing from the
+        // config: made at the same time, so that opening costs the round
+        // trips of one of them, not of all three in turn. Nothing listed is
+        // trusted before the keyring is open and the config authenticated
+        // with it; a replica set aside below has its listings dropped.
+        let (configs, listings) = futures::join!(
+            futures::future::join_all(replicas.iter().map(|r| async move {
+                let data = r.backend.get(&Handle::config(), Some(0..limit + 1)).await;
+                (r, data)
+            })),
+            futures::future::join_all(replicas.iter().map(super::keyring::KeyListings::of))
+        );
         let mut ok: Vec<(Replica, Config)> = Vec::new();
         let mut unavailable = Vec::new();
         for (r, data) in configs {
@@ -248,8 +255,18 @@ impl Repository {
         prefer.extend(opts.key_hint.clone().filter(|h| !h.is_empty()));
         prefer.extend(record.as_ref().and_then(|r| r.last_slot()));
         let usable: Vec<Replica> = ok.iter().map(|(r, _)| r.clone()).collect();
+        // The listings of the usable replicas, in their order: `usable` is
+        // a subsequence of `replicas`, each matched by its backend.
+        let mut listings: Vec<_> = listings.into_iter().map(Some).collect();
+        let mut listed = Vec::with_capacity(usable.len());
+        for u in &usable {
+            let i = (0..replicas.len())
+                .find(|&i| listings[i].is_some() && Arc::ptr_eq(&replicas[i].backend, &u.backend))
+                .expect("a usable replica is one of those given");
+            listed.push(listings[i].take().expect("not taken yet"));
+        }
         let (keyring, slot, generation) =
-            super::keyring::open_keyring(&usable, id, pass, &prefer).await?;
+            super::keyring::open_keyring(&usable, listed, id, pass, &prefer).await?;
         // The keyring is authentic (it opened with a passphrase); the
         // configs are not until their MAC says so, and nothing of them is
         // used before.

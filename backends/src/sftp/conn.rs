@@ -310,9 +310,10 @@ async fn connect(target: &Target) -> Result<Conn> {
     )
     .await?;
 
-    // All at once: each channel takes four round trips (open, subsystem,
-    // init, limits), so opening them one after the other cost 16 round
-    // trips with the default 4, 0.8 s at 50 ms RTT, before the first request.
+    // All at once: each channel takes three round trips (open, init,
+    // limits; the subsystem request is not waited for), so opening them
+    // one after the other cost 12 round trips with the default 4, 0.6 s at
+    // 50 ms RTT, before the first request.
     let ssh_ref = &ssh;
     let channels = futures_util::future::try_join_all((0..target.channels.max(1)).map(|_| async {
         with_timeout(
@@ -343,7 +344,13 @@ async fn open_channel(ssh: &Handle<Client>, target: &Target) -> Result<Channel> 
         .channel_open_session()
         .await
         .map_err(|e| map_russh(label, "opening a channel on", e))?;
-    ch.request_subsystem(true, "sftp")
+    // Without waiting for the server's answer: the SFTP init goes out
+    // right behind the request, on the same channel, and the server handles
+    // a channel's messages in order (RFC 4254, 5 and 6.5; OpenSSH's own
+    // client does not wait either). A server that refuses the subsystem
+    // closes the channel, and the init below fails with the message that
+    // says so. One round trip less per connection.
+    ch.request_subsystem(false, "sftp")
         .await
         .map_err(|e| map_russh(label, "starting the sftp subsystem on", e))?;
     let cfg = russh_sftp::client::Config {

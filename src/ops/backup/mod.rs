@@ -409,29 +409,39 @@ pub(crate) async fn publish(
         &serde_json::to_vec(snapshot).expect("snapshot serializes"),
     ));
     let snap_id = Id::of_stored(&snap_bytes);
+    // Each replica on its own (at once): its index files (at once), and
+    // only once all of them are stored, its snapshot.
+    let errors =
+        futures::future::join_all(repo.replicas().iter().zip(upload_errors).map(|(r, err)| {
+            let (index_files, snap_bytes) = (&index_files, &snap_bytes);
+            async move {
+                if let Some(e) = err {
+                    return Some(e);
+                }
+                let stored = futures::future::try_join_all(
+                    index_files
+                        .iter()
+                        .map(|(name, data)| repo.put_doc(r, Kind::Index, name, data.clone())),
+                )
+                .await;
+                if let Err(e) = stored {
+                    return Some(e);
+                }
+                // An interrupted backup read only part of its paths: its
+                // packs and index files stay (the next backup reuses
+                // them), its snapshot would be a lie.
+                if interrupted {
+                    return None;
+                }
+                repo.put_doc(r, Kind::Snapshot, &snap_id.to_hex(), snap_bytes.clone())
+                    .await
+                    .err()
+            }
+        }))
+        .await;
     let mut replicas = Vec::new();
     let mut any = false;
-    for ((i, r), err) in repo.replicas().iter().enumerate().zip(upload_errors) {
-        let mut error = err;
-        if error.is_none() {
-            for (name, data) in &index_files {
-                if let Err(e) = repo.put_doc(r, Kind::Index, name, data.clone()).await {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        // An interrupted backup read only part of its paths: its packs and
-        // index files stay (the next backup reuses them), its snapshot
-        // would be a lie.
-        if error.is_none() && !interrupted {
-            if let Err(e) = repo
-                .put_doc(r, Kind::Snapshot, &snap_id.to_hex(), snap_bytes.clone())
-                .await
-            {
-                error = Some(e);
-            }
-        }
+    for ((i, r), error) in repo.replicas().iter().enumerate().zip(errors) {
         any |= error.is_none() && !interrupted;
         let p = &progress.replicas[i];
         replicas.push(ReplicaOutcome {
