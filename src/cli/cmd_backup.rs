@@ -65,10 +65,12 @@ pub struct BackupArgs {
     /// Read every file, even unchanged ones.
     #[arg(long)]
     pub force: bool,
-    /// Packs queued per replica before the backup waits for a slow one.
+    /// Packs queued per replica before the backup waits for a slow one
+    /// (within the run's budget of packs alive: the busiest replica's
+    /// uploads + 1).
     #[arg(long, default_value_t = 2)]
     pub queue: usize,
-    /// Concurrent uploads per replica [default: 2 on a local disk, 4 over
+    /// Concurrent uploads per replica [default: 1 on a local disk, 4 over
     /// the network, at most the backend's `connections`].
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub connections: Option<usize>,
