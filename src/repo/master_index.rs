@@ -102,7 +102,7 @@ const COMPACT_AT: usize = 1 << 18;
 pub struct MasterIndex {
     pub packs: Vec<PackInfo>,
     /// Positions in `packs`, hashed by the pack's id, which is read from
-    /// `packs`: 5 bytes a pack instead of a second copy of every id.
+    /// `packs`: 5 to 8 bytes a pack instead of a second copy of every id.
     pack_pos: HashTable<u32>,
     hasher: RandomState,
     sorted: Vec<(Id, BlobLoc)>,
