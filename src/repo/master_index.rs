@@ -346,17 +346,17 @@ mod tests {
     }
 
     fn expected_blob(blob: u8) -> (BlobKind, Codec, u32) {
-        let kind = if blob % 2 == 0 {
+        let kind = if blob.is_multiple_of(2) {
             BlobKind::Data
         } else {
             BlobKind::Tree
         };
-        let codec = if blob % 3 == 0 {
+        let codec = if blob.is_multiple_of(3) {
             Codec::Raw
         } else {
             Codec::Zstd
         };
-        let raw_len = if blob % 5 == 0 {
+        let raw_len = if blob.is_multiple_of(5) {
             MAX_BLOB_BYTES as u32
         } else {
             u32::from(blob)
