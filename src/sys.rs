@@ -123,6 +123,23 @@ pub fn tune_allocator(low: bool) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator(_low: bool) {}
 
+/// Give the kernel back the free pages inside the allocator's arenas. A
+/// large set of small allocations freed at once (a listing of hundreds of
+/// thousands of object names) leaves its pages resident otherwise, under
+/// whatever is allocated next, as glibc only trims the top of an arena.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free memory of the allocator's own
+    // to the kernel; it takes the arenas' locks itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory() {}
+
 /// User and system CPU seconds this process has used so far, all threads.
 #[allow(unsafe_code)]
 pub fn cpu_seconds() -> Option<(f64, f64)> {

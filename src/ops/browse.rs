@@ -319,7 +319,7 @@ impl Browser {
             .map(|id| {
                 index
                     .get(id)
-                    .map(|(_, loc)| u64::from(loc.raw_len))
+                    .map(|(_, loc)| u64::from(loc.raw_len()))
                     .ok_or_else(|| {
                         Error::NotFound(format!("data blob {} is in no index", id.short()))
                     })

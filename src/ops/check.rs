@@ -219,10 +219,20 @@ async fn check_locked(
     out
 }
 
+/// The packs a replica lists, with their sizes, sorted by id.
+struct Listing(Vec<(Id, u64)>);
+
+impl Listing {
+    fn get(&self, id: &Id) -> Option<&u64> {
+        let i = self.0.binary_search_by(|p| p.0.cmp(id)).ok()?;
+        Some(&self.0[i].1)
+    }
+}
+
 /// Why a blob is unusable on this replica.
 fn blob_problem(
     index: &MasterIndex,
-    present: &HashMap<Id, u64>,
+    present: &Listing,
     bad_packs: &HashSet<Id>,
     bad_blobs: &HashSet<Id>,
     id: &Id,
@@ -230,7 +240,7 @@ fn blob_problem(
     let Some((p, _)) = index.get(id) else {
         return Some(format!("blob {} is in no index", id.short()));
     };
-    if !present.contains_key(&p.id) {
+    if present.get(&p.id).is_none() {
         return Some(format!(
             "blob {} is in pack {} which is missing",
             id.short(),
@@ -260,8 +270,9 @@ async fn check_replica(
     let be = |e| Error::backend(&replica.name, e);
     // Only what `present` keeps of the listing outlives this line: a
     // listing entry is several times its size, and the index loaded next
-    // is the peak of a check's memory.
-    let present: HashMap<Id, u64> = replica
+    // is the peak of a check's memory. Sorted rather than hashed: 40 bytes
+    // a pack instead of about 65.
+    let mut present: Vec<(Id, u64)> = replica
         .backend
         .list(Kind::Pack)
         .await
@@ -269,10 +280,17 @@ async fn check_replica(
         .into_iter()
         .filter_map(|m| Some((m.handle.name.parse().ok()?, m.size)))
         .collect();
+    present.sort_unstable_by_key(|p| p.0);
+    present.dedup_by_key(|p| p.0);
+    present.shrink_to_fit();
+    let present = Listing(present);
+    // The listing's names were freed above; without this their pages stay
+    // resident (about 1 byte a blob at 16 blobs a pack) under the index.
+    crate::sys::release_free_memory();
     let index_files = replica.backend.list(Kind::Index).await.map_err(be)?;
     let snap_files = replica.backend.list(Kind::Snapshot).await.map_err(be)?;
-    rc.packs = present.len() as u64;
-    rc.pack_bytes = present.values().sum();
+    rc.packs = present.0.len() as u64;
+    rc.pack_bytes = present.0.iter().map(|p| p.1).sum();
 
     // Index files.
     let mut index = MasterIndex::default();
@@ -334,7 +352,7 @@ async fn check_replica(
             Some(_) => {}
         }
     }
-    for (id, size) in &present {
+    for (id, size) in &present.0 {
         if *size > crate::format::pack::MAX_PACK_BYTES {
             let h = Handle::new(Kind::Pack, id.to_hex());
             rc.add(
@@ -349,7 +367,11 @@ async fn check_replica(
             );
         }
     }
-    let stray = present.keys().filter(|id| index.pack(id).is_none()).count();
+    let stray = present
+        .0
+        .iter()
+        .filter(|p| index.pack(&p.0).is_none())
+        .count();
     if stray > 0 {
         rc.add(Finding::warning(
             Problem::StrayPacks,

@@ -76,7 +76,7 @@ async fn stats_locked(repo: &Repository, spec: Option<&str>) -> Result<Stats> {
     let (mut raw, mut stored) = (0u64, 0u64);
     for id in &v.blobs {
         if let Some((_, loc)) = index.get(id) {
-            raw += loc.raw_len as u64;
+            raw += loc.raw_len() as u64;
             stored += loc.stored_len as u64;
         }
     }
@@ -201,7 +201,11 @@ mod tests {
             }
         }
         let loc = |id: &Id| index.get(id).map(|(_, l)| *l);
-        let raw = blobs.iter().filter_map(loc).map(|l| l.raw_len as u64).sum();
+        let raw = blobs
+            .iter()
+            .filter_map(loc)
+            .map(|l| l.raw_len() as u64)
+            .sum();
         let stored = blobs
             .iter()
             .filter_map(loc)

@@ -214,7 +214,7 @@ impl Repository {
                 what: format!("{h}: blob {}", id.short()),
                 source,
             })?;
-        let data = codec::decompress(loc.codec, plain, loc.raw_len as usize)
+        let data = codec::decompress(loc.codec(), plain, loc.raw_len() as usize)
             .map_err(|e| Error::Corrupt(format!("{h}: blob {}: {e}", id.short())))?;
         if self.keyring.chunk_id(&data) != *id {
             return Err(Error::Corrupt(format!(

@@ -4,12 +4,15 @@
 //! and reads can fall back to another replica that holds the pack.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
-use crate::format::codec::Codec;
+use hashbrown::HashTable;
+
+use crate::format::codec::{Codec, MAX_BLOB_BYTES};
 use crate::format::crypto::Header;
 use crate::format::id::Id;
 use crate::format::index::IndexPack;
-use crate::format::pack::BlobKind;
+use crate::format::pack::{BlobKind, PackEntry};
 use crate::repo::ReplicaSet;
 
 /// A pack known to the master index.
@@ -22,53 +25,125 @@ pub struct PackInfo {
     pub replicas: ReplicaSet,
 }
 
-/// Location of a blob, compact: the pack is an index into `packs`.
+/// Location of a blob, compact (20 bytes): the pack is an index into
+/// `packs`, and the blob's kind and codec share a word with its plaintext
+/// length.
 #[derive(Clone, Copy, Debug)]
 pub struct BlobLoc {
     pub pack: u32,
     pub seq: u32,
     pub offset: u32,
     pub stored_len: u32,
-    pub raw_len: u32,
-    pub kind: BlobKind,
-    pub codec: Codec,
+    /// The plaintext length in the low [`RAW_BITS`] bits, the kind in the
+    /// next [`KIND_BITS`], the codec in the rest.
+    raw_kind_codec: u32,
+}
+
+/// Bits of a blob's plaintext length. Every way into the index refuses a
+/// blob over [`MAX_BLOB_BYTES`] (index files and pack footers when they are
+/// decoded, the chunker when a blob is written), so 25 bits hold every
+/// length; [`BlobLoc::new`] asserts it rather than truncate one.
+const RAW_BITS: u32 = 25;
+const KIND_BITS: u32 = 4;
+const CODEC_BITS: u32 = 32 - RAW_BITS - KIND_BITS;
+const _: () = assert!(MAX_BLOB_BYTES < 1 << RAW_BITS);
+
+impl BlobLoc {
+    /// Where blob `b` of the pack at position `pack` is.
+    pub fn new(pack: u32, b: &PackEntry) -> BlobLoc {
+        assert!(
+            b.raw_len as usize <= MAX_BLOB_BYTES,
+            "blob lengths are bounded when index files and packs are decoded"
+        );
+        let (kind, codec) = (b.kind as u32, b.codec as u32);
+        assert!(kind < 1 << KIND_BITS && codec < 1 << CODEC_BITS);
+        BlobLoc {
+            pack,
+            seq: b.seq,
+            offset: b.offset,
+            stored_len: b.stored_len,
+            raw_kind_codec: b.raw_len | kind << RAW_BITS | codec << (RAW_BITS + KIND_BITS),
+        }
+    }
+
+    /// Plaintext bytes.
+    pub fn raw_len(&self) -> u32 {
+        self.raw_kind_codec & ((1 << RAW_BITS) - 1)
+    }
+
+    pub fn kind(&self) -> BlobKind {
+        let k = (self.raw_kind_codec >> RAW_BITS) & ((1 << KIND_BITS) - 1);
+        BlobKind::from_u8(k as u8).expect("stored from a BlobKind")
+    }
+
+    pub fn codec(&self) -> Codec {
+        Codec::from_u8((self.raw_kind_codec >> (RAW_BITS + KIND_BITS)) as u8)
+            .expect("stored from a Codec")
+    }
 }
 
 /// Blobs loaded or added since the last compaction, at most; then they are
-/// merged into the sorted table (56 MiB of loaded entries at most besides
-/// it while a large index loads).
-const COMPACT_AT: usize = 1 << 20;
+/// merged into the sorted table (13 MiB of loaded entries at most besides
+/// it while a large index loads: every compaction moves the whole table,
+/// so a smaller queue costs load time).
+const COMPACT_AT: usize = 1 << 18;
 
 /// Every blob of every loaded index file. Blobs live in a table sorted by
-/// id, 56 bytes a blob (an id and a [`BlobLoc`]), looked up by binary
+/// id, 52 bytes a blob (an id and a [`BlobLoc`]), looked up by binary
 /// search. Index files being loaded ([`MasterIndex::load`]) queue their
 /// blobs in a list that [`MasterIndex::compact`] merges; blobs added one
 /// pack at a time afterwards ([`MasterIndex::add`]) sit in a small hash
-/// table in front. Plus about 100 bytes per pack.
+/// table in front. Packs are kept in the order first seen (a [`BlobLoc`]
+/// names its pack by that position), about 95 bytes each: the
+/// [`PackInfo`] and a hash table of positions that finds one by id.
 ///
 /// Where a blob is in several packs, the one listed by more replicas is
 /// used (on a tie, the one seen first).
-#[derive(Default)]
 pub struct MasterIndex {
     pub packs: Vec<PackInfo>,
-    pack_pos: HashMap<Id, u32>,
+    /// Positions in `packs`, hashed by the pack's id, which is read from
+    /// `packs`: 5 to 8 bytes a pack instead of a second copy of every id.
+    pack_pos: HashTable<u32>,
+    hasher: RandomState,
     sorted: Vec<(Id, BlobLoc)>,
     /// Loaded, not merged yet: not looked up until [`MasterIndex::compact`].
     pending: Vec<(Id, BlobLoc)>,
     recent: HashMap<Id, BlobLoc>,
+    compact_at: usize,
+}
+
+impl Default for MasterIndex {
+    fn default() -> Self {
+        MasterIndex {
+            packs: Vec::new(),
+            pack_pos: HashTable::new(),
+            hasher: RandomState::new(),
+            sorted: Vec::new(),
+            pending: Vec::new(),
+            recent: HashMap::new(),
+            compact_at: COMPACT_AT,
+        }
+    }
 }
 
 impl MasterIndex {
     fn pack_position(&mut self, p: &IndexPack) -> u32 {
-        *self.pack_pos.entry(p.id).or_insert_with(|| {
-            self.packs.push(PackInfo {
-                id: p.id,
-                size: p.size,
-                header: p.header.clone(),
-                replicas: ReplicaSet::EMPTY,
-            });
-            (self.packs.len() - 1) as u32
-        })
+        let hash = self.hasher.hash_one(p.id);
+        let packs = &self.packs;
+        if let Some(&pos) = self.pack_pos.find(hash, |&q| packs[q as usize].id == p.id) {
+            return pos;
+        }
+        let pos = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs");
+        self.packs.push(PackInfo {
+            id: p.id,
+            size: p.size,
+            header: p.header.clone(),
+            replicas: ReplicaSet::EMPTY,
+        });
+        let (packs, hasher) = (&self.packs, &self.hasher);
+        self.pack_pos
+            .insert_unique(hash, pos, |&q| hasher.hash_one(packs[q as usize].id));
+        pos
     }
 
     /// Load the packs of one index file, listed by the replicas `replicas`.
@@ -82,13 +157,13 @@ impl MasterIndex {
                 self.packs[pos as usize].replicas.insert(*r);
             }
             if self.pending.capacity() == 0 {
-                self.pending.reserve_exact(COMPACT_AT);
+                self.pending.reserve_exact(self.compact_at);
             }
             for b in &p.blobs {
-                self.pending.push((b.id, loc(pos, b)));
-                if self.pending.len() >= COMPACT_AT {
+                self.pending.push((b.id, BlobLoc::new(pos, b)));
+                if self.pending.len() >= self.compact_at {
                     self.compact();
-                    self.pending.reserve_exact(COMPACT_AT);
+                    self.pending.reserve_exact(self.compact_at);
                 }
             }
         }
@@ -100,7 +175,7 @@ impl MasterIndex {
             let pos = self.pack_position(p);
             self.packs[pos as usize].replicas.insert(replica);
             for b in &p.blobs {
-                let loc = loc(pos, b);
+                let loc = BlobLoc::new(pos, b);
                 match self.loc(&b.id) {
                     // Prefer the copy held by more replicas.
                     Some(old)
@@ -111,7 +186,7 @@ impl MasterIndex {
                     }
                 }
             }
-            if self.recent.len() >= COMPACT_AT {
+            if self.recent.len() >= self.compact_at {
                 self.compact();
             }
         }
@@ -212,7 +287,10 @@ impl MasterIndex {
     }
 
     pub fn pack(&self, id: &Id) -> Option<&PackInfo> {
-        self.pack_pos.get(id).map(|p| &self.packs[*p as usize])
+        let hash = self.hasher.hash_one(id);
+        self.pack_pos
+            .find(hash, |&q| self.packs[q as usize].id == *id)
+            .map(|&q| &self.packs[q as usize])
     }
 
     pub fn blob_count(&self) -> usize {
@@ -239,17 +317,11 @@ impl MasterIndex {
         self.sorted.capacity() * std::mem::size_of::<(Id, BlobLoc)>()
             + self.recent.capacity() * (std::mem::size_of::<(Id, BlobLoc)>() + 1)
     }
-}
 
-fn loc(pack: u32, b: &crate::format::pack::PackEntry) -> BlobLoc {
-    BlobLoc {
-        pack,
-        seq: b.seq,
-        offset: b.offset,
-        stored_len: b.stored_len,
-        raw_len: b.raw_len,
-        kind: b.kind,
-        codec: b.codec,
+    /// Bytes the pack table takes: the [`PackInfo`]s and the positions
+    /// that find them by id.
+    pub fn pack_table_bytes(&self) -> usize {
+        self.packs.capacity() * std::mem::size_of::<PackInfo>() + self.pack_pos.allocation_size()
     }
 }
 
@@ -258,13 +330,38 @@ mod tests {
     use super::*;
     use crate::format::index::tests::pack;
 
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
 
+    /// Pack `pack_id` holding blob `blob` at `offset`, its kind, codec and
+    /// length varied by `blob` so the packed word is exercised.
     fn one_blob(pack_id: u8, blob: u8, offset: u32) -> IndexPack {
         let mut p = pack(pack_id, 1);
-        p.blobs[0].id = Id([blob; 32]);
-        p.blobs[0].offset = offset;
+        let b = &mut p.blobs[0];
+        b.id = Id([blob; 32]);
+        b.offset = offset;
+        (b.kind, b.codec, b.raw_len) = expected_blob(blob);
         p
+    }
+
+    fn expected_blob(blob: u8) -> (BlobKind, Codec, u32) {
+        let kind = if blob.is_multiple_of(2) {
+            BlobKind::Data
+        } else {
+            BlobKind::Tree
+        };
+        let codec = if blob.is_multiple_of(3) {
+            Codec::Raw
+        } else {
+            Codec::Zstd
+        };
+        let raw_len = if blob.is_multiple_of(5) {
+            MAX_BLOB_BYTES as u32
+        } else {
+            u32::from(blob)
+        };
+        (kind, codec, raw_len)
     }
 
     proptest! {
@@ -278,7 +375,7 @@ mod tests {
             // The rule, as a plain model: a pack is held by the replicas
             // that listed it; a blob stays where it was unless the new pack
             // is held by more replicas.
-            let mut held: HashMap<u8, std::collections::BTreeSet<u8>> = HashMap::new();
+            let mut held: HashMap<u8, BTreeSet<u8>> = HashMap::new();
             let mut model: HashMap<u8, u8> = HashMap::new();
             for (replica, pack_id, blob, compact) in &adds {
                 m.add(*replica as usize, &[one_blob(*pack_id, *blob, u32::from(*blob) * 7 + u32::from(*pack_id))]);
@@ -293,23 +390,88 @@ mod tests {
                     m.compact();
                 }
             }
-            let ids: std::collections::BTreeSet<u8> = adds.iter().map(|a| a.2).collect();
+            let ids: BTreeSet<u8> = adds.iter().map(|a| a.2).collect();
             prop_assert_eq!(m.blob_count(), ids.len());
-            let listed: std::collections::BTreeSet<[u8; 32]> = m.blobs().map(|(id, _)| id.0).collect();
+            let listed: BTreeSet<[u8; 32]> = m.blobs().map(|(id, _)| id.0).collect();
             prop_assert_eq!(listed.len(), ids.len());
             for b in &ids {
                 let (p, l) = m.get(&Id([*b; 32])).unwrap();
                 prop_assert_eq!(p.id, Id([model[b]; 32]));
                 prop_assert_eq!(l.offset, u32::from(*b) * 7 + u32::from(model[b]));
+                prop_assert_eq!((l.kind(), l.codec(), l.raw_len()), expected_blob(*b));
             }
             m.compact();
             prop_assert_eq!(m.blob_count(), ids.len());
             prop_assert!(m.get(&Id([200; 32])).is_none());
         }
+
+        /// Loading index files, with the queue merged every `every` blobs:
+        /// every blob is where a plain model puts it, and every pack is
+        /// found by id with the replicas that listed it.
+        #[test]
+        fn loading_matches_a_plain_model(
+            files in proptest::collection::vec(
+                (1u8..8, proptest::collection::vec((0u8..12, 0u8..40), 1..4)),
+                1..40,
+            ),
+            every in 1usize..6,
+        ) {
+            let mut m = MasterIndex { compact_at: every, ..Default::default() };
+            // The rule, as a plain model: a pack is held by the replicas
+            // that listed it so far. Queued blobs are weighed when the
+            // queue is merged, in the order loaded: a blob moves only to a
+            // pack held by more replicas than the one it is in.
+            let mut held: HashMap<u8, BTreeSet<u8>> = HashMap::new();
+            let mut model: HashMap<u8, u8> = HashMap::new();
+            let mut queue: Vec<(u8, u8)> = Vec::new();
+            let merge = |queue: &mut Vec<(u8, u8)>,
+                         model: &mut HashMap<u8, u8>,
+                         held: &HashMap<u8, BTreeSet<u8>>| {
+                for (pack_id, blob) in queue.drain(..) {
+                    if model.get(&blob).is_none_or(|old| held[old].len() < held[&pack_id].len()) {
+                        model.insert(blob, pack_id);
+                    }
+                }
+            };
+            for (mask, packs) in &files {
+                let replicas: Vec<usize> = (0..3).filter(|r| mask & (1 << r) != 0).collect();
+                let file: Vec<IndexPack> = packs
+                    .iter()
+                    .map(|(p, b)| one_blob(*p, *b, u32::from(*b) * 7 + u32::from(*p)))
+                    .collect();
+                m.load(replicas.iter().copied(), &file);
+                for (p, b) in packs {
+                    held.entry(*p).or_default().extend(replicas.iter().map(|r| *r as u8));
+                    queue.push((*p, *b));
+                    if queue.len() >= every {
+                        merge(&mut queue, &mut model, &held);
+                    }
+                }
+            }
+            m.compact();
+            merge(&mut queue, &mut model, &held);
+            prop_assert_eq!(m.blob_count(), model.len());
+            let listed: BTreeSet<[u8; 32]> = m.blobs().map(|(id, _)| id.0).collect();
+            prop_assert_eq!(listed.len(), model.len());
+            for (b, p) in &model {
+                let (info, l) = m.get(&Id([*b; 32])).unwrap();
+                prop_assert_eq!(info.id, Id([*p; 32]));
+                prop_assert_eq!(l.offset, u32::from(*b) * 7 + u32::from(*p));
+                prop_assert_eq!((l.kind(), l.codec(), l.raw_len()), expected_blob(*b));
+            }
+            prop_assert_eq!(m.packs.len(), held.len());
+            for (p, replicas) in &held {
+                let info = m.pack(&Id([*p; 32])).unwrap();
+                let want: Vec<usize> = replicas.iter().map(|r| *r as usize).collect();
+                prop_assert_eq!(info.replicas.iter().collect::<Vec<_>>(), want);
+            }
+            prop_assert!(m.pack(&Id([200; 32])).is_none());
+            prop_assert!(m.get(&Id([200; 32])).is_none());
+        }
     }
 
     #[test]
-    fn a_blob_costs_56_bytes_once_compacted() {
+    fn a_blob_costs_52_bytes_once_compacted() {
         let mut m = MasterIndex::default();
         let mut p = pack(1, 1);
         p.blobs = (0..10_000u32)
@@ -324,7 +486,65 @@ mod tests {
         m.add(0, &[p]);
         m.compact();
         assert_eq!(m.blob_count(), 10_000);
-        assert_eq!(m.blob_table_bytes() / 10_000, 56);
+        assert_eq!(m.blob_table_bytes() / 10_000, 52);
+    }
+
+    #[test]
+    fn a_pack_costs_94_bytes_at_most() {
+        let mut m = MasterIndex::default();
+        let n = 14_000u32;
+        let packs: Vec<IndexPack> = (0..n)
+            .map(|i| {
+                let mut p = pack(1, 0);
+                p.id.0[..4].copy_from_slice(&i.to_be_bytes());
+                p
+            })
+            .collect();
+        m.load([0], &packs);
+        m.compact();
+        m.packs.shrink_to_fit();
+        assert_eq!(m.packs.len(), n as usize);
+        assert!(
+            m.pack_table_bytes() / n as usize <= 94,
+            "{}",
+            m.pack_table_bytes()
+        );
+    }
+
+    #[test]
+    fn a_location_keeps_every_kind_codec_and_length() {
+        assert_eq!(std::mem::size_of::<BlobLoc>(), 20);
+        let kinds = (0..=u8::MAX).filter_map(BlobKind::from_u8);
+        for kind in kinds {
+            for codec in (0..=u8::MAX).filter_map(Codec::from_u8) {
+                for raw_len in [0, 1, 4096, MAX_BLOB_BYTES as u32 - 1, MAX_BLOB_BYTES as u32] {
+                    let mut p = pack(1, 1);
+                    p.blobs[0] = PackEntry {
+                        kind,
+                        codec,
+                        raw_len,
+                        seq: u32::MAX,
+                        offset: u32::MAX - 1,
+                        stored_len: u32::MAX - 2,
+                        ..p.blobs[0]
+                    };
+                    let l = BlobLoc::new(u32::MAX - 3, &p.blobs[0]);
+                    assert_eq!((l.kind(), l.codec(), l.raw_len()), (kind, codec, raw_len));
+                    assert_eq!(
+                        (l.pack, l.seq, l.offset, l.stored_len),
+                        (u32::MAX - 3, u32::MAX, u32::MAX - 1, u32::MAX - 2)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "blob lengths are bounded")]
+    fn a_length_over_the_blob_limit_is_refused() {
+        let mut p = pack(1, 1);
+        p.blobs[0].raw_len = MAX_BLOB_BYTES as u32 + 1;
+        BlobLoc::new(0, &p.blobs[0]);
     }
 
     #[test]

@@ -594,7 +594,7 @@ fn restore_files(
                         id: *id,
                         loc: *loc,
                     });
-                    offset += loc.raw_len as u64;
+                    offset += loc.raw_len() as u64;
                 }
                 None => {
                     let mut slot = slots[i].lock().unwrap();
@@ -855,7 +855,7 @@ fn verify_file(repo: &Repository, index: &MasterIndex, root: &Root, f: &FileItem
         let (_, loc) = index
             .get(id)
             .ok_or_else(|| Error::NotFound(format!("blob {} not in index", id.short())))?;
-        let mut buf = vec![0u8; loc.raw_len as usize];
+        let mut buf = vec![0u8; loc.raw_len() as usize];
         file.read_exact(&mut buf)
             .map_err(|e| Error::io(escape_bytes(f.path.as_os_str().as_bytes()), e))?;
         if repo.keyring().chunk_id(&buf) != *id {
