@@ -10,7 +10,6 @@
 //! tree holds with names that could escape (see [`Tree::take_refused`])
 //! are not shown and cannot be reached.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,13 +17,13 @@ use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
+use crate::repo::tree_cache::TreeCache;
 use crate::repo::{MasterIndex, Repository, SnapshotEntry};
 
 /// Trees kept decoded: the directories of the paths being browsed, bounded
-/// so memory does not grow with the snapshot.
+/// (with their entries, see [`TreeCache`]) so memory does not grow with
+/// the snapshot.
 const CACHE_TREES: usize = 1024;
-/// Entries of the cached trees, at most (a few hundred bytes each).
-const CACHE_NODES: usize = 64 * 1024;
 
 /// Chunks kept decoded for [`Browser::read_at`]: a reader going through a
 /// file in pieces smaller than a chunk (the kernel asks `cairn mount` for
@@ -114,7 +113,7 @@ fn stale(e: &Error) -> bool {
 pub struct Browser {
     repo: Arc<Repository>,
     index: RwLock<Arc<MasterIndex>>,
-    trees: Mutex<HashMap<Vec<Id>, Arc<Tree>>>,
+    trees: Mutex<TreeCache<Arc<Tree>>>,
     /// The chunks read last by [`Browser::read_at`], newest last.
     chunks: Mutex<std::collections::VecDeque<(Id, Arc<Vec<u8>>)>>,
     /// The last listing of the snapshots and when it was made. The lock is
@@ -138,7 +137,7 @@ impl Browser {
         Ok(Browser {
             repo,
             index: RwLock::new(Arc::new(index)),
-            trees: Mutex::new(HashMap::new()),
+            trees: Mutex::new(TreeCache::new(CACHE_TREES)),
             chunks: Mutex::new(std::collections::VecDeque::new()),
             listing: tokio::sync::Mutex::new(None),
             fresh: LISTING_FRESH,
@@ -214,7 +213,7 @@ impl Browser {
     /// The decoded tree stored as `ids`, without refused entries.
     pub async fn tree(&self, ids: &[Id]) -> Result<Arc<Tree>> {
         if let Some(t) = self.cache().get(ids) {
-            return Ok(t.clone());
+            return Ok(t);
         }
         let missed = Instant::now();
         let mut tree = match self.repo.load_tree(&self.index(), ids).await {
@@ -232,17 +231,11 @@ impl Browser {
         // order.
         tree.sort();
         let tree = Arc::new(tree);
-        let mut cache = self.cache();
-        // Bounded by entries too: one directory of many files is one tree.
-        let cached: usize = cache.values().map(|t| t.nodes.len()).sum();
-        if cache.len() >= CACHE_TREES || cached + tree.nodes.len() > CACHE_NODES {
-            cache.clear();
-        }
-        cache.insert(ids.to_vec(), tree.clone());
+        self.cache().insert(ids, tree.clone(), tree.nodes.len());
         Ok(tree)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<Id>, Arc<Tree>>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, TreeCache<Arc<Tree>>> {
         self.trees
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

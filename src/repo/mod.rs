@@ -24,6 +24,7 @@ pub mod open;
 mod replica_set;
 pub mod rollback;
 pub mod survey;
+pub mod tree_cache;
 pub mod walk;
 
 use std::sync::Arc;

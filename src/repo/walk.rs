@@ -16,12 +16,13 @@
 //! reported through [`Visitor::refused`], so every walk builds paths from
 //! safe components only.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::tree_cache::TreeCache;
 use super::{MasterIndex, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::Id;
@@ -59,13 +60,9 @@ pub trait Visitor {
 }
 
 /// Trees kept in memory: enough for the directories of a deep path and
-/// the subtrees a snapshot repeats, bounded so memory does not grow with
-/// the repository.
+/// the subtrees a snapshot repeats, bounded (with their entries, see
+/// [`TreeCache`]) so memory does not grow with the repository.
 const CACHE_TREES: usize = 4096;
-/// Entries of the cached trees, at most: a directory of many files makes a
-/// large tree (a few hundred bytes an entry), so the count of trees alone
-/// does not bound the cache (4096 directories of 100 files held 120 MiB).
-const CACHE_NODES: usize = 64 * 1024;
 
 /// Walks trees of one repository with one index.
 pub struct TreeWalker<'a> {
@@ -73,9 +70,7 @@ pub struct TreeWalker<'a> {
     index: &'a MasterIndex,
     once: bool,
     seen: HashSet<Vec<Id>>,
-    cache: HashMap<Vec<Id>, Loaded>,
-    /// Entries of the trees in `cache`.
-    cached_nodes: usize,
+    cache: TreeCache<Loaded>,
     loads: u64,
 }
 
@@ -94,8 +89,7 @@ impl<'a> TreeWalker<'a> {
             index,
             once: false,
             seen: HashSet::new(),
-            cache: HashMap::new(),
-            cached_nodes: 0,
+            cache: TreeCache::new(CACHE_TREES),
             loads: 0,
         }
     }
@@ -116,21 +110,13 @@ impl<'a> TreeWalker<'a> {
 
     async fn load_checked(&mut self, ids: &[Id]) -> Result<Loaded> {
         if let Some(t) = self.cache.get(ids) {
-            return Ok(t.clone());
+            return Ok(t);
         }
         let mut tree = self.repo.load_tree(self.index, ids).await?;
         self.loads += 1;
         let refused = tree.take_refused();
         let loaded = (Arc::new(tree), Arc::new(refused));
-        let nodes = loaded.0.nodes.len();
-        if self.cache.len() >= CACHE_TREES || self.cached_nodes + nodes > CACHE_NODES {
-            self.cache.clear();
-            self.cached_nodes = 0;
-        }
-        if nodes <= CACHE_NODES {
-            self.cache.insert(ids.to_vec(), loaded.clone());
-            self.cached_nodes += nodes;
-        }
+        self.cache.insert(ids, loaded.clone(), loaded.0.nodes.len());
         Ok(loaded)
     }
 
@@ -422,9 +408,11 @@ mod tests {
         let mut w = TreeWalker::new(&repo, &index);
         w.walk(&t, Path::new("/"), &mut c).await;
         assert_eq!(c.0, 80_000);
-        let held: usize = w.cache.values().map(|l| l.0.nodes.len()).sum();
-        assert_eq!(held, w.cached_nodes);
-        assert!(held <= CACHE_NODES, "{held} entries cached");
+        let held = w.cache.nodes();
+        assert!(
+            held <= crate::repo::tree_cache::CACHE_NODES,
+            "{held} entries cached"
+        );
         assert!(w.cache.len() < 800);
     }
 
