@@ -409,8 +409,9 @@ pub(crate) async fn publish(
         &serde_json::to_vec(snapshot).expect("snapshot serializes"),
     ));
     let snap_id = Id::of_stored(&snap_bytes);
-    // Each replica on its own (at once): its index files (at once), and
-    // only once all of them are stored, its snapshot.
+    // Each replica on its own (at once): its index files, as many at a
+    // time as its pack uploads (a first backup of a terabyte writes about
+    // a thousand), and only once all of them are stored, its snapshot.
     let errors =
         futures::future::join_all(repo.replicas().iter().zip(upload_errors).map(|(r, err)| {
             let (index_files, snap_bytes) = (&index_files, &snap_bytes);
@@ -418,14 +419,17 @@ pub(crate) async fn publish(
                 if let Some(e) = err {
                     return Some(e);
                 }
-                let stored = futures::future::try_join_all(
-                    index_files
-                        .iter()
-                        .map(|(name, data)| repo.put_doc(r, Kind::Index, name, data.clone())),
-                )
-                .await;
-                if let Err(e) = stored {
-                    return Some(e);
+                let at_once = fanout::upload_connections(0, &r.backend.capabilities());
+                for batch in index_files.chunks(at_once) {
+                    let stored = futures::future::try_join_all(
+                        batch
+                            .iter()
+                            .map(|(name, data)| repo.put_doc(r, Kind::Index, name, data.clone())),
+                    )
+                    .await;
+                    if let Err(e) = stored {
+                        return Some(e);
+                    }
                 }
                 // An interrupted backup read only part of its paths: its
                 // packs and index files stay (the next backup reuses
