@@ -216,6 +216,13 @@ fn write_and_publish(
     file.write_all(data)
         .map_err(|e| io_err("writing", tmp, e))?;
     file.sync_all().map_err(|e| io_err("syncing", tmp, e))?;
+    // The pages are clean now, so this drops them (borg does the same with
+    // its segment files). A backup writes far more than it will read back
+    // soon; left cached, those pages evict the user's working set, and the
+    // kernel keeps taking fresh pages for the next pack instead of reusing
+    // these: a third of a 3-replica backup's CPU went to that copy. Only a
+    // hint: a file system that ignores it loses nothing.
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
     drop(file);
     match mode {
         PutMode::Overwrite => fs::rename(tmp, path).map_err(|e| io_err("renaming to", path, e)),
