@@ -699,7 +699,7 @@ loop_mount() { # loop_mount NAME BYTES: a fresh journaled ext4 on BENCH_DIR/NAME
 	mountpoint -q "$dir" && umount "$dir"
 	rm -f "$img"
 	mkdir -p "$dir"
-	truncate -s "$2" "$img"
+	truncate -s $(($2 >> 20 << 20)) "$img" # whole MiB: losetup warns about a partial sector
 	mkfs.ext4 -q -F -O has_journal "$img"
 	local dev
 	dev=$(losetup --find --show --direct-io="$LOOP_DIO" "$img") && mount "$dev" "$dir" ||
