@@ -221,7 +221,9 @@ fn write_and_publish(
     // soon; left cached, those pages evict the user's working set, and the
     // kernel keeps taking fresh pages for the next pack instead of reusing
     // these: a third of a 3-replica backup's CPU went to that copy. Only a
-    // hint: a file system that ignores it loses nothing.
+    // hint: a file system that ignores it loses nothing. (macOS has no
+    // posix_fadvise.)
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
     drop(file);
     match mode {
