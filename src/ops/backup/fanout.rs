@@ -7,11 +7,11 @@
 //! snapshot from this run.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_backends::{Capabilities, Handle, Kind, PutMode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::progress::Progress;
@@ -60,37 +60,14 @@ pub struct PackUpload {
     pub permit: Option<Arc<Permit>>,
 }
 
-/// Counts the packs of a run that are being filled or uploaded.
-struct Budget {
-    state: Mutex<BudgetState>,
-    freed: Condvar,
-    limit: usize,
-}
-
-#[derive(Default)]
-struct BudgetState {
-    out: usize,
-    /// Threads waiting for a place: a wake-up is a syscall, made only for them.
-    waiting: usize,
-}
-
-/// One place in the budget of packs alive; given back on drop.
-pub struct Permit(Arc<Budget>);
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut st = self.0.state.lock().unwrap();
-        st.out -= 1;
-        let wake = st.waiting > 0;
-        drop(st);
-        if wake {
-            self.0.freed.notify_one();
-        }
-    }
-}
+/// One place in the run's budget of packs alive ([`FanOut::reserve`]);
+/// given back on drop.
+pub type Permit = tokio::sync::OwnedSemaphorePermit;
 
 pub struct FanOut {
-    budget: Arc<Budget>,
+    /// Places for packs being filled or uploaded; `packs_alive` of them.
+    budget: Arc<Semaphore>,
+    packs_alive: usize,
     senders: Vec<Option<mpsc::Sender<PackUpload>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     errors: Arc<Mutex<Vec<Option<Error>>>>,
@@ -126,16 +103,14 @@ impl FanOut {
                 progress.clone(),
             )));
         }
+        // One uploading per connection of the busiest replica, plus the one
+        // being filled, keep every replica busy; more would only hold
+        // memory. At least two: a worker takes the next pack's place while
+        // it still holds the full one it is about to ship.
+        let packs_alive = (max_uploads + 1).max(2);
         FanOut {
-            // One uploading per connection of the busiest replica, plus the
-            // one being filled, keep every replica busy; more would only
-            // hold memory. At least two: a worker takes the next pack's
-            // place while it still holds the full one it is about to ship.
-            budget: Arc::new(Budget {
-                state: Mutex::default(),
-                freed: Condvar::new(),
-                limit: (max_uploads + 1).max(2),
-            }),
+            budget: Arc::new(Semaphore::new(packs_alive)),
+            packs_alive,
             senders,
             tasks,
             errors,
@@ -145,7 +120,7 @@ impl FanOut {
 
     /// Packs the run may have alive at once (being filled or uploaded).
     pub fn packs_alive(&self) -> usize {
-        self.budget.limit
+        self.packs_alive
     }
 
     /// A place for one more pack; waits while [`FanOut::packs_alive`] packs
@@ -153,15 +128,8 @@ impl FanOut {
     /// that many times the pack size however fast the readers are. Call
     /// from a plain thread, never from inside the runtime.
     pub fn reserve(&self) -> Permit {
-        let b = &self.budget;
-        let mut st = b.state.lock().unwrap();
-        while st.out >= b.limit {
-            st.waiting += 1;
-            st = b.freed.wait(st).unwrap();
-            st.waiting -= 1;
-        }
-        st.out += 1;
-        Permit(b.clone())
+        futures::executor::block_on(self.budget.clone().acquire_owned())
+            .expect("the budget is never closed")
     }
 
     /// Queue a pack to every replica still alive; blocks while a queue is
