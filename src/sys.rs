@@ -96,8 +96,9 @@ pub fn user_name(uid: u32) -> Option<String> {
 /// - `backup` (`low` true) gets 512 KiB: its chunk and pack buffers come
 ///   from pools of their own (`ops::backup::store`), so what the arenas
 ///   would keep is mostly fragments: 94–97 MiB peak instead of 118–122 on
-///   `mixed`, for 160 k page faults instead of 64 k (about 0.1 s more
-///   system time a GB);
+///   `mixed`, for 160 k page faults instead of 64 k then (about 0.1 s more
+///   system time a GB; 90–109 k since the compressors keep a zstd context
+///   for small inputs, `format::codec`);
 /// - the daemon, `serve` and `mount` (`low` true), which live for months
 ///   between runs, get 512 KiB too, so what a run used is given back to
 ///   the kernel when it ends.
