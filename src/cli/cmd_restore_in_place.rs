@@ -70,8 +70,19 @@ pub async fn run(
     ticker.stop();
     let report = res?;
     if g.json {
-        output::print_json(&json!({"type": "summary", "in_place": report,
-            "exit_code": report.exit_code().code()}));
+        // Keys in the order a `json!` map would give them.
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            exit_code: i32,
+            in_place: &'a cairn::ops::restore::in_place::InPlaceReport,
+            #[serde(rename = "type")]
+            kind: &'static str,
+        }
+        output::print_json_streamed(&Summary {
+            exit_code: report.exit_code().code(),
+            in_place: &report,
+            kind: "summary",
+        })?;
         return Ok(report.exit_code().code());
     }
     for f in &report.findings {

@@ -41,6 +41,18 @@ pub fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
+/// Print `v` as one line of JSON, written straight to standard output
+/// rather than built as a `serde_json::Value` first: a report listing
+/// hundreds of thousands of entries took several times its own size as a
+/// value tree.
+pub fn print_json_streamed(v: &impl serde::Serialize) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer(&mut out, v)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
 pub enum Mode {
     Bars,
     Json,

@@ -195,6 +195,77 @@ fn a_read_error_during_the_restore_rolls_back() {
     assert_eq!(snapshot_of(&dir), was);
 }
 
+/// Files are made durable and renamed into place a batch at a time (1024
+/// files per file-system sync): a restore of more files than that replaces
+/// every one of them, and a failure in the last batch rolls back the files
+/// the earlier batches already replaced.
+#[test]
+fn many_files_are_replaced_batch_by_batch_and_rolled_back_across_batches() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let dir = env.path("data");
+    init_small_packs(&env, &repo);
+    let n = 2600;
+    for i in 0..n {
+        let sub = dir.join(format!("d{}", i % 7));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join(format!("f{i:05}")), format!("snapshot {i}\n")).unwrap();
+    }
+    // Sorts last, so it is read in the last batch; the largest packs.
+    fs::write(dir.join("zz-big.bin"), noise(5, 3 << 20)).unwrap();
+    let snap = backup(&env, &repo, &dir);
+    let want = snapshot_of(&dir);
+    let rewrite = |tag: &str| {
+        for i in 0..n {
+            let f = dir.join(format!("d{}/f{i:05}", i % 7));
+            fs::write(f, format!("{tag} {i} after the snapshot\n")).unwrap();
+        }
+        fs::write(dir.join("zz-big.bin"), tag).unwrap();
+    };
+
+    rewrite("changed");
+    let (code, out, err) = in_place(&env, &repo, &snap, &dir, &["--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report = &last_json(out.as_bytes())["in_place"];
+    assert_eq!(report["outcome"], "restored", "{report}");
+    // Every file (rewriting a file leaves its directory's times alone).
+    assert_eq!(report["counts"]["update"], n + 1, "{report}");
+    assert_eq!(snapshot_of(&dir), want);
+    let leftovers: Vec<_> = walk_names(&dir)
+        .into_iter()
+        .filter(|p| p.contains(".cairn-inplace-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    rewrite("again");
+    let was = snapshot_of(&dir);
+    let mut ps = packs(&repo);
+    ps.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    flip_byte(&ps[0], 5000);
+    let (code, out, err) = in_place(&env, &repo, &snap, &dir, &["--json"]);
+    assert_eq!(code, ROLLED_BACK, "{out}{err}");
+    let report = &last_json(out.as_bytes())["in_place"];
+    assert_eq!(report["outcome"], "rolled_back", "{report}");
+    assert!(
+        report["failure"].as_str().unwrap().contains("zz-big.bin"),
+        "{report}"
+    );
+    assert_eq!(snapshot_of(&dir), was, "every replaced file is put back");
+}
+
+/// Every path below `dir`, as text.
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_names(&p));
+        }
+        out.push(p.display().to_string());
+    }
+    out
+}
+
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 

@@ -293,6 +293,7 @@ pub async fn restore(
         target,
         keep_setuid: opts.keep_setuid,
         journal: None,
+        staged: None,
         cancel: None,
     };
     let mut dir_errors = Vec::new();
@@ -373,12 +374,17 @@ pub async fn restore(
 }
 
 /// Where files go and which mode bits they get.
+#[derive(Clone, Copy)]
 struct Writer<'a> {
     root: &'a Root,
     target: &'a Path,
     keep_setuid: bool,
     /// Staged files, in the order they were renamed into place.
     journal: Option<&'a Mutex<Vec<PathBuf>>>,
+    /// When set, a staged file written in full is recorded here (staged
+    /// path, final path) instead of being synced and renamed at once; the
+    /// caller syncs the whole batch and renames it (`in_place::apply`).
+    staged: Option<&'a Mutex<Vec<(PathBuf, PathBuf)>>>,
     /// Once cancelled, no further pack is read (files not finished keep
     /// only their staged copy, for the caller to remove).
     cancel: Option<&'a tokio_util::sync::CancellationToken>,
@@ -790,14 +796,19 @@ fn finished(
 
 /// Give a fully written file its length (holes at the end of sparse files)
 /// and its metadata, on the open handle; a staged file is then flushed to
-/// disk and renamed over its final path. `created` is None for files with
-/// no content at all.
+/// disk and renamed over its final path, or left to the caller for both
+/// with its batch ([`Writer::staged`]). `created` is None for files with no
+/// content at all.
 fn finish_file(w: &Writer, f: &FileItem, created: Option<bool>) -> Result<()> {
     let file = open_for_write(w, f, !created.unwrap_or(false))?;
     let io = |e| Error::io(w.shown(&f.path), e);
     file.set_len(f.node.size).map_err(io)?;
     fs::set_meta_fd(&file, &f.node, w.perm(&f.node)).map_err(io)?;
     if let Some(stage) = &f.stage {
+        if let Some(batch) = w.staged {
+            batch.lock().unwrap().push((stage.clone(), f.path.clone()));
+            return Ok(());
+        }
         // Durable before it replaces the old file: a crash leaves the old
         // file or the whole new one, never a torn one.
         file.sync_all().map_err(io)?;

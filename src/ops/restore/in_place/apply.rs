@@ -5,16 +5,23 @@
 //! than the restore freed: a file's new content is written next to it (a
 //! temporary file in the same directory) and renamed over it only once
 //! complete and on disk, so the old file stays whole until then; files not
-//! finished are removed. A rollback first removes what the restore added,
+//! finished are removed. Files are made durable in batches (up to
+//! [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes, one file-system sync each)
+//! rather than one `fsync` at a time, which cost a journal commit per file;
+//! a batch's old files are kept until the whole batch is on disk, so the
+//! restore needs up to one batch of space more than the files it writes.
+//! A rollback first removes what the restore added,
 //! then puts replaced files back in the reverse order they were replaced,
 //! one at a time (undoing the last replacement first needs at most the
 //! space that replacement freed), and re-creates removed entries last.
 
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use super::super::fs::Root;
 use super::super::{create_other, restore_files, FileItem, Plan, RestoreProgress, Writer};
 use super::compare::{ChangeKind, Diff, Status};
 use crate::format::tree::escape_bytes;
@@ -22,6 +29,12 @@ use crate::repo::{MasterIndex, Repository};
 
 /// The prefix of staged files; leftovers of a killed restore carry it.
 pub const STAGE_PREFIX: &str = ".cairn-inplace-";
+
+/// Staged files made durable by one file-system sync, at most.
+pub const BATCH_FILES: usize = 1024;
+/// Bytes of staged files made durable by one file-system sync, at most (a
+/// larger file is a batch of its own).
+pub const BATCH_BYTES: u64 = 64 << 20;
 
 /// Which way the changes go.
 pub(super) enum Order<'j> {
@@ -87,22 +100,23 @@ impl Apply<'_> {
                 }
             }
         }
-        let staged: Vec<(FileItem, ChangeKind)> = plan
-            .files
-            .iter()
-            .zip(&diff.files)
-            .filter(|(_, s)| wanted(s))
-            .map(|(f, s)| (staged_item(f), s.change))
+        // Indices into `plan.files`; a staged copy of each is made only for
+        // the batch being written, so memory holds one batch of them.
+        let wanted_files: Vec<usize> = (0..plan.files.len())
+            .filter(|&i| wanted(&diff.files[i]))
             .collect();
+        let stage = |idx: &[usize]| -> Vec<FileItem> {
+            idx.iter().map(|&i| staged_item(&plan.files[i])).collect()
+        };
         let file_errors = Mutex::new(Vec::new());
-        let write = |items: &[FileItem], workers: usize| {
+        let write_with = |w: &Writer, items: &[FileItem], workers: usize| {
             let rt = tokio::runtime::Handle::current();
             tokio::task::block_in_place(|| {
                 restore_files(
                     self.repo,
                     self.index,
                     &rt,
-                    self.w,
+                    w,
                     items,
                     workers,
                     self.progress,
@@ -110,32 +124,81 @@ impl Apply<'_> {
                 )
             });
         };
+        let cancelled = || self.w.cancel.is_some_and(|c| c.is_cancelled());
+        // Write the files `idx` names, a batch at a time; where the file
+        // system can be synced as a whole, one sync makes a batch durable
+        // before any of its files is renamed into place.
+        let write_batched = |idx: &[usize]| {
+            for batch in batches(idx, |i| plan.files[i].node.size) {
+                let items = stage(batch);
+                let done = Mutex::new(Vec::new());
+                let w = Writer {
+                    staged: BATCHED_SYNC.then_some(&done),
+                    ..*self.w
+                };
+                write_with(&w, &items, self.workers);
+                let done = done.into_inner().unwrap();
+                if !BATCHED_SYNC {
+                    // Each file was synced and renamed as it was finished.
+                } else if cancelled() {
+                    // Not renamed: their staged copies go below.
+                } else if let Err(e) = durable(root) {
+                    let mut errors = file_errors.lock().unwrap();
+                    for (_, p) in &done {
+                        errors.push(format!("{}: cannot flush to disk: {e}", self.shown(p)));
+                    }
+                } else {
+                    for (staged, path) in done {
+                        match root.rename(&staged, &path) {
+                            Ok(()) => {
+                                if let Some(j) = self.w.journal {
+                                    j.lock().unwrap().push(path);
+                                }
+                            }
+                            Err(e) => file_errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("{}: {e}", self.shown(&path))),
+                        }
+                    }
+                }
+                remove_staged(root, &items);
+                if cancelled() {
+                    return;
+                }
+            }
+        };
         match &order {
             Order::Restore { .. } => {
-                let items: Vec<FileItem> = staged.into_iter().map(|(f, _)| f).collect();
-                self.progress.total_files.store(items.len() as u64, Relaxed);
+                let files = wanted_files.iter().map(|&i| &plan.files[i]);
+                self.progress
+                    .total_files
+                    .store(wanted_files.len() as u64, Relaxed);
                 self.progress
                     .total_bytes
-                    .store(items.iter().map(|f| f.node.size).sum(), Relaxed);
-                write(&items, self.workers);
-                remove_staged(root, &items);
+                    .store(files.map(|f| f.node.size).sum(), Relaxed);
+                write_batched(&wanted_files);
             }
             Order::Rollback { journal } => {
-                let (mut updates, creates): (Vec<_>, Vec<_>) = staged
+                let (mut updates, creates): (Vec<usize>, Vec<usize>) = wanted_files
                     .into_iter()
-                    .partition(|(_, c)| *c == ChangeKind::Update);
-                let rank = |p: &Path| journal.iter().rposition(|j| j == p);
+                    .partition(|&i| diff.files[i].change == ChangeKind::Update);
+                let rank: HashMap<&Path, usize> = journal
+                    .iter()
+                    .enumerate()
+                    .map(|(n, p)| (p.as_path(), n))
+                    .collect();
                 // Newest replacement first; files the journal does not name
                 // (not replaced by the restore) after them.
-                updates.sort_by_key(|(f, _)| std::cmp::Reverse(rank(&f.path)));
-                for (f, _) in updates {
-                    let one = std::slice::from_ref(&f);
-                    write(one, 1);
-                    remove_staged(root, one);
+                updates.sort_by_key(|&i| {
+                    std::cmp::Reverse(rank.get(plan.files[i].path.as_path()).copied())
+                });
+                for i in updates {
+                    let one = stage(&[i]);
+                    write_with(self.w, &one, 1);
+                    remove_staged(root, &one);
                 }
-                let items: Vec<FileItem> = creates.into_iter().map(|(f, _)| f).collect();
-                write(&items, self.workers);
-                remove_staged(root, &items);
+                write_batched(&creates);
             }
         }
         errors.extend(file_errors.into_inner().unwrap());
@@ -166,6 +229,43 @@ impl Apply<'_> {
     }
 }
 
+/// Whether staged files are made durable a batch at a time (`syncfs`);
+/// elsewhere each is synced on its own before its rename.
+const BATCHED_SYNC: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn durable(root: &Root) -> std::io::Result<()> {
+    root.sync_fs()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn durable(_: &Root) -> std::io::Result<()> {
+    unreachable!("BATCHED_SYNC is false here")
+}
+
+/// `idx` cut into runs of at most [`BATCH_FILES`] files and [`BATCH_BYTES`]
+/// bytes by `size` (a larger file alone).
+fn batches(idx: &[usize], size: impl Fn(usize) -> u64) -> impl Iterator<Item = &[usize]> {
+    let mut rest = idx;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0u64;
+        let n = rest
+            .iter()
+            .take(BATCH_FILES)
+            .position(|&i| {
+                bytes += size(i);
+                bytes > BATCH_BYTES
+            })
+            .map_or(rest.len().min(BATCH_FILES), |i| i.max(1));
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        Some(batch)
+    })
+}
+
 /// `f`, to be written to a temporary file next to its path.
 fn staged_item(f: &FileItem) -> FileItem {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -186,7 +286,7 @@ fn staged_item(f: &FileItem) -> FileItem {
 }
 
 /// Remove the temporary files of files not finished (failed or stopped).
-fn remove_staged(root: &super::super::fs::Root, items: &[FileItem]) {
+fn remove_staged(root: &Root, items: &[FileItem]) {
     for f in items {
         if let Some(s) = &f.stage {
             if let Err(e) = root.remove_all(s) {
@@ -194,6 +294,29 @@ fn remove_staged(root: &super::super::fs::Root, items: &[FileItem]) {
                     "cannot remove temporary file {}: {e}",
                     escape_bytes(s.as_os_str().as_bytes())
                 );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn batches_cover_every_file_once_within_the_limits(
+            sizes in proptest::collection::vec(
+                prop_oneof![0u64..5000, 0u64..(BATCH_BYTES * 2)], 0..3000)
+        ) {
+            let idx: Vec<usize> = (0..sizes.len()).collect();
+            let got: Vec<&[usize]> = batches(&idx, |i| sizes[i]).collect();
+            prop_assert_eq!(got.concat(), idx.clone());
+            for b in &got {
+                prop_assert!(!b.is_empty() && b.len() <= BATCH_FILES);
+                let bytes: u64 = b.iter().map(|&i| sizes[i]).sum();
+                prop_assert!(b.len() == 1 || bytes <= BATCH_BYTES, "{} files, {bytes} B", b.len());
             }
         }
     }

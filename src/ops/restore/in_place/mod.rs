@@ -318,6 +318,7 @@ fn writer<'a>(
         target: dir,
         keep_setuid: ropts.keep_setuid,
         journal,
+        staged: None,
         cancel,
     }
 }
