@@ -226,6 +226,14 @@ impl Root {
     /// `to` is replaced atomically).
     pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let (fdir, fname) = self.parent(from)?;
+        if from.parent() == to.parent() {
+            // A staged file next to its final path: one directory to open.
+            let tname = match to.file_name() {
+                Some(n) if validate_name(n.as_bytes()).is_ok() => n,
+                _ => return Err(refused(to)),
+            };
+            return Ok(rustix::fs::renameat(&fdir, fname, &fdir, tname)?);
+        }
         let (tdir, tname) = self.parent(to)?;
         Ok(rustix::fs::renameat(&fdir, fname, &tdir, tname)?)
     }
@@ -405,5 +413,28 @@ mod tests {
         root.create_file(Path::new("d/g")).unwrap();
         assert!(target.join("d/g").is_file());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rename_within_a_directory_and_across_refuses_what_create_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        let root = Root::open(&target).unwrap();
+        root.mkdir_all(Path::new("a/b")).unwrap();
+        std::fs::write(target.join("a/b/.stage"), "new").unwrap();
+        std::fs::write(target.join("a/b/f"), "old").unwrap();
+        root.rename(Path::new("a/b/.stage"), Path::new("a/b/f"))
+            .unwrap();
+        assert_eq!(std::fs::read(target.join("a/b/f")).unwrap(), b"new");
+        assert!(!target.join("a/b/.stage").exists());
+        root.rename(Path::new("a/b/f"), Path::new("a/g")).unwrap();
+        assert_eq!(std::fs::read(target.join("a/g")).unwrap(), b"new");
+        for to in ["a/..", "a/.", "a/", "a/g/..", "../g", "/g"] {
+            assert!(
+                root.rename(Path::new("a/g"), Path::new(to)).is_err(),
+                "{to}"
+            );
+        }
+        assert_eq!(std::fs::read(target.join("a/g")).unwrap(), b"new");
     }
 }

@@ -148,9 +148,11 @@ impl Apply<'_> {
                         errors.push(format!("{}: cannot flush to disk: {e}", self.shown(p)));
                     }
                 } else {
+                    let mut renamed = 0;
                     for (staged, path) in done {
                         match root.rename(&staged, &path) {
                             Ok(()) => {
+                                renamed += 1;
                                 if let Some(j) = self.w.journal {
                                     j.lock().unwrap().push(path);
                                 }
@@ -160,6 +162,10 @@ impl Apply<'_> {
                                 .unwrap()
                                 .push(format!("{}: {e}", self.shown(&path))),
                         }
+                    }
+                    if renamed == items.len() {
+                        // No staged copy is left to remove.
+                        continue;
                     }
                 }
                 remove_staged(root, &items);
