@@ -58,9 +58,11 @@ impl Layout {
                 } else {
                     time.clone()
                 };
-                let later = newest.as_ref().is_none_or(|(n, _)| {
-                    (s.snapshot.time, s.id.to_hex()) > (n.snapshot.time, n.id.to_hex())
-                });
+                // `latest` means what it means on the command line.
+                let later = !s.is_safety_snapshot()
+                    && newest.as_ref().is_none_or(|(n, _)| {
+                        (s.snapshot.time, s.id.to_hex()) > (n.snapshot.time, n.id.to_hex())
+                    });
                 if later {
                     newest = Some((s, name.clone()));
                 }
@@ -153,5 +155,17 @@ mod tests {
         assert!(l.hosts.is_empty(), "{:?}", l.hosts);
         assert_eq!(l.tags.keys().collect::<Vec<_>>(), ["ok"]);
         assert!(Layout::build(&[]).latest.is_none());
+    }
+
+    #[test]
+    fn latest_is_never_a_safety_snapshot() {
+        let list = [
+            entry(1, "2026-01-01T00:00:00Z", "h", &[]),
+            entry(2, "2026-01-02T00:00:00Z", "h", &["pre-restore"]),
+        ];
+        let l = Layout::build(&list);
+        assert_eq!(l.latest.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(l.tags["pre-restore"].len(), 1, "still shown under tags/");
+        assert!(Layout::build(&list[1..]).latest.is_none());
     }
 }

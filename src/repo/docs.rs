@@ -33,6 +33,14 @@ pub struct SnapshotEntry {
     pub replicas: ReplicaSet,
 }
 
+impl SnapshotEntry {
+    /// Whether this is the safety snapshot `restore --in-place` took of a
+    /// directory before changing it, which `latest` never means.
+    pub fn is_safety_snapshot(&self) -> bool {
+        self.snapshot.tags.iter().any(|t| t == super::SAFETY_TAG)
+    }
+}
+
 /// Compress and seal a document (index, snapshot): `codec byte ‖ payload`.
 pub fn seal_doc(keyring: &Keyring, kind: ObjectKind, payload: &[u8]) -> Vec<u8> {
     let (codec, compressed) = codec::compress(payload, 3);

@@ -279,12 +279,24 @@ impl Repository {
         }
     }
 
-    /// Resolve `latest`, a full id or a unique prefix.
+    /// Resolve `latest`, a full id or a unique prefix. `latest` is the
+    /// newest snapshot that is not a safety snapshot of `restore
+    /// --in-place` (tag [`SAFETY_TAG`]): otherwise the next `restore latest
+    /// --in-place` would put back what the last one replaced. A safety
+    /// snapshot is named by its id.
     pub fn find_snapshot<'a>(snaps: &'a [SnapshotEntry], spec: &str) -> Result<&'a SnapshotEntry> {
         if spec == "latest" {
-            return snaps
-                .last()
-                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+            let newest = snaps.iter().rev().find(|s| !s.is_safety_snapshot());
+            return newest.ok_or_else(|| {
+                Error::NotFound(if snaps.is_empty() {
+                    "the repository has no snapshots".into()
+                } else {
+                    format!(
+                        "the repository has only `{SAFETY_TAG}` safety snapshots, which `latest` \
+                         never means: name one by its id (`cairn snapshots --tag {SAFETY_TAG}`)"
+                    )
+                })
+            });
         }
         let matches: Vec<_> = snaps
             .iter()
@@ -299,3 +311,7 @@ impl Repository {
         }
     }
 }
+
+/// The tag of the snapshot `restore --in-place` takes of a directory before
+/// it changes it.
+pub const SAFETY_TAG: &str = "pre-restore";

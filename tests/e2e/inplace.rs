@@ -131,6 +131,53 @@ fn in_place_restore_rewrites_only_what_differs_and_deletes_only_when_asked() {
     );
 }
 
+/// The safety snapshot is the newest one after an in-place restore, yet
+/// `latest` goes on meaning the newest real backup: running the same
+/// `restore latest --in-place` again must not undo the first.
+#[test]
+fn latest_never_means_a_safety_snapshot() {
+    let env = Env::new();
+    let repo = env.path("repo");
+    let dir = env.path("data");
+    env.init(&[&repo]);
+    fill(&dir, 1000);
+    let snap = backup(&env, &repo, &dir);
+    let want = snapshot_of(&dir);
+    modify(&dir);
+    for _ in 0..2 {
+        let (code, out, err) = in_place(&env, &repo, "latest", &dir, &["--delete", "--json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let report = &last_json(out.as_bytes())["in_place"];
+        assert!(
+            report["snapshot"].as_str().unwrap().starts_with(&snap),
+            "{report}"
+        );
+        assert_eq!(snapshot_of(&dir), want);
+    }
+    let (code, out, _) = run(env
+        .cairn(&[&repo])
+        .args(["snapshots", "--tag", "pre-restore"]));
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("pre-restore")).count(),
+        2,
+        "{out}"
+    );
+
+    // With only safety snapshots left, `latest` says what to do instead.
+    env.cairn(&[&repo])
+        .args(["forget", &snap])
+        .assert()
+        .success();
+    let (code, _, err) = run(env
+        .cairn(&[&repo])
+        .args(["restore", "latest", "--target"])
+        .arg(env.path("out")));
+    assert_ne!(code, 0);
+    assert!(err.contains("only `pre-restore` safety snapshots"), "{err}");
+    assert!(err.contains("by its id"), "{err}");
+}
+
 #[test]
 fn dry_run_lists_the_changes_and_changes_nothing() {
     let env = Env::new();

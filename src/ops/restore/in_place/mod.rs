@@ -29,8 +29,7 @@ use apply::{Apply, Order};
 use compare::Compare;
 pub use compare::{Change, ChangeKind};
 
-/// The tag of the safety snapshot.
-pub const SAFETY_TAG: &str = "pre-restore";
+pub use crate::repo::SAFETY_TAG;
 
 #[derive(Clone, Debug)]
 pub struct InPlaceOptions {
