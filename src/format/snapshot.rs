@@ -27,6 +27,11 @@ pub struct Summary {
     pub duration_secs: f64,
 }
 
+/// The tag of the snapshot `restore --in-place` takes of a directory before
+/// it changes it: `latest` never means one, and retention judges them apart
+/// from the backups of the same host and paths.
+pub const SAFETY_TAG: &str = "pre-restore";
+
 /// A snapshot manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -312,6 +312,4 @@ impl Repository {
     }
 }
 
-/// The tag of the snapshot `restore --in-place` takes of a directory before
-/// it changes it.
-pub const SAFETY_TAG: &str = "pre-restore";
+pub use crate::format::snapshot::SAFETY_TAG;

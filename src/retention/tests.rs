@@ -106,10 +106,12 @@ fn reference(policy: &Policy, snaps: &[Candidate], ctx: &Context<'_>) -> Vec<Vec
         p.sort();
         let mut t = c.tags.clone();
         t.sort();
+        let safety = !by.tags && c.tags.iter().any(|t| t == "pre-restore");
         (
             by.host.then(|| c.host.clone()),
             by.paths.then_some(p),
             by.tags.then_some(t),
+            safety,
         )
     };
     let mut groups: BTreeMap<_, Vec<usize>> = BTreeMap::new();
@@ -252,7 +254,7 @@ fn candidate(i: usize, time: Timestamp, host: u8, path: u8, tags: u8) -> Candida
         time,
         host: format!("h{host}"),
         paths: vec![format!("/p{path}")],
-        tags: ["r", "s"]
+        tags: ["r", "s", "pre-restore"]
             .iter()
             .enumerate()
             .filter(|(b, _)| tags & (1 << b) != 0)
@@ -305,7 +307,7 @@ prop_compose! {
 prop_compose! {
     fn timeline_strategy()(
         points in prop::collection::vec(
-            (0..ANCHORS.len(), -400i64..400, 0u8..2, 0u8..2, 0u8..4), 0..30),
+            (0..ANCHORS.len(), -400i64..400, 0u8..2, 0u8..2, 0u8..8), 0..30),
     ) -> Vec<Candidate> {
         points.into_iter().enumerate().map(|(i, (a, hours, host, path, tags))| {
             let base: Timestamp = ANCHORS[a].parse().unwrap();
@@ -487,4 +489,31 @@ fn typical_gfs_policy_and_reasons() {
         ..p
     };
     assert_eq!(run(&p3, &refs, "UTC")[0], ["yearly 3"]);
+}
+
+#[test]
+fn a_safety_snapshot_never_takes_the_place_of_a_backup() {
+    // A day's backup, then an in-place restore's safety snapshot of the same
+    // directory later that day: keep-daily keeps the backup, and the safety
+    // snapshots are judged on their own.
+    let daily = Policy {
+        keep_daily: Some(1),
+        ..Default::default()
+    };
+    let snaps = vec![
+        candidate(0, at("2026-12-03T01:00:00Z"), 0, 0, 0),
+        candidate(1, at("2026-12-04T01:00:00Z"), 0, 0, 0),
+        candidate(2, at("2026-12-04T09:00:00Z"), 0, 0, 0b100),
+    ];
+    let none = |_: &[usize]| 0;
+    let ctx = Context {
+        now: at("2026-12-05T00:00:00Z"),
+        tz: TimeZone::get("UTC").unwrap(),
+        size_of: &none,
+    };
+    let p = plan(&daily, &snaps, &ctx).unwrap();
+    let kept: Vec<bool> = p.iter().map(|d| !d.reasons.is_empty()).collect();
+    assert_eq!(kept, [false, true, true], "{p:?}");
+    assert_ne!(p[1].group, p[2].group);
+    assert!(p[2].group.ends_with("tags=pre-restore"), "{}", p[2].group);
 }
