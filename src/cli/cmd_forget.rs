@@ -215,6 +215,14 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
                 ),
                 Action::Absent => unreachable!(),
             };
+            // Judged in a group of its own: say why it is kept beside the
+            // backup of the same paths.
+            let why = if s.tags.iter().any(|t| t == cairn::repo::SAFETY_TAG) {
+                let note = format!("({} safety snapshot)", cairn::repo::SAFETY_TAG);
+                [why, note].join(" ").trim_start().to_string()
+            } else {
+                why
+            };
             let line = format!(
                 "  {word:<8} {}  {}  {:<12} {:<24} {why}",
                 s.id.short(),

@@ -164,6 +164,23 @@ fn latest_never_means_a_safety_snapshot() {
         "{out}"
     );
 
+    // Retention judges the safety snapshots apart: the day's newest
+    // snapshot is one of them, yet the backup stays.
+    let (code, out, err) =
+        run(env
+            .cairn(&[&repo])
+            .args(["forget", "--keep-daily", "1", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |id: &str| out.lines().find(|l| l.contains(id)).unwrap_or_default();
+    assert!(line(&snap[..8]).trim_start().starts_with("keep"), "{out}");
+    let safety: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("(pre-restore safety snapshot)"))
+        .collect();
+    assert_eq!(safety.len(), 2, "{out}");
+    let kept = safety.iter().filter(|l| l.trim_start().starts_with("keep"));
+    assert_eq!(kept.count(), 1, "{out}");
+
     // With only safety snapshots left, `latest` says what to do instead.
     env.cairn(&[&repo])
         .args(["forget", &snap])
