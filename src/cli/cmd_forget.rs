@@ -1,6 +1,7 @@
 //! `cairn forget`: apply retention policies (from the flags, or each
 //! backend's from cairn.toml), reconciled across replicas.
 
+use cairn::format::snapshot::{is_safety_tagged, SAFETY_TAG};
 use cairn::ops::forget::{forget, Action, ForgetOptions, Policies, SnapshotFilter};
 use cairn::repo::Repository;
 use cairn::retention::{parse_size, CalSpan, GroupBy, Policy};
@@ -217,11 +218,10 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             };
             // Judged in a group of its own: say why it is kept beside the
             // backup of the same paths.
-            let why = if s.tags.iter().any(|t| t == cairn::repo::SAFETY_TAG) {
-                let note = format!("({} safety snapshot)", cairn::repo::SAFETY_TAG);
-                [why, note].join(" ").trim_start().to_string()
-            } else {
-                why
+            let why = match is_safety_tagged(&s.tags) {
+                false => why,
+                true if why.is_empty() => format!("({SAFETY_TAG} safety snapshot)"),
+                true => format!("{why} ({SAFETY_TAG} safety snapshot)"),
             };
             let line = format!(
                 "  {word:<8} {}  {}  {:<12} {:<24} {why}",

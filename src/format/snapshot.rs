@@ -32,6 +32,11 @@ pub struct Summary {
 /// from the backups of the same host and paths.
 pub const SAFETY_TAG: &str = "pre-restore";
 
+/// Whether `tags` mark a safety snapshot ([`SAFETY_TAG`]).
+pub fn is_safety_tagged(tags: &[String]) -> bool {
+    tags.iter().any(|t| t == SAFETY_TAG)
+}
+
 /// A snapshot manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -37,7 +37,7 @@ impl SnapshotEntry {
     /// Whether this is the safety snapshot `restore --in-place` took of a
     /// directory before changing it, which `latest` never means.
     pub fn is_safety_snapshot(&self) -> bool {
-        self.snapshot.tags.iter().any(|t| t == super::SAFETY_TAG)
+        crate::format::snapshot::is_safety_tagged(&self.snapshot.tags)
     }
 }
 

@@ -17,7 +17,7 @@ use jiff::{Timestamp, Zoned};
 use serde::{Serialize, Serializer};
 
 use crate::format::id::Id;
-use crate::format::snapshot::SAFETY_TAG;
+use crate::format::snapshot::{is_safety_tagged, SAFETY_TAG};
 use crate::retention::policy::{GroupBy, Policy, PolicyError};
 use crate::retention::span::CalSpan;
 
@@ -223,7 +223,7 @@ fn group_label(by: GroupBy, c: &Candidate) -> String {
         let mut t = c.tags.clone();
         t.sort();
         parts.push(format!("tags={}", t.join(",")));
-    } else if c.tags.iter().any(|t| t == SAFETY_TAG) {
+    } else if is_safety_tagged(&c.tags) {
         // `restore --in-place` safety snapshots of a backed-up directory
         // share its host and paths; in the backups' group the newest of a
         // day could be one and push that day's backup out.

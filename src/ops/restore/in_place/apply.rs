@@ -64,6 +64,41 @@ impl Apply<'_> {
         self.w.shown(rel)
     }
 
+    /// Make the staged files `done` (staged path, final path) durable with
+    /// one `sync` of the file system, then rename each into place and
+    /// journal it; how many were renamed.
+    fn publish(
+        &self,
+        sync: fn(&Root) -> std::io::Result<()>,
+        done: Vec<(PathBuf, PathBuf)>,
+        errors: &Mutex<Vec<String>>,
+    ) -> usize {
+        let root = self.w.root;
+        if let Err(e) = sync(root) {
+            let mut errors = errors.lock().unwrap();
+            for (_, p) in &done {
+                errors.push(format!("{}: cannot flush to disk: {e}", self.shown(p)));
+            }
+            return 0;
+        }
+        let mut renamed = 0;
+        for (staged, path) in done {
+            match root.rename(&staged, &path) {
+                Ok(()) => {
+                    renamed += 1;
+                    if let Some(j) = self.w.journal {
+                        j.lock().unwrap().push(path);
+                    }
+                }
+                Err(e) => errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}: {e}", self.shown(&path))),
+            }
+        }
+        renamed
+    }
+
     /// Make the directory match `plan` where `diff` says it differs; the
     /// errors, one sentence per entry.
     pub fn run(&self, plan: &Plan, diff: &Diff, order: Order) -> Vec<String> {
@@ -133,42 +168,21 @@ impl Apply<'_> {
                 let items = stage(batch);
                 let done = Mutex::new(Vec::new());
                 let w = Writer {
-                    staged: BATCHED_SYNC.then_some(&done),
+                    staged: BATCH_SYNC.and(Some(&done)),
                     ..*self.w
                 };
                 write_with(&w, &items, self.workers);
                 let done = done.into_inner().unwrap();
-                if !BATCHED_SYNC {
+                let all_renamed = match BATCH_SYNC {
                     // Each file was synced and renamed as it was finished.
-                } else if cancelled() {
+                    None => false,
                     // Not renamed: their staged copies go below.
-                } else if let Err(e) = durable(root) {
-                    let mut errors = file_errors.lock().unwrap();
-                    for (_, p) in &done {
-                        errors.push(format!("{}: cannot flush to disk: {e}", self.shown(p)));
-                    }
-                } else {
-                    let mut renamed = 0;
-                    for (staged, path) in done {
-                        match root.rename(&staged, &path) {
-                            Ok(()) => {
-                                renamed += 1;
-                                if let Some(j) = self.w.journal {
-                                    j.lock().unwrap().push(path);
-                                }
-                            }
-                            Err(e) => file_errors
-                                .lock()
-                                .unwrap()
-                                .push(format!("{}: {e}", self.shown(&path))),
-                        }
-                    }
-                    if renamed == items.len() {
-                        // No staged copy is left to remove.
-                        continue;
-                    }
+                    Some(_) if cancelled() => false,
+                    Some(sync) => self.publish(sync, done, &file_errors) == items.len(),
+                };
+                if !all_renamed {
+                    remove_staged(root, &items);
                 }
-                remove_staged(root, &items);
                 if cancelled() {
                     return;
                 }
@@ -235,19 +249,13 @@ impl Apply<'_> {
     }
 }
 
-/// Whether staged files are made durable a batch at a time (`syncfs`);
-/// elsewhere each is synced on its own before its rename.
-const BATCHED_SYNC: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
+/// How a batch of staged files is made durable at once (`syncfs`), where
+/// the file system can be synced as a whole; elsewhere None, and each file
+/// is synced on its own before its rename.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn durable(root: &Root) -> std::io::Result<()> {
-    root.sync_fs()
-}
-
+const BATCH_SYNC: Option<fn(&Root) -> std::io::Result<()>> = Some(Root::sync_fs);
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn durable(_: &Root) -> std::io::Result<()> {
-    unreachable!("BATCHED_SYNC is false here")
-}
+const BATCH_SYNC: Option<fn(&Root) -> std::io::Result<()>> = None;
 
 /// `idx` cut into runs of at most [`BATCH_FILES`] files and [`BATCH_BYTES`]
 /// bytes by `size` (a larger file alone).
