@@ -68,6 +68,17 @@ fn in_place(
         .args(args))
 }
 
+/// A repository (`env.init`) and a directory made by [`fill`] with a big
+/// file of `big` bytes, backed up: (repository, directory, snapshot id).
+fn fixture(env: &Env, big: usize) -> (PathBuf, PathBuf, String) {
+    let repo = env.path("repo");
+    let dir = env.path("data");
+    env.init(&[&repo]);
+    fill(&dir, big);
+    let snap = backup(env, &repo, &dir);
+    (repo, dir, snap)
+}
+
 fn snapshot_count(repo: &Path) -> usize {
     files_in(repo, "snapshots").len()
 }
@@ -75,11 +86,7 @@ fn snapshot_count(repo: &Path) -> usize {
 #[test]
 fn in_place_restore_rewrites_only_what_differs_and_deletes_only_when_asked() {
     let env = Env::new();
-    let repo = env.path("repo");
-    let dir = env.path("data");
-    env.init(&[&repo]);
-    fill(&dir, 300_000);
-    let snap = backup(&env, &repo, &dir);
+    let (repo, dir, snap) = fixture(&env, 300_000);
     let want = snapshot_of(&dir);
     let keep = fs::metadata(dir.join("sub/keep.txt")).unwrap();
     modify(&dir);
@@ -137,11 +144,7 @@ fn in_place_restore_rewrites_only_what_differs_and_deletes_only_when_asked() {
 #[test]
 fn latest_never_means_a_safety_snapshot() {
     let env = Env::new();
-    let repo = env.path("repo");
-    let dir = env.path("data");
-    env.init(&[&repo]);
-    fill(&dir, 1000);
-    let snap = backup(&env, &repo, &dir);
+    let (repo, dir, snap) = fixture(&env, 1000);
     let want = snapshot_of(&dir);
     modify(&dir);
     for _ in 0..2 {
@@ -198,11 +201,7 @@ fn latest_never_means_a_safety_snapshot() {
 #[test]
 fn dry_run_lists_the_changes_and_changes_nothing() {
     let env = Env::new();
-    let repo = env.path("repo");
-    let dir = env.path("data");
-    env.init(&[&repo]);
-    fill(&dir, 100_000);
-    let snap = backup(&env, &repo, &dir);
+    let (repo, dir, snap) = fixture(&env, 100_000);
     modify(&dir);
     let was = snapshot_of(&dir);
     let before = snapshot_count(&repo);
@@ -233,12 +232,7 @@ fn dry_run_lists_the_changes_and_changes_nothing() {
 #[test]
 fn a_read_error_during_the_restore_rolls_back() {
     let env = Env::new();
-    let repo = env.path("repo");
-    let dir = env.path("data");
-    init_small_packs(&env, &repo);
-    fill(&dir, 3 << 20);
-    let snap = backup(&env, &repo, &dir);
-    modify(&dir);
+    let (repo, dir, snap) = slow_fixture(&env);
     let was = snapshot_of(&dir);
     // The big file's data (the largest packs) damaged on the only replica.
     let mut ps = packs(&repo);
@@ -436,6 +430,8 @@ fn start_slow_restore(
     (child, id)
 }
 
+/// Like [`fixture`] with 1 MiB packs and a 3 MiB big file (several packs
+/// to read, one to damage), then [`modify`]d.
 fn slow_fixture(env: &Env) -> (PathBuf, PathBuf, String) {
     let repo = env.path("repo");
     let dir = env.path("data");
