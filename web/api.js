@@ -76,20 +76,21 @@ export function safeName(name) {
 }
 
 /**
- * Download `path` (with the token: a plain link could not send it) as a
- * Blob, then save it under `name` through a temporary <a download>.
+ * Download `what` (POST /downloads: `snapshot`, `path` or `path_hex`, and
+ * `format` for a directory archive) under `name`. The server answers with
+ * a one-time URL that needs no token, which a plain link can follow: the
+ * browser then streams the download to disk itself, however large, instead
+ * of this page holding it in memory first. Errors (a path that is not
+ * there, a zip too large) come back here, before anything is saved.
  */
-export async function download(path, params, name) {
-  const resp = await call(url(path, params), { raw: true });
-  const blob = await resp.blob();
-  const href = URL.createObjectURL(blob);
+export async function download(what, name) {
+  const ticket = await post("/downloads", what);
   const a = document.createElement("a");
-  a.href = href;
+  a.href = ticket.url;
   a.download = safeName(name);
+  a.rel = "noreferrer";
   a.hidden = true;
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(href), 60_000);
-  return blob.size;
 }

@@ -1,6 +1,7 @@
 // Snapshot browser: the snapshots (GET /snapshots), then a snapshot's
 // directories (GET /snapshots/{id}/tree?path=), with downloads of a file
-// (/file?path=) or of a directory as zip or tar (/archive?path=&format=).
+// or of a directory as zip or tar, each through a one-time URL
+// (POST /downloads) the browser saves to disk itself.
 
 import { download, get } from "./api.js";
 import { bytes, h, short, table, when } from "./dom.js";
@@ -22,9 +23,9 @@ function downloader(label, attrs, run) {
     const was = b.textContent;
     b.textContent = "Downloading…";
     try {
-      const n = await run();
+      await run();
       b.textContent = `${was} ✓`;
-      b.title = `${bytes(n)} saved`;
+      b.title = "handed to the browser's downloads";
       b.dataset.done = "1";
     } catch (e) {
       b.textContent = was;
@@ -38,11 +39,11 @@ function downloader(label, attrs, run) {
   return b;
 }
 
-function archiveButtons(id, path) {
-  const name = basename(path);
+/** Buttons to download a directory as zip or tar; `where` is its `path` or `path_hex`. */
+function archiveButtons(id, where, name) {
   return ["zip", "tar"].map((format) =>
-    downloader(format, { "data-archive": path, "data-format": format }, () =>
-      download(`/snapshots/${encodeURIComponent(id)}/archive`, { path, format }, `${name}.${format}`),
+    downloader(format, { "data-archive": where.path ?? where.path_hex, "data-format": format }, () =>
+      download({ snapshot: id, ...where, format }, `${name}.${format}`),
     ),
   );
 }
@@ -83,13 +84,14 @@ async function tree(view, id, path) {
   const rows = t.entries.map((e) => {
     let name = e.name;
     let actions = null;
-    if (e.path === undefined || e.path === null) {
-      actions = h("span", { class: "muted", title: "Its name is not UTF-8: restore it with cairn restore" }, "not downloadable");
-    } else if (e.type === "dir") {
-      name = link(id, e.path, e.name, "/");
-      actions = archiveButtons(id, e.path);
+    // A name that is not UTF-8 has no `path`, only `path_hex`: it is
+    // downloaded by that, but not browsed into.
+    const where = e.path == null ? { path_hex: e.path_hex } : { path: e.path };
+    if (e.type === "dir") {
+      if (e.path != null) name = link(id, e.path, e.name, "/");
+      actions = archiveButtons(id, where, e.name);
     } else if (e.type === "file") {
-      actions = downloader("download", { "data-download": e.path }, () => download(`/snapshots/${encodeURIComponent(id)}/file`, { path: e.path }, e.name));
+      actions = downloader("download", { "data-download": e.path ?? e.path_hex }, () => download({ snapshot: id, ...where }, e.name));
     }
     return [
       h("td", { class: "name" }, name, e.type === "symlink" && e.target !== undefined ? h("span", { class: "muted" }, ` → ${e.target}`) : null),
@@ -102,7 +104,7 @@ async function tree(view, id, path) {
   view.replaceChildren(
     h("h1", {}, "Snapshot ", h("code", {}, short(t.snapshot ?? id))),
     crumbs(id, path),
-    h("p", {}, "This directory as ", archiveButtons(id, path)),
+    h("p", {}, "This directory as ", archiveButtons(id, { path }, basename(path))),
     table({ id: "tree", "data-path": path }, ["Name", "Type", "Size", "Modified", ""], rows),
   );
 }

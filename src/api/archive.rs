@@ -6,6 +6,10 @@
 //! goes over loopback or a LAN, so storing keeps the server's CPU free;
 //! zip is limited to what a zip without ZIP64 holds (4 GiB, 65 535
 //! entries) and a larger directory is refused up front: use tar for it.
+//! Names are bytes, as the snapshot holds them: a name that is not UTF-8
+//! goes into a tar as is (with pax `hdrcharset=BINARY` when a pax record
+//! carries it) and into a zip without the UTF-8 flag, so `tar` and
+//! `unzip` on Linux extract the same bytes.
 //! Only the framing is here: the caller sends the files' bytes between
 //! [`Writer::begin`] and [`Writer::end`].
 
@@ -14,14 +18,15 @@
 pub enum EntryKind {
     Dir,
     File,
-    Symlink(String),
+    /// The link's target, as stored.
+    Symlink(Vec<u8>),
 }
 
 /// One entry: its path inside the archive (relative, `/`-separated,
 /// without a trailing `/`), its mode bits and time.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    pub path: String,
+    pub path: Vec<u8>,
     pub kind: EntryKind,
     pub mode: u32,
     pub size: u64,
@@ -59,23 +64,35 @@ impl Format {
 pub const ZIP_MAX_BYTES: u64 = 0xFFFF_FFFE;
 pub const ZIP_MAX_ENTRIES: usize = 0xFFFE;
 
-/// Why entries cannot be put in a zip.
-pub fn zip_refusal(entries: &[Entry]) -> Option<String> {
-    let total: u64 = entries
-        .iter()
-        .map(|e| e.size + 100 + 2 * e.path.len() as u64)
-        .sum();
-    if entries.len() > ZIP_MAX_ENTRIES {
-        Some(format!(
-            "{} entries are more than a zip holds ({ZIP_MAX_ENTRIES}): use format=tar",
-            entries.len()
-        ))
-    } else if total > ZIP_MAX_BYTES {
-        Some(format!(
-            "{total} bytes are more than a zip holds (4 GiB): use format=tar"
-        ))
-    } else {
-        None
+/// What a zip of some entries would need: counted before the first byte
+/// is sent, as a zip without ZIP64 cannot describe more.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZipTotals {
+    entries: usize,
+    bytes: u64,
+}
+
+impl ZipTotals {
+    pub fn add(&mut self, e: &Entry) {
+        self.entries += 1;
+        self.bytes += e.size + 100 + 2 * e.path.len() as u64;
+    }
+
+    /// Why the entries counted cannot be put in a zip.
+    pub fn refusal(&self) -> Option<String> {
+        if self.entries > ZIP_MAX_ENTRIES {
+            Some(format!(
+                "{} entries are more than a zip holds ({ZIP_MAX_ENTRIES}): use format=tar",
+                self.entries
+            ))
+        } else if self.bytes > ZIP_MAX_BYTES {
+            Some(format!(
+                "{} bytes are more than a zip holds (4 GiB): use format=tar",
+                self.bytes
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -131,7 +148,7 @@ impl Writer {
         {
             if self.format == Format::Zip {
                 // A zip symlink's data is its target.
-                head.extend(self.data(target.as_bytes()));
+                head.extend(self.data(&target));
             }
         }
         head
@@ -219,13 +236,17 @@ fn octal(field: &mut [u8], v: u64) {
 }
 
 /// One pax record: `LEN key=value\n`, LEN counting itself.
-fn pax_record(key: &str, value: &str) -> Vec<u8> {
-    let body = format!(" {key}={value}\n");
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut body = format!(" {key}=").into_bytes();
+    body.extend_from_slice(value);
+    body.push(b'\n');
     let mut len = body.len() + 1;
     while format!("{len}").len() + body.len() != len {
         len += 1;
     }
-    format!("{len}{body}").into_bytes()
+    let mut out = len.to_string().into_bytes();
+    out.extend(body);
+    out
 }
 
 /// The fields of one ustar header besides its name, link and size.
@@ -257,30 +278,38 @@ fn ustar_block(o: &Owner, name: &[u8], size: u64, flag: u8, link: &[u8]) -> [u8;
 
 /// Names that fit a ustar header field (ASCII-only is not required, but
 /// the length is in bytes).
-fn fits(s: &str, n: usize) -> bool {
+fn fits(s: &[u8], n: usize) -> bool {
     s.len() < n
 }
 
 fn tar_header(e: &Entry) -> Vec<u8> {
     let mut name = e.path.clone();
     if e.kind == EntryKind::Dir {
-        name.push('/');
+        name.push(b'/');
     }
     let (flag, link, size) = match &e.kind {
-        EntryKind::Dir => (b'5', String::new(), 0),
-        EntryKind::File => (b'0', String::new(), e.size),
+        EntryKind::Dir => (b'5', Vec::new(), 0),
+        EntryKind::File => (b'0', Vec::new(), e.size),
         EntryKind::Symlink(t) => (b'2', t.clone(), 0),
     };
     let mut out = Vec::new();
     let mut pax = Vec::new();
-    if !fits(&name, 100) {
+    let (long_name, long_link) = (!fits(&name, 100), !fits(&link, 100));
+    // pax records are UTF-8 unless this says otherwise (POSIX pax,
+    // `hdrcharset`); GNU tar and bsdtar then take the bytes as they are.
+    if (long_name && std::str::from_utf8(&name).is_err())
+        || (long_link && std::str::from_utf8(&link).is_err())
+    {
+        pax.extend(pax_record("hdrcharset", b"BINARY"));
+    }
+    if long_name {
         pax.extend(pax_record("path", &name));
     }
-    if !fits(&link, 100) {
+    if long_link {
         pax.extend(pax_record("linkpath", &link));
     }
     if size > 0o77777777777 {
-        pax.extend(pax_record("size", &size.to_string()));
+        pax.extend(pax_record("size", size.to_string().as_bytes()));
     }
     if !pax.is_empty() {
         let pax_len = pax.len() as u64;
@@ -297,18 +326,19 @@ fn tar_header(e: &Entry) -> Vec<u8> {
             ((512 - pax_len % 512) % 512) as usize,
         ));
     }
-    let short = |s: &str| -> Vec<u8> {
+    let short = |s: &[u8]| -> Vec<u8> {
         if fits(s, 100) {
-            s.as_bytes().to_vec()
-        } else {
-            // The pax record holds it; the ustar field gets a prefix of it
-            // cut at a character boundary.
-            let mut end = 99;
-            while !s.is_char_boundary(end) {
+            return s.to_vec();
+        }
+        // The pax record holds it; the ustar field gets a prefix of it,
+        // cut at a character boundary when it is text.
+        let mut end = 99;
+        if let Ok(text) = std::str::from_utf8(s) {
+            while !text.is_char_boundary(end) {
                 end -= 1;
             }
-            s.as_bytes()[..end].to_vec()
         }
+        s[..end].to_vec()
     };
     let size_field = if size > 0o77777777777 { 0 } else { size };
     let owner = Owner {
@@ -339,15 +369,24 @@ fn dos_time(secs: i64) -> (u16, u16) {
     (time, date)
 }
 
-fn zip_name(e: &Entry) -> String {
-    match e.kind {
-        EntryKind::Dir => format!("{}/", e.path),
-        _ => e.path.clone(),
+fn zip_name(e: &Entry) -> Vec<u8> {
+    let mut name = e.path.clone();
+    if e.kind == EntryKind::Dir {
+        name.push(b'/');
     }
+    name
 }
 
-/// Flags: sizes and CRC in a data descriptor (bit 3), names in UTF-8 (bit 11).
-const ZIP_FLAGS: u16 = 0x0808;
+/// Flags: sizes and CRC in a data descriptor (bit 3), and the name in
+/// UTF-8 (bit 11) when it is; another name is left as bytes, which
+/// `unzip` on Unix writes as they are for an archive made on Unix.
+fn zip_flags(name: &[u8]) -> u16 {
+    if std::str::from_utf8(name).is_ok() {
+        0x0808
+    } else {
+        0x0008
+    }
+}
 
 fn zip_local_header(e: &Entry) -> Vec<u8> {
     let name = zip_name(e);
@@ -355,14 +394,14 @@ fn zip_local_header(e: &Entry) -> Vec<u8> {
     let mut v = Vec::with_capacity(30 + name.len());
     v.extend(0x0403_4b50u32.to_le_bytes());
     v.extend(20u16.to_le_bytes());
-    v.extend(ZIP_FLAGS.to_le_bytes());
+    v.extend(zip_flags(&name).to_le_bytes());
     v.extend(0u16.to_le_bytes()); // stored
     v.extend(time.to_le_bytes());
     v.extend(date.to_le_bytes());
     v.extend([0u8; 12]); // CRC and sizes: in the data descriptor
     v.extend((name.len() as u16).to_le_bytes());
     v.extend(0u16.to_le_bytes());
-    v.extend(name.as_bytes());
+    v.extend(&name);
     v
 }
 
@@ -380,7 +419,7 @@ fn zip_central_entry(e: &Entry, crc: u32, size: u32, offset: u32) -> Vec<u8> {
     v.extend(0x0201_4b50u32.to_le_bytes());
     v.extend((3u16 << 8 | 20).to_le_bytes()); // made on Unix, zip 2.0
     v.extend(20u16.to_le_bytes());
-    v.extend(ZIP_FLAGS.to_le_bytes());
+    v.extend(zip_flags(&name).to_le_bytes());
     v.extend(0u16.to_le_bytes());
     v.extend(time.to_le_bytes());
     v.extend(date.to_le_bytes());
@@ -391,7 +430,7 @@ fn zip_central_entry(e: &Entry, crc: u32, size: u32, offset: u32) -> Vec<u8> {
     v.extend([0u8; 8]); // extra, comment, disk, internal attributes
     v.extend(attrs.to_le_bytes());
     v.extend(offset.to_le_bytes());
-    v.extend(name.as_bytes());
+    v.extend(&name);
     v
 }
 
@@ -447,7 +486,7 @@ mod tests {
 
     #[test]
     fn pax_records_count_their_own_length() {
-        let r = pax_record("path", &"x".repeat(95));
+        let r = pax_record("path", "x".repeat(95).as_bytes());
         let text = String::from_utf8(r.clone()).unwrap();
         let len: usize = text.split(' ').next().unwrap().parse().unwrap();
         assert_eq!(len, r.len());
@@ -456,7 +495,7 @@ mod tests {
     #[test]
     fn tar_headers_are_blocks_with_a_good_checksum() {
         let e = Entry {
-            path: "a/b.txt".into(),
+            path: b"a/b.txt".to_vec(),
             kind: EntryKind::File,
             mode: 0o644,
             size: 3,
@@ -477,5 +516,110 @@ mod tests {
         let stored = u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
         assert_eq!(sum, stored);
         assert_eq!(&all[512..515], b"abc");
+    }
+
+    fn entry(path: &[u8], kind: EntryKind, size: u64) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind,
+            mode: 0o644,
+            size,
+            mtime: 1_800_000_000,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// An archive of `entries`, each file's bytes being its own path.
+    fn archive(format: Format, entries: &[Entry]) -> Vec<u8> {
+        let mut w = Writer::new(format);
+        let mut all = Vec::new();
+        for e in entries {
+            all.extend(w.begin(e.clone()));
+            if e.kind == EntryKind::File {
+                all.extend(w.data(&e.path));
+            }
+            all.extend(w.end());
+        }
+        all.extend(w.finish());
+        all
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_reach_tar_as_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let long = [b"d/".as_slice(), &[0xff; 150], b".bin"].concat();
+        let unicode = format!("d/{}", "ünïcode-".repeat(12)).into_bytes();
+        let entries = [
+            entry(b"d", EntryKind::Dir, 0),
+            entry(b"d/short-\xfe", EntryKind::File, 9),
+            entry(&long, EntryKind::File, long.len() as u64),
+            entry(
+                b"d/link",
+                EntryKind::Symlink([&[0xfe; 120][..], b"/t"].concat()),
+                0,
+            ),
+            entry(&unicode, EntryKind::File, unicode.len() as u64),
+        ];
+        let tar = archive(Format::Tar, &entries);
+        let text = String::from_utf8_lossy(&tar);
+        assert_eq!(
+            text.matches("hdrcharset=BINARY").count(),
+            2,
+            "long names only"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.tar"), &tar).unwrap();
+        let out = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg("a.tar")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for e in &entries[1..] {
+            let p = dir.path().join(std::ffi::OsStr::from_bytes(&e.path));
+            match &e.kind {
+                EntryKind::File => assert_eq!(std::fs::read(&p).unwrap(), e.path),
+                EntryKind::Symlink(t) => {
+                    assert_eq!(
+                        std::fs::read_link(&p).unwrap().as_os_str().as_bytes(),
+                        &t[..]
+                    )
+                }
+                EntryKind::Dir => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn zip_names_are_flagged_utf8_only_when_they_are() {
+        let zip = archive(
+            Format::Zip,
+            &[
+                entry(b"a\xff", EntryKind::File, 2),
+                entry(b"\xc3\xbc", EntryKind::File, 2),
+            ],
+        );
+        // Local headers: the flags at byte 6.
+        let flags = |at: usize| u16::from_le_bytes([zip[at + 6], zip[at + 7]]);
+        assert_eq!(flags(0), 0x0008);
+        let second = 30 + 2 + 2 + 16;
+        assert_eq!(&zip[second..second + 4], b"PK\x03\x04");
+        assert_eq!(flags(second), 0x0808);
+    }
+
+    #[test]
+    fn zip_totals_refuse_what_a_zip_cannot_hold() {
+        let mut t = ZipTotals::default();
+        t.add(&entry(b"a", EntryKind::File, 1 << 20));
+        assert_eq!(t.refusal(), None);
+        t.add(&entry(b"b", EntryKind::File, ZIP_MAX_BYTES));
+        assert!(t.refusal().unwrap().contains("4 GiB"));
+        let mut t = ZipTotals::default();
+        for _ in 0..=ZIP_MAX_ENTRIES {
+            t.add(&entry(b"e", EntryKind::Dir, 0));
+        }
+        assert!(t.refusal().unwrap().contains("entries"));
     }
 }

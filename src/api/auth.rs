@@ -146,7 +146,7 @@ impl Auth {
 
     /// Whether `ip` has used up its failed attempts (seconds until the
     /// oldest one counted expires).
-    fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+    pub(super) fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let mut map = self.failures();
         let q = map.get_mut(&ip)?;
         while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
@@ -162,7 +162,7 @@ impl Auth {
         })
     }
 
-    fn failed(&self, ip: IpAddr, now: Instant) {
+    pub(super) fn failed(&self, ip: IpAddr, now: Instant) {
         let mut map = self.failures();
         if map.len() >= MAX_ADDRESSES && !map.contains_key(&ip) {
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));

@@ -23,6 +23,7 @@ use super::SharedApi;
 use crate::config::api::Role;
 use crate::format::tree::{Node, NodeKind};
 use crate::ops::browse::Found;
+use crate::repo::SnapshotEntry;
 
 /// A `Range` header's one range, resolved against `size`: `Ok(None)` for
 /// the whole file (no header, or one this server does not serve as a
@@ -139,10 +140,30 @@ pub async fn file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.at_least(Role::Viewer, "downloading a file")?;
-    let raw = q.raw()?;
-    let shown = crate::format::tree::escape_bytes(&raw);
-    let s = find(&api, &id).await?;
-    let node = file_node(api.browser().find_raw(&s.snapshot, &raw).await?, &shown)?;
+    send_file(&api, &id, &q.raw()?, &headers).await
+}
+
+/// The regular file at `raw` in snapshot `id`, with the snapshot.
+pub(super) async fn file_at(
+    api: &SharedApi,
+    id: &str,
+    raw: &[u8],
+) -> ApiResult<(SnapshotEntry, Node)> {
+    let shown = crate::format::tree::escape_bytes(raw);
+    let s = find(api, id).await?;
+    let node = file_node(api.browser().find_raw(&s.snapshot, raw).await?, &shown)?;
+    Ok((s, node))
+}
+
+/// What `/file` answers (also for a download ticket).
+pub(super) async fn send_file(
+    api: &SharedApi,
+    id: &str,
+    raw: &[u8],
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let shown = crate::format::tree::escape_bytes(raw);
+    let (_, node) = file_at(api, id, raw).await?;
     let size = node.size;
     let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let part = match range(asked, size) {
@@ -195,66 +216,82 @@ pub async fn file(
 pub struct ArchiveQuery {
     /// The directory (default `/`), as for `/tree`.
     pub path: Option<String>,
+    /// The directory's path in hex, for a name that is not UTF-8 (as a
+    /// listing's `path_hex` gives it); instead of `path`.
+    pub path_hex: Option<String>,
     /// `tar` (default) or `zip`.
     pub format: Option<Format>,
 }
 
-/// Every entry under `dir` (a directory's subtree), depth first, with
-/// paths relative to the archive's root `prefix`. Devices, fifos and
-/// sockets are left out; trees are read, file contents are not.
-async fn collect(
-    api: &SharedApi,
-    subtree: Vec<crate::format::id::Id>,
-    prefix: String,
-) -> ApiResult<Vec<(Entry, Option<Node>)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![(subtree, prefix)];
-    while let Some((ids, dir)) = stack.pop() {
-        let tree = api.browser().tree(&ids).await?;
-        let mut nodes = tree.nodes.clone();
-        nodes.sort_by(|a, b| a.name.0.cmp(&b.name.0));
-        let mut subdirs = Vec::new();
-        for n in nodes {
-            let Ok(name) = std::str::from_utf8(&n.name.0) else {
-                continue;
-            };
-            let path = if dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{dir}/{name}")
-            };
-            let kind = match n.kind {
-                NodeKind::Dir => EntryKind::Dir,
-                NodeKind::File => EntryKind::File,
-                NodeKind::Symlink => EntryKind::Symlink(
-                    n.target
-                        .as_ref()
-                        .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-                        .unwrap_or_default(),
-                ),
-                _ => continue,
-            };
-            let entry = Entry {
-                path: path.clone(),
-                kind: kind.clone(),
-                mode: n.mode,
-                size: if kind == EntryKind::File { n.size } else { 0 },
-                mtime: n.mtime.div_euclid(1_000_000_000),
-                uid: n.uid,
-                gid: n.gid,
-            };
-            if kind == EntryKind::Dir {
-                out.push((entry, None));
-                subdirs.push((n.subtree.clone(), path));
-            } else if kind == EntryKind::File {
-                out.push((entry, Some(n)));
-            } else {
-                out.push((entry, None));
-            }
+/// The entries of a directory's subtree for an archive, depth first, one
+/// directory's listing at a time: what is held is the listing being sent
+/// and the directories still to visit, never the whole subtree, so an
+/// archive of millions of files is sent in bounded memory. Paths are
+/// relative to the archive's root and keep the snapshot's bytes. Devices,
+/// fifos and sockets are left out; trees are read, file contents are not.
+struct Walk {
+    listing: std::collections::VecDeque<(Entry, Option<Node>)>,
+    dirs: Vec<(Vec<crate::format::id::Id>, Vec<u8>)>,
+}
+
+impl Walk {
+    /// The walk of `subtree`, its entries under `prefix` (empty: at the
+    /// archive's root), after `first` (the directory's own entry).
+    fn new(subtree: Vec<crate::format::id::Id>, prefix: Vec<u8>, first: Option<Entry>) -> Walk {
+        Walk {
+            listing: first.map(|e| (e, None)).into_iter().collect(),
+            dirs: vec![(subtree, prefix)],
         }
-        stack.extend(subdirs.into_iter().rev());
     }
-    Ok(out)
+
+    /// The next entry (with its node when it is a file), None at the end.
+    async fn next(&mut self, api: &SharedApi) -> ApiResult<Option<(Entry, Option<Node>)>> {
+        loop {
+            if let Some(e) = self.listing.pop_front() {
+                return Ok(Some(e));
+            }
+            let Some((ids, dir)) = self.dirs.pop() else {
+                return Ok(None);
+            };
+            let tree = api.browser().tree(&ids).await?;
+            let mut nodes: Vec<&Node> = tree.nodes.iter().collect();
+            nodes.sort_by(|a, b| a.name.0.cmp(&b.name.0));
+            let mut subdirs = Vec::new();
+            for n in nodes {
+                let mut path = dir.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&n.name.0);
+                let kind = match n.kind {
+                    NodeKind::Dir => EntryKind::Dir,
+                    NodeKind::File => EntryKind::File,
+                    NodeKind::Symlink => EntryKind::Symlink(
+                        n.target.as_ref().map(|t| t.0.clone()).unwrap_or_default(),
+                    ),
+                    _ => continue,
+                };
+                let entry = Entry {
+                    path,
+                    size: if kind == EntryKind::File { n.size } else { 0 },
+                    kind,
+                    mode: n.mode,
+                    mtime: n.mtime.div_euclid(1_000_000_000),
+                    uid: n.uid,
+                    gid: n.gid,
+                };
+                match entry.kind {
+                    EntryKind::Dir => {
+                        subdirs.push((n.subtree.clone(), entry.path.clone()));
+                        self.listing.push_back((entry, None));
+                    }
+                    EntryKind::File => self.listing.push_back((entry, Some(n.clone()))),
+                    EntryKind::Symlink(_) => self.listing.push_back((entry, None)),
+                }
+            }
+            self.dirs.extend(subdirs.into_iter().rev());
+        }
+    }
 }
 
 /// A directory of a snapshot as one tar or zip archive, streamed.
@@ -270,21 +307,45 @@ pub async fn archive(
     Query(q): Query<ArchiveQuery>,
 ) -> ApiResult<Response> {
     caller.at_least(Role::Viewer, "downloading an archive")?;
-    let path = q.path.clone().unwrap_or_else(|| "/".into());
-    let parts = crate::ops::browse::components(&path)?;
-    let format = q.format.unwrap_or(Format::Tar);
-    let s = find(&api, &id).await?;
-    let found = api.browser().find(&s.snapshot, &path).await?;
-    let Some(subtree) = found.subtree().map(<[_]>::to_vec) else {
-        return Err(ApiError::bad_request(format!(
-            "{path}: not a directory: download it with /file"
-        )));
-    };
-    let root = parts.last().map(|s| s.to_string());
-    let mut entries = Vec::new();
-    if let (Some(root), Found::Entry(n)) = (&root, &found) {
-        entries.push((
-            Entry {
+    let raw = PathQuery {
+        path: q.path.clone(),
+        path_hex: q.path_hex.clone(),
+    }
+    .raw()?;
+    send_archive(&api, &id, &raw, q.format.unwrap_or(Format::Tar)).await
+}
+
+/// A directory of a snapshot, checked for an archive: it is one, and a
+/// zip of it can be made.
+pub(super) struct ArchiveSource {
+    pub snapshot: SnapshotEntry,
+    subtree: Vec<crate::format::id::Id>,
+    /// The directory's name, the archive's top directory (None: `/`).
+    root: Option<Vec<u8>>,
+    first: Option<Entry>,
+}
+
+impl ArchiveSource {
+    /// The directory at `raw` in snapshot `id`, to archive as `format`.
+    pub(super) async fn find(
+        api: &SharedApi,
+        id: &str,
+        raw: &[u8],
+        format: Format,
+    ) -> ApiResult<ArchiveSource> {
+        let shown = crate::format::tree::escape_bytes(raw);
+        let s = find(api, id).await?;
+        let found = api.browser().find_raw(&s.snapshot, raw).await?;
+        let Some(subtree) = found.subtree().map(<[_]>::to_vec) else {
+            return Err(ApiError::bad_request(format!(
+                "{shown}: not a directory: download it with /file"
+            )));
+        };
+        let root: Option<Vec<u8>> = crate::ops::browse::components_raw(raw)?
+            .last()
+            .map(|s| s.to_vec());
+        let first = match (&root, &found) {
+            (Some(root), Found::Entry(n)) => Some(Entry {
                 path: root.clone(),
                 kind: EntryKind::Dir,
                 mode: n.mode,
@@ -292,22 +353,64 @@ pub async fn archive(
                 mtime: n.mtime.div_euclid(1_000_000_000),
                 uid: n.uid,
                 gid: n.gid,
-            },
-            None,
-        ));
-    }
-    entries.extend(collect(&api, subtree, root.clone().unwrap_or_default()).await?);
-    if format == Format::Zip {
-        let plain: Vec<Entry> = entries.iter().map(|(e, _)| e.clone()).collect();
-        if let Some(why) = archive::zip_refusal(&plain) {
-            return Err(ApiError::bad_request(format!("{path}: {why}")));
+            }),
+            _ => None,
+        };
+        let source = ArchiveSource {
+            snapshot: s,
+            subtree,
+            root,
+            first,
+        };
+        if format == Format::Zip {
+            // Counted before the first byte: a zip cannot describe more,
+            // and a refusal must be an answer, not a cut download. Trees
+            // only; the browser's cache keeps the second walk cheap.
+            let mut totals = archive::ZipTotals::default();
+            let mut w = source.walk();
+            while let Some((e, _)) = w.next(api).await? {
+                totals.add(&e);
+                if let Some(why) = totals.refusal() {
+                    return Err(ApiError::bad_request(format!("{shown}: {why}")));
+                }
+            }
         }
+        Ok(source)
     }
+
+    fn walk(&self) -> Walk {
+        Walk::new(
+            self.subtree.clone(),
+            self.root.clone().unwrap_or_default(),
+            self.first.clone(),
+        )
+    }
+}
+
+/// What `/archive` answers (also for a download ticket).
+pub(super) async fn send_archive(
+    api: &SharedApi,
+    id: &str,
+    raw: &[u8],
+    format: Format,
+) -> ApiResult<Response> {
+    let source = ArchiveSource::find(api, id, raw, format).await?;
+    let mut entries = source.walk();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let writer_api = api.clone();
     tokio::spawn(async move {
         let mut w = archive::Writer::new(format);
-        for (entry, node) in entries {
+        loop {
+            let (entry, node) = match entries.next(&writer_api).await {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    // The client sees a cut archive, not a wrong one.
+                    tracing::warn!("archive: {}", e.message);
+                    let _ = tx.send(Err(std::io::Error::other(e.message))).await;
+                    return;
+                }
+            };
             let size = entry.size;
             if tx.send(Ok(w.begin(entry).into())).await.is_err() {
                 return;
@@ -347,8 +450,11 @@ pub async fn archive(
     });
     let name = format!(
         "{}-{}.{}",
-        root.as_deref().unwrap_or("snapshot"),
-        s.id.short(),
+        source
+            .root
+            .as_deref()
+            .map_or("snapshot".into(), String::from_utf8_lossy),
+        source.snapshot.id.short(),
         format.extension()
     );
     let mut r = Response::new(Body::from_stream(stream));

@@ -3,7 +3,8 @@
 //! directory archive), the status matrix, jobs and their history, and the
 //! operations a token's role allows (back up, restore, check, forget) as
 //! tasks that `GET /jobs/{id}` and `GET /events` follow. Every route but
-//! `/openapi.json` needs a bearer token (see [`auth`]); the OpenAPI
+//! `/openapi.json` and a one-time download URL ([`downloads`]) needs a
+//! bearer token (see [`auth`]); the OpenAPI
 //! document is generated from the handlers themselves (see [`openapi`]),
 //! so it lists exactly what is routed. The web dashboard ([`web`]) is
 //! served beside it, at `/`. `docs/api.md` describes it for users.
@@ -11,6 +12,7 @@
 pub mod archive;
 pub mod auth;
 mod body;
+mod downloads;
 mod error;
 mod files;
 pub mod openapi;
@@ -58,6 +60,8 @@ pub struct Api {
     browser: RwLock<Arc<Browser>>,
     pub auth: Auth,
     pub tasks: tasks::Tasks,
+    /// One-time download URLs handed out (see [`downloads`]).
+    downloads: downloads::Tickets,
     /// Cancelled when the server stops: running tasks stop at a safe point.
     pub cancel: CancellationToken,
     /// The tasks started by the API, waited for before the server exits so
@@ -86,6 +90,7 @@ impl Api {
             browser: RwLock::new(Arc::new(browser)),
             auth: Auth::new(tokens),
             tasks: tasks::Tasks::new(),
+            downloads: downloads::Tickets::default(),
             cancel,
             running: TaskTracker::new(),
         })

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{auth, files, ops, restore, snapshots, tasks, SharedApi};
+use super::{auth, downloads, files, ops, restore, snapshots, tasks, SharedApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,7 +40,8 @@ impl Modify for Bearer {
     }
 }
 
-/// Every authenticated route under `/api/v1`, with its description.
+/// Every route under `/api/v1`, with its description: all but the
+/// download by ticket need a bearer token.
 pub fn routes(api: SharedApi) -> OpenApiRouter {
     let v1 = OpenApiRouter::new()
         .routes(routes!(snapshots::list))
@@ -48,6 +49,7 @@ pub fn routes(api: SharedApi) -> OpenApiRouter {
         .routes(routes!(snapshots::tree))
         .routes(routes!(files::file))
         .routes(routes!(files::archive))
+        .routes(routes!(downloads::issue))
         .routes(routes!(ops::status))
         .routes(routes!(ops::jobs))
         .routes(routes!(ops::history))
@@ -62,6 +64,8 @@ pub fn routes(api: SharedApi) -> OpenApiRouter {
             api.clone(),
             auth::require,
         ))
+        // After the layer, so outside it: the ticket is the credential.
+        .routes(routes!(downloads::fetch))
         .with_state(api);
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -228,6 +229,12 @@ fn routes(env: &Env) -> Vec<(&'static str, String, Option<Value>, &'static str)>
             None,
             "viewer",
         ),
+        (
+            "POST",
+            "/api/v1/downloads".into(),
+            Some(json!({"snapshot": "latest", "path": file})),
+            "viewer",
+        ),
         ("GET", "/api/v1/status".into(), None, "viewer"),
         ("GET", "/api/v1/jobs".into(), None, "viewer"),
         ("GET", "/api/v1/history".into(), None, "viewer"),
@@ -341,7 +348,7 @@ fn every_route_answers_each_role_as_it_should_and_mutations_are_recorded_with_th
                     assert!(v["error"].as_str().unwrap().contains(least), "{v}");
                 } else {
                     assert!(
-                        code == 200 || code == 202,
+                        code == 200 || code == 201 || code == 202,
                         "{method} {path} as {token}: {code} {v}\n{}",
                         server.log()
                     );
@@ -595,6 +602,63 @@ fn files_ranges_and_archives() {
                 );
             }
         }
+        // Names that are not UTF-8 are in an archive with their bytes;
+        // the directory asked for by its path in hex.
+        let src_hex = hex_of(env.path("src").as_os_str().as_bytes());
+        for format in ["tar", "zip"] {
+            let url = server.url(&format!(
+                "/api/v1/snapshots/latest/archive?path_hex={src_hex}&format={format}"
+            ));
+            let (code, _, body) = get(&c, &url, Some(VIEWER), &[]).await;
+            assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+            let file = env.path(&format!("src.{format}"));
+            std::fs::write(&file, &body).unwrap();
+            let out_dir = env.path(&format!("src-{format}"));
+            std::fs::create_dir_all(&out_dir).unwrap();
+            let mut cmd = match format {
+                "tar" => std::process::Command::new("tar"),
+                _ => std::process::Command::new("unzip"),
+            };
+            let extract = match format {
+                "tar" => cmd.arg("-xf").arg(&file).arg("-C").arg(&out_dir),
+                _ => cmd.arg("-q").arg(&file).arg("-d").arg(&out_dir),
+            }
+            .output()
+            .unwrap();
+            assert!(extract.status.success(), "{format}: {extract:?}");
+            let got = out_dir.join("src");
+            let odd = b"src/non-utf8-\xff\xfe";
+            let stored = body.windows(odd.len()).filter(|w| w == odd).count();
+            if format == "tar" {
+                assert_eq!(stored, 1, "the ustar name field");
+                assert_eq!(
+                    std::fs::read(got.join(std::ffi::OsStr::from_bytes(&odd[4..]))).unwrap(),
+                    b"odd name"
+                );
+            } else {
+                // Local header and central directory. Debian's unzip 6.0
+                // drops bytes of such a name when it writes the file (it
+                // does so with Info-ZIP zip's own archives too), so only
+                // the content is compared.
+                assert_eq!(stored, 2, "zip names");
+                let found = std::fs::read_dir(&got)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .find(|n| n.as_bytes().starts_with(b"non-utf8-"))
+                    .expect("the file is extracted");
+                assert_eq!(std::fs::read(got.join(found)).unwrap(), b"odd name");
+            }
+            assert_eq!(
+                std::fs::read(got.join("big.bin")).unwrap(),
+                std::fs::read(env.path("src/big.bin")).unwrap(),
+                "{format}"
+            );
+            assert_eq!(
+                std::fs::read_link(got.join("dangling-link")).unwrap(),
+                std::path::Path::new("/nonexistent/target"),
+                "{format}"
+            );
+        }
         // A file is not an archive, a directory is not a file.
         let (code, _, _) = get(
             &c,
@@ -618,6 +682,113 @@ fn files_ranges_and_archives() {
         )
         .await;
         assert_eq!(code, 400);
+    });
+}
+
+#[test]
+fn a_download_ticket_works_once_without_a_token() {
+    let env = Env::new();
+    let config = setup(&env);
+    let server = Server::start(&env, &config, &[]);
+    let c = reqwest::Client::new();
+    let big = std::fs::read(env.path("src/big.bin")).unwrap();
+    rt().block_on(async {
+        let ask = |body: Value, token: Option<&'static str>| {
+            let (c, url) = (c.clone(), server.url("/api/v1/downloads"));
+            async move {
+                let mut r = c.post(url).json(&body);
+                if let Some(t) = token {
+                    r = r.bearer_auth(t);
+                }
+                let resp = r.send().await.unwrap();
+                let code = resp.status().as_u16();
+                (code, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let file = json!({"snapshot": "latest", "path": snap_path(&env, "big.bin")});
+        assert_eq!(ask(file.clone(), None).await.0, 401);
+
+        // A file: the URL works once, with no token.
+        let (code, t) = ask(file.clone(), Some(VIEWER)).await;
+        assert_eq!(code, 201, "{t}");
+        assert_eq!(t["expires_in_seconds"], 60);
+        let url = server.url(t["url"].as_str().unwrap());
+        let ticket = url.rsplit('/').next().unwrap().to_string();
+        let (code, h, body) = get(&c, &url, None, &[]).await;
+        assert_eq!(code, 200);
+        assert!(body == big, "the ticket's bytes differ from the file");
+        assert!(h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("big.bin"));
+        let (code, _, body) = get(&c, &url, None, &[]).await;
+        assert_eq!(
+            code,
+            404,
+            "a used ticket: {}",
+            String::from_utf8_lossy(&body)
+        );
+
+        // A range of it.
+        let (_, t) = ask(file.clone(), Some(VIEWER)).await;
+        let url = server.url(t["url"].as_str().unwrap());
+        let (code, _, body) = get(&c, &url, None, &[("range", "bytes=10-19")]).await;
+        assert_eq!(code, 206);
+        assert_eq!(body, big[10..20]);
+
+        // A directory as a tar.
+        let (code, t) = ask(
+            json!({"snapshot": "latest", "path": snap_path(&env, "docs"), "format": "tar"}),
+            Some(VIEWER),
+        )
+        .await;
+        assert_eq!(code, 201, "{t}");
+        let (code, h, body) = get(&c, &server.url(t["url"].as_str().unwrap()), None, &[]).await;
+        assert_eq!(code, 200);
+        assert_eq!(h["content-type"], "application/x-tar");
+        let tar = env.path("ticket.tar");
+        std::fs::write(&tar, &body).unwrap();
+        let out = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("docs/nested/deeper/small"));
+
+        // What the download would refuse is refused when the ticket is
+        // asked for, as JSON.
+        for (body, want) in [
+            (
+                json!({"snapshot": "latest", "path": snap_path(&env, "docs")}),
+                400,
+            ),
+            (
+                json!({"snapshot": "latest", "path": snap_path(&env, "big.bin"), "format": "zip"}),
+                400,
+            ),
+            (
+                json!({"snapshot": "latest", "path": snap_path(&env, "nope")}),
+                404,
+            ),
+            (json!({"snapshot": "latest", "path": "relative"}), 400),
+            (json!({"snapshot": "zz", "path": "/"}), 400),
+            (json!({"snapshot": "latest", "path": "/", "extra": 1}), 400),
+        ] {
+            let (code, v) = ask(body.clone(), Some(VIEWER)).await;
+            assert_eq!(code, want, "{body}: {v}");
+            assert!(v["error"].is_string(), "{body}: {v}");
+        }
+        // Not a ticket, not one made here.
+        for bad in ["0".repeat(64), "..".into(), "x".repeat(500)] {
+            let url = server.url(&format!("/api/v1/downloads/{bad}"));
+            assert_eq!(get(&c, &url, None, &[]).await.0, 404, "{bad}");
+        }
+        let log = server.log();
+        assert!(
+            !log.contains(&ticket),
+            "a ticket is in the server's log:\n{log}"
+        );
     });
 }
 
@@ -954,6 +1125,8 @@ fn the_openapi_document_names_every_route_and_every_route_in_it_is_served() {
             ("post", "/api/v1/forget"),
             ("get", "/api/v1/jobs/{id}"),
             ("get", "/api/v1/events"),
+            ("post", "/api/v1/downloads"),
+            ("get", "/api/v1/downloads/{ticket}"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -961,19 +1134,35 @@ fn the_openapi_document_names_every_route_and_every_route_in_it_is_served() {
             );
         }
         // Every operation of the document is routed: without a token it
-        // is refused (401), where an unknown route would be 404.
+        // is refused (401), where an unknown route would be 404; the
+        // download by ticket needs no token and says the ticket is unknown.
         let mut n = 50u8;
         for (path, ops) in paths {
             for method in ops.as_object().unwrap().keys() {
                 n += 1;
-                let url = server.url(&path.replace("{id}", "1").replace("{name}", "nightly"));
+                let url = server.url(
+                    &path
+                        .replace("{id}", "1")
+                        .replace("{name}", "nightly")
+                        .replace("{ticket}", "00"),
+                );
                 let c = client_from(n);
                 let r = match method.as_str() {
                     "get" => c.get(url),
                     "post" => c.post(url),
                     m => panic!("method {m}"),
                 };
-                assert_eq!(r.send().await.unwrap().status(), 401, "{method} {path}");
+                let resp = r.send().await.unwrap();
+                if path.contains("{ticket}") {
+                    assert_eq!(resp.status(), 404, "{method} {path}");
+                    let v: Value = resp.json().await.unwrap();
+                    assert!(
+                        v["error"].as_str().unwrap().contains("download ticket"),
+                        "{v}"
+                    );
+                } else {
+                    assert_eq!(resp.status(), 401, "{method} {path}");
+                }
             }
         }
         let (code, _, _) = get(&c, &server.url("/api/v1/nope"), Some(VIEWER), &[]).await;

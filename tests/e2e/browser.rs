@@ -575,6 +575,41 @@ fn in_a_browser_a_user_signs_in_sees_the_replicas_runs_a_job_and_downloads_a_fil
         let source = std::fs::read(env.path("src/docs/nested/random.bin")).unwrap();
         let got = std::fs::read(downloaded(&downloads, "random.bin", source.len())).unwrap();
         assert!(got == source, "the downloaded bytes differ from the source");
+        // The directory as a tar, saved by the browser from its one-time URL.
+        let button = format!("button[data-archive={}][data-format=tar]", css_str(&dir));
+        b.click(&button).await;
+        b.until(
+            "the archive's ticket",
+            &format!(
+                "const b = document.querySelector({}); return b && (b.dataset.done || b.dataset.error && 'error: ' + b.dataset.error)",
+                serde_json::to_string(&button).unwrap()
+            ),
+            15,
+        )
+        .await;
+        // Saved under the server's name, which carries the snapshot's id.
+        let started = Instant::now();
+        let tar = loop {
+            let done = std::fs::read_dir(&downloads)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    let n = p.file_name().unwrap().to_string_lossy();
+                    n.starts_with("nested-") && n.ends_with(".tar")
+                });
+            if let Some(p) = done {
+                break p;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the tar was not downloaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let out = std::process::Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains("nested/random.bin") && listing.contains("nested/deeper/small"), "{listing}");
 
         // A restore from the form, then an in-place dry run over it.
         b.click("nav a[href='#/restore']").await;
