@@ -47,6 +47,9 @@ impl Default for MountOptions {
     }
 }
 
+/// The FUSE device.
+pub const DEV_FUSE: &str = "/dev/fuse";
+
 /// Why a mount failed or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -55,6 +58,18 @@ pub enum MountError {
     #[error("cannot mount on {}: {source}", .path.display())]
     Mount {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An ordinary user cannot open the FUSE device: the mount would fail
+    /// with a bare "permission denied" on the mount point.
+    #[error(
+        "cannot open {DEV_FUSE} as an ordinary user ({source}): on this system only root can \
+         mount FUSE file systems. Make it usable by all (`chmod 0666 {DEV_FUSE}` as root; \
+         Debian's udev rules do so by default, a container or VM without udev may not), or \
+         run `cairn mount` as root"
+    )]
+    Device {
         #[source]
         source: std::io::Error,
     },
@@ -112,6 +127,17 @@ pub async fn mount(
     mountpoint: &Path,
     options: &MountOptions,
 ) -> Result<Mounted, MountError> {
+    if !crate::sys::is_root() {
+        // fuser opens the device itself and falls back to the setuid
+        // `fusermount3` only when the mount call is refused, not when the
+        // device cannot be opened.
+        use rustix::fs::{access, Access};
+        if let Err(e) = access(DEV_FUSE, Access::READ_OK | Access::WRITE_OK) {
+            if e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::PERM {
+                return Err(MountError::Device { source: e.into() });
+            }
+        }
+    }
     let served = Arc::new(fs::Served::default());
     let fs = fs::CairnFs::new(browser, tokio::runtime::Handle::current(), served.clone());
     let snapshots = fs.layout().await?.snapshots.len();

@@ -312,3 +312,145 @@ fn mount_reads_around_a_damaged_replica_and_shows_new_snapshots() {
     );
     assert!(!is_mounted(&mnt));
 }
+
+/// As most people mount: as an ordinary user, through the setuid
+/// `fusermount3`, without `allow_other`, and unmounted by that user with
+/// `fusermount3 -u`. When the tests run as root the mount runs as `nobody`
+/// (65534); as anyone else, the tests above are already this case. Where
+/// `/dev/fuse` is root's alone (mode 0600: a VM or container without
+/// udev, such as this project's CI), an ordinary user cannot mount at all,
+/// and what is checked is that cairn says so and why.
+#[test]
+fn an_ordinary_user_mounts_and_unmounts_their_repository() {
+    use std::os::unix::process::CommandExt;
+    if fuse_missing() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let env = Env::new();
+    // The test's own directory is root's alone; this one nobody can reach.
+    let top = tempfile::Builder::new()
+        .prefix("cairn-mount-user-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = top.path();
+    let chown = |p: &Path| {
+        let st = Command::new("chown")
+            .args(["-R", "65534:65534", "--"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown {}", p.display());
+    };
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let src = dir.join("src");
+    make_tree(&src, 1 << 20);
+    // The user's own files, backed up with their owner.
+    chown(&src);
+    let repo = dir.join("repo");
+    env.init(&[&repo]);
+    env.cairn(&[&repo])
+        .arg("backup")
+        .arg(&src)
+        .assert()
+        .success();
+    let (mnt, home) = (dir.join("mnt"), dir.join("home"));
+    fs::create_dir_all(&mnt).unwrap();
+    fs::create_dir_all(&home).unwrap();
+    chown(dir);
+    let as_user = |prog: &Path| {
+        let mut c = Command::new(prog);
+        c.uid(NOBODY)
+            .gid(NOBODY)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("CAIRN_PASSWORD", PASSWORD);
+        c
+    };
+    let stderr = dir.join("mount.stderr");
+    let mut child = as_user(&assert_cmd::cargo::cargo_bin("cairn"))
+        .arg("-r")
+        .arg(&repo)
+        .arg("mount")
+        .arg(&mnt)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || fs::read_to_string(&stderr).unwrap_or_default();
+    let open_to_all = {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o006 == 0o006
+    };
+    if !open_to_all {
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{}", log());
+        let err = log();
+        assert!(
+            err.contains("cannot open /dev/fuse as an ordinary user")
+                && err.contains("chmod 0666 /dev/fuse")
+                && err.contains("as root"),
+            "{err}"
+        );
+        assert!(!is_mounted(&mnt));
+        loud_skip(
+            "mount as an ordinary user: /dev/fuse is root's alone here (mode 0600), so only \
+             the refusal was checked, not a mount through fusermount3",
+        );
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !is_mounted(&mnt) {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("cairn mount as nobody exited with {st}: {}", log());
+        }
+        assert!(Instant::now() < deadline, "not mounted: {}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The user reads the snapshot as backed up (modes and owners apply).
+    let out = as_user(Path::new("diff"))
+        .args(["-r", "--no-dereference"])
+        .arg(in_snapshot(&mnt.join("latest"), &src))
+        .arg(&src)
+        .output()
+        .unwrap();
+    let ok = out.status.success() && out.stdout.is_empty();
+    if !ok {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(&mnt)
+            .status();
+        let _ = child.kill();
+    }
+    assert!(
+        ok,
+        "diff -r as nobody: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    let st = as_user(Path::new("fusermount3"))
+        .args(["-u", "--"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "fusermount3 -u as nobody");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cairn mount did not exit: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0), "{}", log());
+    assert!(!is_mounted(&mnt));
+}
