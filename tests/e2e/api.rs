@@ -429,6 +429,19 @@ fn every_route_answers_each_role_as_it_should_and_mutations_are_recorded_with_th
     assert!(log.contains("refused a request"), "{log}");
 }
 
+/// `tar` or `unzip` on an archive of `format`: `list` tests and lists it,
+/// `extract` extracts it into `out`.
+fn archive_tool(format: &str, what: &str, file: &Path, out: &Path) -> std::process::Output {
+    let mut c = std::process::Command::new(if format == "tar" { "tar" } else { "unzip" });
+    match (format, what) {
+        ("tar", "list") => c.arg("-tf").arg(file),
+        ("tar", _) => c.arg("-xf").arg(file).arg("-C").arg(out),
+        (_, "list") => c.arg("-t").arg(file),
+        _ => c.arg("-q").arg(file).arg("-d").arg(out),
+    };
+    c.output().unwrap()
+}
+
 #[test]
 fn files_ranges_and_archives() {
     let env = Env::new();
@@ -554,36 +567,8 @@ fn files_ranges_and_archives() {
             std::fs::write(&file, &body).unwrap();
             let out_dir = env.path(&format!("out-{format}"));
             std::fs::create_dir_all(&out_dir).unwrap();
-            let (list, extract) = match format {
-                "tar" => (
-                    std::process::Command::new("tar")
-                        .arg("-tf")
-                        .arg(&file)
-                        .output()
-                        .unwrap(),
-                    std::process::Command::new("tar")
-                        .arg("-xf")
-                        .arg(&file)
-                        .arg("-C")
-                        .arg(&out_dir)
-                        .output()
-                        .unwrap(),
-                ),
-                _ => (
-                    std::process::Command::new("unzip")
-                        .arg("-t")
-                        .arg(&file)
-                        .output()
-                        .unwrap(),
-                    std::process::Command::new("unzip")
-                        .arg("-q")
-                        .arg(&file)
-                        .arg("-d")
-                        .arg(&out_dir)
-                        .output()
-                        .unwrap(),
-                ),
-            };
+            let list = archive_tool(format, "list", &file, &out_dir);
+            let extract = archive_tool(format, "extract", &file, &out_dir);
             assert!(list.status.success(), "{format}: {list:?}");
             assert!(extract.status.success(), "{format}: {extract:?}");
             let listing = String::from_utf8_lossy(&list.stdout);
@@ -615,16 +600,7 @@ fn files_ranges_and_archives() {
             std::fs::write(&file, &body).unwrap();
             let out_dir = env.path(&format!("src-{format}"));
             std::fs::create_dir_all(&out_dir).unwrap();
-            let mut cmd = match format {
-                "tar" => std::process::Command::new("tar"),
-                _ => std::process::Command::new("unzip"),
-            };
-            let extract = match format {
-                "tar" => cmd.arg("-xf").arg(&file).arg("-C").arg(&out_dir),
-                _ => cmd.arg("-q").arg(&file).arg("-d").arg(&out_dir),
-            }
-            .output()
-            .unwrap();
+            let extract = archive_tool(format, "extract", &file, &out_dir);
             assert!(extract.status.success(), "{format}: {extract:?}");
             let got = out_dir.join("src");
             let odd = b"src/non-utf8-\xff\xfe";
@@ -748,11 +724,7 @@ fn a_download_ticket_works_once_without_a_token() {
         assert_eq!(h["content-type"], "application/x-tar");
         let tar = env.path("ticket.tar");
         std::fs::write(&tar, &body).unwrap();
-        let out = std::process::Command::new("tar")
-            .arg("-tf")
-            .arg(&tar)
-            .output()
-            .unwrap();
+        let out = archive_tool("tar", "list", &tar, &tar);
         assert!(out.status.success(), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("docs/nested/deeper/small"));
 

@@ -394,6 +394,21 @@ impl Session {
     }
 
     /// Wait until `js` (a function body) returns something truthy; that.
+    /// Click a download button and wait until it says it is done (or
+    /// why not): its `data-done` or `data-error`.
+    async fn download(&self, button: &str, what: &str) -> Value {
+        self.click(button).await;
+        self.until(
+            what,
+            &format!(
+                "const b = document.querySelector({}); return b && (b.dataset.done || b.dataset.error && 'error: ' + b.dataset.error)",
+                serde_json::to_string(button).unwrap()
+            ),
+            15,
+        )
+        .await
+    }
+
     async fn until(&self, what: &str, js: &str, secs: u64) -> Value {
         let started = Instant::now();
         loop {
@@ -562,31 +577,13 @@ fn in_a_browser_a_user_signs_in_sees_the_replicas_runs_a_job_and_downloads_a_fil
         }
         let file = format!("{dir}/random.bin");
         let button = format!("button[data-download={}]", css_str(&file));
-        b.click(&button).await;
-        b.until(
-            "the download",
-            &format!(
-                "const b = document.querySelector({}); return b && (b.dataset.done || b.dataset.error && 'error: ' + b.dataset.error)",
-                serde_json::to_string(&button).unwrap()
-            ),
-            15,
-        )
-        .await;
+        assert_eq!(b.download(&button, "the download").await, "1");
         let source = std::fs::read(env.path("src/docs/nested/random.bin")).unwrap();
         let got = std::fs::read(downloaded(&downloads, "random.bin", source.len())).unwrap();
         assert!(got == source, "the downloaded bytes differ from the source");
         // The directory as a tar, saved by the browser from its one-time URL.
         let button = format!("button[data-archive={}][data-format=tar]", css_str(&dir));
-        b.click(&button).await;
-        b.until(
-            "the archive's ticket",
-            &format!(
-                "const b = document.querySelector({}); return b && (b.dataset.done || b.dataset.error && 'error: ' + b.dataset.error)",
-                serde_json::to_string(&button).unwrap()
-            ),
-            15,
-        )
-        .await;
+        assert_eq!(b.download(&button, "the archive's ticket").await, "1");
         // Saved under the server's name, which carries the snapshot's id.
         let started = Instant::now();
         let tar = loop {
