@@ -27,6 +27,8 @@ pub async fn run(
         subpath: sub,
         delete: a.delete,
         dry_run: a.dry_run,
+        // Text output lists the entries of a dry run only.
+        list_changes: g.json || a.dry_run,
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         allow_devices: a.allow_devices,
         keep_setuid: a.keep_setuid,

@@ -100,6 +100,15 @@ fn in_place_restore_rewrites_only_what_differs_and_deletes_only_when_asked() {
     // a.txt, and sub (its mtime changed when big.bin went).
     assert_eq!(report["counts"]["update"], 2, "{report}");
     assert_eq!(report["counts"]["keep"], 1, "{report}");
+    // With --json every entry is listed, each counted once.
+    let listed = report["changes"].as_array().unwrap().len() as u64;
+    let counted: u64 = report["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(listed, counted, "{report}");
     assert!(report["safety_snapshot"].is_string());
     assert_eq!(
         snapshot_count(&repo),

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::super::fs::Root;
 use super::super::Plan;
+use super::ChangeCounts;
 use crate::format::chunker::Chunker;
 use crate::format::id::Id;
 use crate::format::keys::Keyring;
@@ -98,6 +99,49 @@ impl Diff {
                 change,
             })
             .collect()
+    }
+
+    /// How many entries each change is, without listing them.
+    pub fn counts(&self, delete: bool) -> ChangeCounts {
+        let mut c = ChangeCounts::default();
+        let statuses = self.dirs.iter().chain(&self.files).chain(&self.others);
+        let extras = std::iter::repeat_n(
+            if delete {
+                ChangeKind::Delete
+            } else {
+                ChangeKind::Keep
+            },
+            self.extras.len(),
+        );
+        for change in statuses.map(|s| s.change).chain(extras) {
+            *match change {
+                ChangeKind::Create => &mut c.create,
+                ChangeKind::Update => &mut c.update,
+                ChangeKind::Delete => &mut c.delete,
+                ChangeKind::Keep => &mut c.keep,
+                ChangeKind::Unchanged => &mut c.unchanged,
+            } += 1;
+        }
+        c
+    }
+
+    /// The first entry in path order that is not as the snapshot has it
+    /// (an extra only when it was to be deleted), shown escaped; found
+    /// without listing every entry.
+    pub fn first_difference(&self, plan: &Plan, delete: bool) -> Option<String> {
+        let differs = |s: &Status| s.change != ChangeKind::Unchanged;
+        let dirs = plan.dirs.iter().zip(&self.dirs);
+        let dirs = dirs.filter(|(_, s)| differs(s)).map(|((p, _), _)| p);
+        let files = plan.files.iter().zip(&self.files);
+        let files = files.filter(|(_, s)| differs(s)).map(|(f, _)| &f.path);
+        let others = plan.others.iter().zip(&self.others);
+        let others = others.filter(|(_, s)| differs(s)).map(|((p, _), _)| p);
+        let extras = self.extras.iter().filter(|_| delete).map(|(p, _)| p);
+        dirs.chain(files)
+            .chain(others)
+            .chain(extras)
+            .min()
+            .map(|p| escape_bytes(p.as_os_str().as_bytes()))
     }
 
     /// Whether the directory is as the snapshot has it (extras count only
@@ -276,5 +320,104 @@ impl Compare<'_> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::FileItem;
+    use super::*;
+
+    fn status(change: ChangeKind) -> Status {
+        Status {
+            change,
+            dir_in_the_way: false,
+        }
+    }
+
+    fn node(kind: NodeKind) -> Node {
+        super::super::super::forge::node(b"n", kind)
+    }
+
+    /// A plan of two directories, three files and a symlink, and how the
+    /// directory compared with it; plus two entries only the directory has.
+    fn fixture() -> (Plan, Diff) {
+        let plan = Plan {
+            dirs: vec![
+                ("d".into(), node(NodeKind::Dir)),
+                ("d/e".into(), node(NodeKind::Dir)),
+            ],
+            files: ["d/z", "d/b", "a"]
+                .into_iter()
+                .map(|p| FileItem {
+                    path: p.into(),
+                    node: node(NodeKind::File),
+                    stage: None,
+                })
+                .collect(),
+            others: vec![("d/l".into(), node(NodeKind::Symlink))],
+            errors: Vec::new(),
+            findings: Vec::new(),
+            whole_dir: true,
+        };
+        let diff = Diff {
+            dirs: vec![status(ChangeKind::Unchanged), status(ChangeKind::Create)],
+            files: vec![
+                status(ChangeKind::Update),
+                status(ChangeKind::Update),
+                status(ChangeKind::Unchanged),
+            ],
+            others: vec![status(ChangeKind::Unchanged)],
+            extras: vec![("0-extra".into(), "file"), ("d/x".into(), "dir")],
+        };
+        (plan, diff)
+    }
+
+    #[test]
+    fn counts_without_a_list_match_the_list() {
+        let (plan, diff) = fixture();
+        for delete in [false, true] {
+            let c = diff.counts(delete);
+            let listed = diff.changes(&plan, delete);
+            let n = |k: ChangeKind| listed.iter().filter(|c| c.change == k).count() as u64;
+            assert_eq!(c.create, n(ChangeKind::Create));
+            assert_eq!(c.update, n(ChangeKind::Update));
+            assert_eq!(c.delete, n(ChangeKind::Delete));
+            assert_eq!(c.keep, n(ChangeKind::Keep));
+            assert_eq!(c.unchanged, n(ChangeKind::Unchanged));
+            assert_eq!((c.create, c.update, c.unchanged), (1, 2, 3));
+            assert_eq!((c.delete, c.keep), if delete { (2, 0) } else { (0, 2) });
+        }
+    }
+
+    #[test]
+    fn the_first_difference_is_the_first_in_path_order_a_list_would_give() {
+        let (plan, diff) = fixture();
+        let first = |delete| {
+            diff.changes(&plan, delete)
+                .into_iter()
+                .find(|c| {
+                    matches!(
+                        c.change,
+                        ChangeKind::Create | ChangeKind::Update | ChangeKind::Delete
+                    )
+                })
+                .map(|c| c.path)
+        };
+        // Kept extras are no difference; deleted ones are.
+        assert_eq!(diff.first_difference(&plan, false).as_deref(), Some("d/b"));
+        assert_eq!(diff.first_difference(&plan, false), first(false));
+        assert_eq!(
+            diff.first_difference(&plan, true).as_deref(),
+            Some("0-extra")
+        );
+        assert_eq!(diff.first_difference(&plan, true), first(true));
+        let clean = Diff {
+            dirs: vec![status(ChangeKind::Unchanged); 2],
+            files: vec![status(ChangeKind::Unchanged); 3],
+            others: vec![status(ChangeKind::Unchanged)],
+            extras: Vec::new(),
+        };
+        assert_eq!(clean.first_difference(&plan, true), None);
     }
 }

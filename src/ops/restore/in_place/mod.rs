@@ -42,6 +42,10 @@ pub struct InPlaceOptions {
     pub delete: bool,
     /// Only compare and report; no safety snapshot, no change.
     pub dry_run: bool,
+    /// List every entry in the report's `changes` (its `counts` are always
+    /// there). Off, the report holds no entry by entry list: about a third
+    /// of the memory of a large restore.
+    pub list_changes: bool,
     pub workers: usize,
     pub allow_devices: bool,
     pub keep_setuid: bool,
@@ -54,6 +58,7 @@ impl InPlaceOptions {
             subpath: None,
             delete: false,
             dry_run: false,
+            list_changes: true,
             workers: 2,
             allow_devices: false,
             keep_setuid: false,
@@ -98,7 +103,8 @@ pub struct InPlaceReport {
     pub safety_snapshot: Option<Id>,
     /// Counts of `changes`.
     pub counts: ChangeCounts,
-    /// Every entry compared, in path order (planned, or done).
+    /// Every entry compared, in path order (planned, or done); empty when
+    /// the options' `list_changes` is off.
     pub changes: Vec<Change>,
     /// Bytes of file content written by the restore.
     pub bytes_written: u64,
@@ -200,7 +206,7 @@ pub async fn restore_in_place(
         let index = repo.load_index().await?;
         let mut plan = make_plan(repo, &index, &snap, &ropts, &root, None).await?;
         let diff = tokio::task::block_in_place(|| compare_with(repo, &root, &ropts, &plan));
-        report.set_changes(&plan, &diff, opts.delete);
+        report.set_changes(&plan, &diff, opts);
         report.errors = std::mem::take(&mut plan.errors);
         report.findings = std::mem::take(&mut plan.findings);
         return Ok(report);
@@ -220,7 +226,7 @@ pub async fn restore_in_place(
         let mut plan = make_plan(repo, &index, &snap, &ropts, &root, None).await?;
         phase(Phase::Restoring { safety });
         let diff = tokio::task::block_in_place(|| compare_with(repo, &root, &ropts, &plan));
-        report.set_changes(&plan, &diff, opts.delete);
+        report.set_changes(&plan, &diff, opts);
         report.errors = std::mem::take(&mut plan.errors);
         report.findings = std::mem::take(&mut plan.findings);
 
@@ -257,15 +263,9 @@ pub async fn restore_in_place(
         } else {
             phase(Phase::Verifying);
             let after = tokio::task::block_in_place(|| compare_with(repo, &root, &ropts, &plan));
-            let bad = after.changes(&plan, opts.delete);
-            bad.iter()
-                .find(|c| {
-                    matches!(
-                        c.change,
-                        ChangeKind::Create | ChangeKind::Update | ChangeKind::Delete
-                    )
-                })
-                .map(|c| format!("verification failed: {} differs from the snapshot", c.path))
+            after
+                .first_difference(&plan, opts.delete)
+                .map(|p| format!("verification failed: {p} differs from the snapshot"))
         };
         let Some(reason) = failure else {
             report.outcome = InPlaceOutcome::Restored;
@@ -289,19 +289,11 @@ pub async fn restore_in_place(
 }
 
 impl InPlaceReport {
-    fn set_changes(&mut self, plan: &Plan, diff: &compare::Diff, delete: bool) {
-        self.changes = diff.changes(plan, delete);
-        let mut c = ChangeCounts::default();
-        for ch in &self.changes {
-            *match ch.change {
-                ChangeKind::Create => &mut c.create,
-                ChangeKind::Update => &mut c.update,
-                ChangeKind::Delete => &mut c.delete,
-                ChangeKind::Keep => &mut c.keep,
-                ChangeKind::Unchanged => &mut c.unchanged,
-            } += 1;
+    fn set_changes(&mut self, plan: &Plan, diff: &compare::Diff, opts: &InPlaceOptions) {
+        self.counts = diff.counts(opts.delete);
+        if opts.list_changes {
+            self.changes = diff.changes(plan, opts.delete);
         }
-        self.counts = c;
     }
 }
 
