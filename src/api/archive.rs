@@ -78,18 +78,16 @@ impl ZipTotals {
         self.bytes += e.size + 100 + 2 * e.path.len() as u64;
     }
 
-    /// Why the entries counted cannot be put in a zip.
+    /// Why the entries counted cannot be put in a zip. Counting stops at
+    /// the first limit passed, so the message names the limit, not a
+    /// total.
     pub fn refusal(&self) -> Option<String> {
         if self.entries > ZIP_MAX_ENTRIES {
             Some(format!(
-                "{} entries are more than a zip holds ({ZIP_MAX_ENTRIES}): use format=tar",
-                self.entries
+                "more than {ZIP_MAX_ENTRIES} entries, more than a zip holds: use format=tar"
             ))
         } else if self.bytes > ZIP_MAX_BYTES {
-            Some(format!(
-                "{} bytes are more than a zip holds (4 GiB): use format=tar",
-                self.bytes
-            ))
+            Some("more than 4 GiB, more than a zip holds: use format=tar".into())
         } else {
             None
         }
