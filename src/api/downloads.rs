@@ -12,7 +12,8 @@
 //! resolved when the ticket is made). Everything the download route would
 //! refuse (a path that is not there, a directory asked as a file, a zip
 //! too large) is refused when the ticket is asked for, as a JSON error
-//! the page can show. A ticket does not appear in the server's log; like
+//! the page can show. A HEAD is refused without using the ticket up. A
+//! ticket does not appear in the server's log; like
 //! any URL it may appear in a proxy's, where it is of no use once used
 //! or a minute old.
 
@@ -22,8 +23,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -169,20 +170,35 @@ pub async fn issue(
 }
 
 /// Download with a ticket from `POST /downloads`: once, no token. A
-/// `Range` header is honoured for a file.
+/// `Range` header is honoured for a file; a HEAD is refused (405) and
+/// leaves the ticket as it was.
 #[utoipa::path(get, path = "/downloads/{ticket}", tag = "snapshots",
     params(("ticket" = String, Path, description = "from `POST /downloads`")),
     responses((status = 200, description = "the file or the archive", content_type = "application/octet-stream"),
               (status = 206, description = "a range of the file"),
               (status = 404, description = "no such ticket: unknown, used or expired"),
+              (status = 405, description = "a HEAD: refused, the ticket kept"),
               (status = 429, description = "too many failed attempts from this address")),
     security(()))]
 pub async fn fetch(
     State(api): State<SharedApi>,
     ConnectInfo(addr): ConnectInfo<ClientAddr>,
+    method: Method,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    // A HEAD (a download manager's probe, a link preview) would use the
+    // ticket up without a byte sent: refused, the ticket kept.
+    if method == Method::HEAD {
+        let mut r = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a download ticket is for one GET",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return Ok(r);
+    }
     let ip: IpAddr = addr.0.ip();
     let now = Instant::now();
     // Guessing is counted as a wrong token is: 32 random bytes cannot be

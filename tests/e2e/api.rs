@@ -690,6 +690,10 @@ fn a_download_ticket_works_once_without_a_token() {
         assert_eq!(t["expires_in_seconds"], 60);
         let url = server.url(t["url"].as_str().unwrap());
         let ticket = url.rsplit('/').next().unwrap().to_string();
+        // A probe does not use it up.
+        let head = c.head(&url).send().await.unwrap();
+        assert_eq!(head.status(), 405);
+        assert_eq!(head.headers()["allow"], "GET");
         let (code, h, body) = get(&c, &url, None, &[]).await;
         assert_eq!(code, 200);
         assert!(body == big, "the ticket's bytes differ from the file");
