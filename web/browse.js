@@ -6,9 +6,13 @@
 import { download, get } from "./api.js";
 import { bytes, h, short, table, when } from "./dom.js";
 
-function link(id, path, ...text) {
-  const q = new URLSearchParams({ path });
-  return h("a", { href: `#/browse/${encodeURIComponent(id)}?${q}`, "data-path": path }, ...text);
+// A path is named to the API as `{ path }`, or as `{ path_hex }` (its
+// bytes in hex) when it is not UTF-8; `where` below is one of the two.
+const key = (where) => where.path ?? where.path_hex;
+
+function link(id, where, ...text) {
+  const q = new URLSearchParams(where);
+  return h("a", { href: `#/browse/${encodeURIComponent(id)}?${q}`, "data-path": key(where) }, ...text);
 }
 
 function basename(path) {
@@ -58,7 +62,7 @@ async function list(view) {
           { id: "snapshots" },
           ["Time", "Id", "Host", "Paths", "Tags", "Replicas"],
           snaps.map((s) => [
-            h("td", {}, link(s.id, "/", when(s.time))),
+            h("td", {}, link(s.id, { path: "/" }, when(s.time))),
             h("td", {}, h("code", { "data-snapshot": s.id }, s.short_id ?? short(s.id))),
             s.host,
             s.paths.join(", "),
@@ -69,26 +73,39 @@ async function list(view) {
   );
 }
 
-function crumbs(id, path) {
-  const out = [link(id, "/", "/")];
-  let at = "";
-  for (const part of path.split("/").filter((p) => p !== "")) {
-    at += `/${part}`;
-    out.push(" ", link(id, at, part), " /");
+/**
+ * Links to `/` and to each directory above the one shown. `shown` is the
+ * listing's `path` (invalid bytes escaped), whose components line up with
+ * those of a `path_hex`: a name holds no `/`.
+ */
+function crumbs(id, where, shown) {
+  const out = [link(id, { path: "/" }, "/")];
+  const texts = shown.split("/").filter((p) => p !== "");
+  const prefixes = [];
+  if (where.path !== undefined) {
+    let at = "";
+    for (const part of texts) prefixes.push({ path: (at += `/${part}`) });
+  } else {
+    let at = "";
+    for (const byte of where.path_hex.match(/../g) ?? []) {
+      if (byte.toLowerCase() === "2f" && at !== "") prefixes.push({ path_hex: at });
+      at += byte;
+    }
+    if (at !== "" && at.toLowerCase() !== "2f") prefixes.push({ path_hex: at });
   }
+  texts.forEach((part, i) => out.push(" ", prefixes[i] ? link(id, prefixes[i], part) : part, " /"));
   return h("p", { class: "crumbs" }, h("a", { href: "#/browse" }, "Snapshots"), ` › ${short(id)} › `, out);
 }
 
-async function tree(view, id, path) {
-  const t = await get(`/snapshots/${encodeURIComponent(id)}/tree`, { path });
+async function tree(view, id, here) {
+  const t = await get(`/snapshots/${encodeURIComponent(id)}/tree`, here);
   const rows = t.entries.map((e) => {
     let name = e.name;
     let actions = null;
-    // A name that is not UTF-8 has no `path`, only `path_hex`: it is
-    // downloaded by that, but not browsed into.
+    // A name that is not UTF-8 has no `path`, only `path_hex`.
     const where = e.path == null ? { path_hex: e.path_hex } : { path: e.path };
     if (e.type === "dir") {
-      if (e.path != null) name = link(id, e.path, e.name, "/");
+      name = link(id, where, e.name, "/");
       actions = archiveButtons(id, where, e.name);
     } else if (e.type === "file") {
       actions = downloader("download", { "data-download": e.path ?? e.path_hex }, () => download({ snapshot: id, ...where }, e.name));
@@ -103,13 +120,14 @@ async function tree(view, id, path) {
   });
   view.replaceChildren(
     h("h1", {}, "Snapshot ", h("code", {}, short(t.snapshot ?? id))),
-    crumbs(id, path),
-    h("p", {}, "This directory as ", archiveButtons(id, { path }, basename(path))),
-    table({ id: "tree", "data-path": path }, ["Name", "Type", "Size", "Modified", ""], rows),
+    crumbs(id, here, t.path),
+    h("p", {}, "This directory as ", archiveButtons(id, here, basename(t.path))),
+    table({ id: "tree", "data-path": key(here) }, ["Name", "Type", "Size", "Modified", ""], rows),
   );
 }
 
 export async function render(view, args, params) {
   if (args.length === 0) return list(view);
-  return tree(view, args[0], params.get("path") || "/");
+  const hex = params.get("path_hex");
+  return tree(view, args[0], hex ? { path_hex: hex } : { path: params.get("path") || "/" });
 }

@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -485,6 +486,12 @@ fn in_a_browser_a_user_signs_in_sees_the_replicas_runs_a_job_and_downloads_a_fil
     let started = Instant::now();
     let env = Env::new();
     let config = setup(&env);
+    // A directory whose name is not UTF-8, in the snapshot the job makes.
+    let odd = env
+        .path("src")
+        .join(std::ffi::OsStr::from_bytes(b"odd-\xff"));
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::write(odd.join("inner.txt"), "inside a directory named in bytes\n").unwrap();
     let server = Server::start(&env, &config, &[]);
     let (profile, downloads) = (env.path("chromium-profile"), env.path("downloads"));
     std::fs::create_dir_all(&profile).unwrap();
@@ -607,6 +614,32 @@ fn in_a_browser_a_user_signs_in_sees_the_replicas_runs_a_job_and_downloads_a_fil
         assert!(out.status.success(), "{out:?}");
         let listing = String::from_utf8_lossy(&out.stdout);
         assert!(listing.contains("nested/random.bin") && listing.contains("nested/deeper/small"), "{listing}");
+
+        // Into the directory whose name is not UTF-8, by its bytes, up
+        // through the crumbs; a file in it downloaded.
+        let hex = |p: &Path| {
+            p.as_os_str()
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let src = env.path("src").display().to_string();
+        b.click(&format!("p.crumbs a[data-path={}]", css_str(&src)))
+            .await;
+        b.find(&format!("#tree[data-path={}]", css_str(&src)), 15)
+            .await;
+        b.click(&format!("#tree a[data-path={}]", css_str(&hex(&odd))))
+            .await;
+        b.find(&format!("#tree[data-path={}]", css_str(&hex(&odd))), 15)
+            .await;
+        assert!(b.text("p.crumbs").await.contains("odd-"));
+        let inner = odd.join("inner.txt");
+        let button = format!("button[data-download={}]", css_str(&hex(&inner)));
+        assert_eq!(b.download(&button, "the file in it").await, "1");
+        let want = std::fs::read(&inner).unwrap();
+        let got = std::fs::read(downloaded(&downloads, "inner.txt", want.len())).unwrap();
+        assert_eq!(got, want);
 
         // A restore from the form, then an in-place dry run over it.
         b.click("nav a[href='#/restore']").await;
