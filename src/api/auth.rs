@@ -146,7 +146,7 @@ impl Auth {
 
     /// Whether `ip` has used up its failed attempts (seconds until the
     /// oldest one counted expires).
-    pub(super) fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+    fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let mut map = self.failures();
         let q = map.get_mut(&ip)?;
         while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
@@ -160,6 +160,22 @@ impl Auth {
             let oldest = *q.front().expect("not empty");
             (WINDOW - now.duration_since(oldest)).as_secs().max(1)
         })
+    }
+
+    /// The 429 (with `Retry-After`) for an address that has used up its
+    /// failed attempts; None lets it try.
+    pub(super) fn refuse_if_blocked(&self, ip: IpAddr, now: Instant) -> Option<Response> {
+        let wait = self.blocked(ip, now)?;
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed attempts from {ip}: try again in {wait} s"),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            wait.to_string().parse().expect("digits"),
+        );
+        Some(r)
     }
 
     pub(super) fn failed(&self, ip: IpAddr, now: Instant) {
@@ -231,17 +247,8 @@ pub async fn require(State(api): State<SharedApi>, mut req: Request, next: Next)
         .map(|c| c.0 .0.ip())
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     let now = Instant::now();
-    if let Some(wait) = api.auth.blocked(ip, now) {
-        let mut r = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed attempts from {ip}: try again in {wait} s"),
-        )
-        .into_response();
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            wait.to_string().parse().expect("digits"),
-        );
-        return r;
+    if let Some(refused) = api.auth.refuse_if_blocked(ip, now) {
+        return refused;
     }
     let presented = req
         .headers()

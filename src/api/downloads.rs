@@ -203,11 +203,8 @@ pub async fn fetch(
     let now = Instant::now();
     // Guessing is counted as a wrong token is: 32 random bytes cannot be
     // found, but nobody gets to try for long.
-    if let Some(wait) = api.auth.blocked(ip, now) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many failed attempts from {ip}: try again in {wait} s"),
-        ));
+    if let Some(refused) = api.auth.refuse_if_blocked(ip, now) {
+        return Ok(refused);
     }
     let Some(t) = api.downloads.take(&name, now) else {
         api.auth.failed(ip, now);

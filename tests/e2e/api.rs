@@ -760,6 +760,30 @@ fn a_download_ticket_works_once_without_a_token() {
             let url = server.url(&format!("/api/v1/downloads/{bad}"));
             assert_eq!(get(&c, &url, None, &[]).await.0, 404, "{bad}");
         }
+        // Guessing is limited per address as wrong tokens are: after ten
+        // misses a minute, 429 with Retry-After, even for a good ticket.
+        let (_, t) = ask(file.clone(), Some(VIEWER)).await;
+        let good = server.url(t["url"].as_str().unwrap());
+        let guesser = client_from(91);
+        let bad = server.url(&format!("/api/v1/downloads/{}", "1".repeat(64)));
+        let mut codes = Vec::new();
+        for _ in 0..11 {
+            codes.push(guesser.get(&bad).send().await.unwrap().status().as_u16());
+        }
+        assert_eq!(codes[..10], [404; 10]);
+        assert_eq!(codes[10], 429);
+        let r = guesser.get(&good).send().await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(
+            r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
+        // Another address still gets its download with that ticket.
+        assert_eq!(get(&c, &good, None, &[]).await.0, 200);
         let log = server.log();
         assert!(
             !log.contains(&ticket),
