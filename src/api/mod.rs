@@ -3,7 +3,7 @@
 //! directory archive), the status matrix, jobs and their history, and the
 //! operations a token's role allows (back up, restore, check, forget) as
 //! tasks that `GET /jobs/{id}` and `GET /events` follow. Every route but
-//! `/openapi.json` and a one-time download URL ([`downloads`]) needs a
+//! `/openapi.json` and a one-time download URL (module `downloads`) needs a
 //! bearer token (see [`auth`]); the OpenAPI
 //! document is generated from the handlers themselves (see [`openapi`]),
 //! so it lists exactly what is routed. The web dashboard ([`web`]) is
@@ -60,7 +60,7 @@ pub struct Api {
     browser: RwLock<Arc<Browser>>,
     pub auth: Auth,
     pub tasks: tasks::Tasks,
-    /// One-time download URLs handed out (see [`downloads`]).
+    /// One-time download URLs handed out (see the `downloads` module).
     downloads: downloads::Tickets,
     /// Cancelled when the server stops: running tasks stop at a safe point.
     pub cancel: CancellationToken,

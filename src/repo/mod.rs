@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::format::chunker::Chunker;
 use crate::format::config::Config;
 use crate::format::keys::Keyring;
+use crate::format::snapshot::SAFETY_TAG;
 
 pub use docs::{open_doc, seal_doc, IndexFile, SnapshotEntry};
 pub use fetch::{FetchFailure, ReadStats};
@@ -311,5 +312,3 @@ impl Repository {
         }
     }
 }
-
-pub use crate::format::snapshot::SAFETY_TAG;

@@ -29,7 +29,7 @@ use apply::{Apply, Order};
 use compare::Compare;
 pub use compare::{Change, ChangeKind};
 
-pub use crate::repo::SAFETY_TAG;
+use crate::format::snapshot::SAFETY_TAG;
 
 #[derive(Clone, Debug)]
 pub struct InPlaceOptions {
