@@ -70,12 +70,15 @@ pub const ZIP_MAX_ENTRIES: usize = 0xFFFE;
 pub struct ZipTotals {
     entries: usize,
     bytes: u64,
+    /// The longest name, with a directory's `/`.
+    longest: usize,
 }
 
 impl ZipTotals {
     pub fn add(&mut self, e: &Entry) {
         self.entries += 1;
         self.bytes += e.size + 100 + 2 * e.path.len() as u64;
+        self.longest = self.longest.max(e.path.len() + 1);
     }
 
     /// Why the entries counted cannot be put in a zip. Counting stops at
@@ -88,6 +91,12 @@ impl ZipTotals {
             ))
         } else if self.bytes > ZIP_MAX_BYTES {
             Some("more than 4 GiB, more than a zip holds: use format=tar".into())
+        } else if self.longest > usize::from(u16::MAX) {
+            // A zip header gives a name's length in 16 bits.
+            Some(format!(
+                "a path longer than {} bytes, more than a zip holds: use format=tar",
+                u16::MAX
+            ))
         } else {
             None
         }
@@ -619,5 +628,18 @@ mod tests {
             t.add(&entry(b"e", EntryKind::Dir, 0));
         }
         assert!(t.refusal().unwrap().contains("entries"));
+        let mut t = ZipTotals::default();
+        t.add(&entry(
+            &vec![b'a'; usize::from(u16::MAX) - 1],
+            EntryKind::Dir,
+            0,
+        ));
+        assert_eq!(t.refusal(), None, "65,535 bytes with the `/`");
+        t.add(&entry(
+            &vec![b'a'; usize::from(u16::MAX)],
+            EntryKind::File,
+            0,
+        ));
+        assert!(t.refusal().unwrap().contains("path longer"));
     }
 }

@@ -21,6 +21,7 @@ use super::error::{ApiError, ApiResult};
 use super::snapshots::{find, PathQuery};
 use super::SharedApi;
 use crate::config::api::Role;
+use crate::format::id::Id;
 use crate::format::tree::{Node, NodeKind};
 use crate::ops::browse::Found;
 use crate::repo::SnapshotEntry;
@@ -231,13 +232,13 @@ pub struct ArchiveQuery {
 /// fifos and sockets are left out; trees are read, file contents are not.
 struct Walk {
     listing: std::collections::VecDeque<(Entry, Option<Node>)>,
-    dirs: Vec<(Vec<crate::format::id::Id>, Vec<u8>)>,
+    dirs: Vec<(Vec<Id>, Vec<u8>)>,
 }
 
 impl Walk {
     /// The walk of `subtree`, its entries under `prefix` (empty: at the
     /// archive's root), after `first` (the directory's own entry).
-    fn new(subtree: Vec<crate::format::id::Id>, prefix: Vec<u8>, first: Option<Entry>) -> Walk {
+    fn new(subtree: Vec<Id>, prefix: Vec<u8>, first: Option<Entry>) -> Walk {
         Walk {
             listing: first.map(|e| (e, None)).into_iter().collect(),
             dirs: vec![(subtree, prefix)],
@@ -280,14 +281,11 @@ impl Walk {
                     uid: n.uid,
                     gid: n.gid,
                 };
-                match entry.kind {
-                    EntryKind::Dir => {
-                        subdirs.push((n.subtree.clone(), entry.path.clone()));
-                        self.listing.push_back((entry, None));
-                    }
-                    EntryKind::File => self.listing.push_back((entry, Some(n.clone()))),
-                    EntryKind::Symlink(_) => self.listing.push_back((entry, None)),
+                if entry.kind == EntryKind::Dir {
+                    subdirs.push((n.subtree.clone(), entry.path.clone()));
                 }
+                let node = (entry.kind == EntryKind::File).then(|| n.clone());
+                self.listing.push_back((entry, node));
             }
             self.dirs.extend(subdirs.into_iter().rev());
         }
@@ -319,7 +317,7 @@ pub async fn archive(
 /// zip of it can be made.
 pub(super) struct ArchiveSource {
     pub snapshot: SnapshotEntry,
-    subtree: Vec<crate::format::id::Id>,
+    subtree: Vec<Id>,
     /// The directory's name, the archive's top directory (None: `/`).
     root: Option<Vec<u8>>,
     first: Option<Entry>,
