@@ -46,17 +46,18 @@ pub const TTL: Duration = Duration::from_secs(60);
 pub const MAX_TICKETS: usize = 256;
 
 /// What a ticket downloads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum What {
-    File,
-    Archive(Format),
+    /// The file at `raw` in the snapshot of that full id (found again when
+    /// it is downloaded: a node may list many chunk ids, which 256 tickets
+    /// should not hold).
+    File { snapshot: String, raw: Vec<u8> },
+    /// A directory, found and (for a zip) counted when the ticket was made.
+    Archive(Box<ArchiveSource>, Format),
 }
 
 #[derive(Clone, Debug)]
 struct Ticket {
-    /// The snapshot's full id.
-    snapshot: String,
-    raw: Vec<u8>,
     what: What,
     expires: Instant,
 }
@@ -135,19 +136,18 @@ pub async fn issue(
         path_hex: req.path_hex,
     }
     .raw()?;
-    let (snapshot, what) = match req.format {
-        None => (file_at(&api, &req.snapshot, &raw).await?.0, What::File),
-        Some(f) => (
-            ArchiveSource::find(&api, &req.snapshot, &raw, f)
-                .await?
-                .snapshot,
-            What::Archive(f),
+    let what = match req.format {
+        None => What::File {
+            snapshot: file_at(&api, &req.snapshot, &raw).await?.0.id.to_string(),
+            raw,
+        },
+        Some(f) => What::Archive(
+            Box::new(ArchiveSource::find(&api, &req.snapshot, &raw, f).await?),
+            f,
         ),
     };
     let now = Instant::now();
     let ticket = Ticket {
-        snapshot: snapshot.id.to_string(),
-        raw,
         what,
         expires: now + TTL,
     };
@@ -215,8 +215,8 @@ pub async fn fetch(
         ));
     };
     match t.what {
-        What::File => send_file(&api, &t.snapshot, &t.raw, &headers).await,
-        What::Archive(f) => send_archive(&api, &t.snapshot, &t.raw, f).await,
+        What::File { snapshot, raw } => send_file(&api, &snapshot, &raw, &headers).await,
+        What::Archive(source, f) => Ok(send_archive(&api, *source, f)),
     }
 }
 
@@ -226,9 +226,10 @@ mod tests {
 
     fn ticket(expires: Instant) -> Ticket {
         Ticket {
-            snapshot: "ab".into(),
-            raw: b"/x".to_vec(),
-            what: What::File,
+            what: What::File {
+                snapshot: "ab".into(),
+                raw: b"/x".to_vec(),
+            },
             expires,
         }
     }
@@ -241,7 +242,7 @@ mod tests {
         let b = t.issue(ticket(now + TTL), now).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 64, "32 random bytes in hex");
-        assert_eq!(t.take(&a, now).unwrap().raw, b"/x");
+        assert!(matches!(t.take(&a, now).unwrap().what, What::File { raw, .. } if raw == b"/x"));
         assert!(t.take(&a, now).is_none(), "used");
         assert!(t.take(&b, now + TTL).is_none(), "expired");
         assert!(t.take("", now).is_none());

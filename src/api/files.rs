@@ -310,13 +310,17 @@ pub async fn archive(
         path_hex: q.path_hex.clone(),
     }
     .raw()?;
-    send_archive(&api, &id, &raw, q.format.unwrap_or(Format::Tar)).await
+    let format = q.format.unwrap_or(Format::Tar);
+    let source = ArchiveSource::find(&api, &id, &raw, format).await?;
+    Ok(send_archive(&api, source, format))
 }
 
 /// A directory of a snapshot, checked for an archive: it is one, and a
-/// zip of it can be made.
+/// zip of it can be made. A download ticket keeps it, so its download
+/// neither finds nor counts the directory again.
+#[derive(Clone, Debug)]
 pub(super) struct ArchiveSource {
-    pub snapshot: SnapshotEntry,
+    snapshot: SnapshotEntry,
     subtree: Vec<Id>,
     /// The directory's name, the archive's top directory (None: `/`).
     root: Option<Vec<u8>>,
@@ -385,14 +389,9 @@ impl ArchiveSource {
     }
 }
 
-/// What `/archive` answers (also for a download ticket).
-pub(super) async fn send_archive(
-    api: &SharedApi,
-    id: &str,
-    raw: &[u8],
-    format: Format,
-) -> ApiResult<Response> {
-    let source = ArchiveSource::find(api, id, raw, format).await?;
+/// What `/archive` answers for `source` (also for a download ticket):
+/// the archive, streamed as it is walked.
+pub(super) fn send_archive(api: &SharedApi, source: ArchiveSource, format: Format) -> Response {
     let mut entries = source.walk();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let writer_api = api.clone();
@@ -462,7 +461,7 @@ pub(super) async fn send_archive(
         HeaderValue::from_static(format.content_type()),
     );
     h.insert(header::CONTENT_DISPOSITION, disposition(&name));
-    Ok(r)
+    r
 }
 
 #[cfg(test)]
